@@ -1,0 +1,117 @@
+"""Throughput of the fake server: generate + download at concurrency 100, zero latency.
+
+Starts ``fake-server --port 0`` in a subprocess (so server and client each get a
+core), reads its URL from the first stdout line, then runs CONCURRENCY workers
+that each loop "POST /generate (1 image), GET the image URL" for DURATION
+seconds. Both the POST and the GET count as requests. Target: 1,500 req/s.
+
+    python bench/fake_server.py [--duration 5] [--concurrency 100] [--dialect ideogram]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import signal
+import sys
+import time
+
+import aiohttp
+
+TARGET_RPS = 1500
+DEFAULT_DURATION_S = 5.0
+DEFAULT_CONCURRENCY = 100
+WARMUP_S = 0.5
+RUN = "from pipeline.fake_server.command import fake_server_command; fake_server_command()"
+LISTENING = re.compile(r"listening on (http://\S+)")
+
+
+async def start_server() -> tuple[asyncio.subprocess.Process, str]:
+    """The fake server in a subprocess, and its URL."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", RUN, "--port", "0", stdout=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+    match = LISTENING.search(line)
+    if match is None:
+        process.kill()
+        await process.wait()
+        raise RuntimeError(f"fake server did not start: {line!r}")
+    return process, match.group(1)
+
+
+class Counter:
+    """Requests completed, and failures."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.failures = 0
+        self.counting = False
+
+
+async def worker(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str], stop_at: float, count: Counter
+) -> None:
+    """Loop generate + download until the deadline."""
+    body = {"image_request": {"prompt": "a benchmark", "num_images": 1}}
+    loop = asyncio.get_running_loop()
+    while loop.time() < stop_at:
+        async with http.post(url, json=body, headers=headers) as response:
+            if response.status != 200:
+                count.failures += 1
+                continue
+            image_url = (await response.json())["data"][0]["url"]
+        async with http.get(image_url) as response:
+            await response.read()
+            ok = response.status == 200
+        if count.counting:
+            count.requests += 2
+            count.failures += not ok
+
+
+async def run(duration: float, concurrency: int, dialect: str) -> float:
+    """Requests per second measured over ``duration`` after a warm-up."""
+    process, base = await start_server()
+    try:
+        if dialect == "ideogram":
+            url, headers = f"{base}/generate", {"Api-Key": "fake-key"}
+        else:
+            url, headers = f"{base}/ideogram/generate", {"Authorization": "Bearer fake-key"}
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            loop = asyncio.get_running_loop()
+            count = Counter()
+            stop_at = loop.time() + WARMUP_S + duration
+            tasks = [
+                asyncio.create_task(worker(http, url, headers, stop_at, count))
+                for _ in range(concurrency)
+            ]
+            await asyncio.sleep(WARMUP_S)
+            count.counting = True
+            started = time.perf_counter()
+            await asyncio.gather(*tasks)
+            elapsed = time.perf_counter() - started
+        rps = count.requests / elapsed
+        print(f"dialect {dialect}, concurrency {concurrency}, {elapsed:.1f} s")
+        print(f"requests: {count.requests} (POST + GET), failures: {count.failures}")
+        print(f"throughput: {rps:,.0f} req/s; target {TARGET_RPS:,} req/s; ratio {rps / TARGET_RPS:.2f}")
+        return rps
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await process.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=DEFAULT_DURATION_S)
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
+    parser.add_argument("--dialect", choices=["ideogram", "crazyrouter"], default="ideogram")
+    args = parser.parse_args()
+    rps = asyncio.run(run(args.duration, args.concurrency, args.dialect))
+    sys.exit(0 if rps >= TARGET_RPS else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Alembic environment of the ledger schema (shipped as `pipeline.migrations`)."""

@@ -1,0 +1,243 @@
+"""The provider's request schema: enums, ranges and per-model rules of each op.
+
+The enum lists and ranges ship as data (``data/ideogram_schema.json``),
+extracted from Ideogram's OpenAPI spec; a test compares them with the spec so
+that drift is caught. The same rules serve manifest validation (a request the
+API would reject with 400 is rejected at `validate` time) and the fake server.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
+
+Op = Literal["generate", "remix", "upscale", "describe"]
+OPS: tuple[Op, ...] = ("generate", "remix", "upscale", "describe")
+#: ops that send a source image
+SOURCE_OPS: frozenset[str] = frozenset({"remix", "upscale", "describe"})
+#: ops whose response is images (describe answers with text)
+IMAGE_OPS: frozenset[str] = frozenset({"generate", "remix", "upscale"})
+
+
+@cache
+def schema_data() -> dict[str, Any]:
+    """The enum lists, ranges and per-op field lists shipped with the package."""
+    text = resources.files("pipeline").joinpath("data/ideogram_schema.json").read_text("utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def enum_values(name: str) -> tuple[str, ...]:
+    """The allowed values of one of the provider's enums (``model``, ``aspect_ratio``, ...)."""
+    return tuple(schema_data()["enums"][name])
+
+
+def value_range(name: str) -> tuple[int, int]:
+    """The inclusive (min, max) of a numeric field."""
+    low, high = schema_data()["ranges"][name]
+    return int(low), int(high)
+
+
+def op_fields(op: str) -> frozenset[str]:
+    """The request fields an op takes (``image_request`` fields; describe: its form fields)."""
+    return frozenset(schema_data()["fields"][op])
+
+
+DEFAULT_MODEL: str = schema_data()["default_model"]
+MAX_SOURCE_BYTES: int = schema_data()["max_image_bytes"]
+
+
+def _enum(name: str) -> AfterValidator:
+    allowed = enum_values(name)
+
+    def check(value: str) -> str:
+        if value not in allowed:
+            shown = ", ".join(allowed) if len(allowed) <= 12 else ", ".join(allowed[:12]) + ", ..."
+            raise ValueError(f"{value!r} is not one of {shown}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _ranged(name: str) -> Any:
+    low, high = value_range(name)
+    return Field(ge=low, le=high)
+
+
+Model = Annotated[StrictStr, _enum("model")]
+AspectRatio = Annotated[StrictStr, _enum("aspect_ratio")]
+StyleType = Annotated[StrictStr, _enum("style_type")]
+MagicPromptOption = Annotated[StrictStr, _enum("magic_prompt_option")]
+MagicPromptVersion = Annotated[StrictStr, _enum("magic_prompt_version")]
+Resolution = Annotated[StrictStr, _enum("resolution")]
+PalettePreset = Annotated[StrictStr, _enum("color_palette_preset")]
+DescribeModelVersion = Annotated[StrictStr, _enum("describe_model_version")]
+NumImages = Annotated[StrictInt, _ranged("num_images")]
+Seed = Annotated[StrictInt, _ranged("seed")]
+Percent = Annotated[StrictInt, Field(ge=1, le=100)]
+ColorHex = Annotated[StrictStr, Field(pattern=schema_data()["color_hex_pattern"])]
+_CW_LOW, _CW_HIGH = schema_data()["ranges"]["color_weight"]
+_PM_LOW, _PM_HIGH = schema_data()["ranges"]["color_palette_members"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PaletteMember(_Strict):
+    """One colour of an explicit palette."""
+
+    color_hex: ColorHex
+    color_weight: Annotated[StrictFloat | StrictInt, Field(ge=_CW_LOW, le=_CW_HIGH)] | None = None
+
+
+class ColorPalette(_Strict):
+    """A palette given by preset name or by members, never both."""
+
+    name: PalettePreset | None = None
+    members: Annotated[list[PaletteMember], Field(min_length=_PM_LOW, max_length=_PM_HIGH)] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ColorPalette:
+        if (self.name is None) == (self.members is None):
+            raise ValueError("give exactly one of `name` (a preset) or `members`")
+        return self
+
+
+def _models(key: str) -> frozenset[str]:
+    return frozenset(schema_data()["model_rules"][key])
+
+
+class ImageRequest(_Strict):
+    """`image_request` of generate (Ideogram's `ImageRequest`)."""
+
+    prompt: StrictStr | None = None
+    aspect_ratio: AspectRatio | None = None
+    model: Model | None = None
+    magic_prompt_option: MagicPromptOption | None = None
+    magic_prompt_version: MagicPromptVersion | None = None
+    seed: Seed | None = None
+    style_type: StyleType | None = None
+    negative_prompt: StrictStr | None = None
+    num_images: NumImages | None = None
+    resolution: Resolution | None = None
+    color_palette: ColorPalette | None = None
+
+
+class RemixRequest(ImageRequest):
+    """`image_request` of remix (Ideogram's `InitialImageRequest`)."""
+
+    image_weight: Percent | None = None
+
+
+class UpscaleRequest(_Strict):
+    """`image_request` of upscale (Ideogram's `UpscaleInitialImageRequest`)."""
+
+    prompt: StrictStr | None = None
+    resemblance: Percent | None = None
+    detail: Percent | None = None
+    magic_prompt_option: MagicPromptOption | None = None
+    magic_prompt_version: MagicPromptVersion | None = None
+    num_images: NumImages | None = None
+    seed: Seed | None = None
+
+
+class DescribeRequest(_Strict):
+    """The form fields of describe besides the image."""
+
+    describe_model_version: DescribeModelVersion | None = None
+
+
+REQUEST_MODELS: dict[str, type[_Strict]] = {
+    "generate": ImageRequest,
+    "remix": RemixRequest,
+    "upscale": UpscaleRequest,
+    "describe": DescribeRequest,
+}
+
+
+def _loc_text(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def check_request(op: str, params: Mapping[str, Any], *, need_prompt: bool = True) -> list[tuple[str, str]]:
+    """Check one op's request parameters; return (field path, message) for each problem.
+
+    ``need_prompt=False`` skips the required-prompt check, for validating the
+    fixed part of a job whose prompts come from a file.
+    """
+    problems: list[tuple[str, str]] = []
+    try:
+        REQUEST_MODELS[op].model_validate(dict(params))
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            field = _loc_text(tuple(err["loc"]))
+            message = _clean_message(err["msg"], err["type"])
+            problems.append((field, message))
+    problems.extend(_model_rules(op, params))
+    if need_prompt and op in schema_data()["required"]:
+        for name in schema_data()["required"][op]:
+            if params.get(name) in (None, ""):
+                problems.append((name, f"{op} needs a `{name}`"))
+    return problems
+
+
+def _model_rules(op: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Rules across fields that the schema states in prose: exclusions and per-model fields."""
+    if op not in ("generate", "remix"):
+        return []
+    model = params.get("model") or DEFAULT_MODEL
+    if not isinstance(model, str):
+        return []
+    problems: list[tuple[str, str]] = []
+    if params.get("aspect_ratio") is not None and params.get("resolution") is not None:
+        problems.append(("resolution", "`aspect_ratio` and `resolution` cannot be combined"))
+    allowed = {
+        "negative_prompt": model in _models("negative_prompt"),
+        "style_type": model not in _models("style_type_not"),
+        "color_palette": model not in _models("color_palette_not"),
+        "resolution": model in _models("resolution"),
+    }
+    for field, ok in allowed.items():
+        if params.get(field) is not None and not ok:
+            problems.append((field, f"not available for model {model}"))
+    return problems
+
+
+_VALUE_ERROR = re.compile(r"^(Value error|Assertion failed), ")
+
+
+def _clean_message(msg: str, kind: str) -> str:
+    if kind == "extra_forbidden":
+        return "not a field this op takes"
+    return _VALUE_ERROR.sub("", msg)
+
+
+def effective_model(op: str, params: Mapping[str, Any]) -> str | None:
+    """The model a request runs on (the API default when unset); None for upscale/describe."""
+    if op in ("generate", "remix"):
+        model = params.get("model")
+        return str(model) if model else DEFAULT_MODEL
+    return None
+
+
+def num_images(params: Mapping[str, Any]) -> int:
+    """How many images a request asks for (1 when unset)."""
+    value = params.get("num_images")
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 1

@@ -1,0 +1,254 @@
+"""The `ideobatch` command line (SPEC §3): thin click wrappers around the modules that do the work.
+
+Progress and logs go to stderr, results to stdout (`--json`: one JSON
+document). A user mistake is one clear message and exit 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+
+from pipeline import __version__
+from pipeline.errors import IdeobatchError, LedgerError, LockHeld, ManifestError, UsageError
+from pipeline.ledger.engine import DEFAULT_LEDGER_URL
+from pipeline.summary import EXIT_ABORTED, EXIT_LOCKED, EXIT_USAGE, render_text
+from pipeline.worker import DEFAULT_LEASE_S
+
+T = TypeVar("T")
+log = logging.getLogger("ideobatch")
+
+ledger_option = click.option(
+    "--ledger",
+    "ledger_url",
+    envvar="IDEOBATCH_LEDGER",
+    default=DEFAULT_LEDGER_URL,
+    show_default=True,
+    help="Ledger URL: sqlite:///path or postgresql://user@host/db (env IDEOBATCH_LEDGER).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+
+
+def _setup_logging(quiet: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine; turn our errors into messages and exit codes."""
+    try:
+        return asyncio.run(factory())
+    except ManifestError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"{len(exc.problems)} problem(s); nothing was sent or recorded.", err=True)
+        sys.exit(EXIT_USAGE)
+    except LockHeld as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_LOCKED)
+    except (UsageError, LedgerError) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except IdeobatchError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_ABORTED)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_ABORTED)
+
+
+def _emit(summary: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        click.echo(render_text(summary))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ideobatch")
+def main() -> None:
+    """Resumable, concurrent batch runner for the Ideogram image API."""
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@ledger_option
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 10_000),
+    help="Images in flight (overrides limits.concurrency).",
+)
+@click.option(
+    "--budget",
+    "budget_usd",
+    type=click.FloatRange(0),
+    help="Stop claiming jobs before spend passes USD.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Output folder (overrides output.dir).",
+)
+@click.option("--max-jobs", type=click.IntRange(1), help="Claim at most N jobs in this run.")
+@click.option("--quiet", is_flag=True, help="No progress bar; warnings and the summary only.")
+@click.option("--lock", is_flag=True, help="Refuse to start (exit 4) while another run holds this manifest.")
+@click.option(
+    "--lease",
+    "lease_s",
+    type=click.FloatRange(1),
+    default=DEFAULT_LEASE_S,
+    show_default=True,
+    help="Seconds a claimed job stays leased without a heartbeat.",
+)
+@json_option
+def run(
+    manifest: str,
+    ledger_url: str,
+    concurrency: int | None,
+    budget_usd: float | None,
+    out_dir: str | None,
+    max_jobs: int | None,
+    quiet: bool,
+    lock: bool,
+    lease_s: float,
+    as_json: bool,
+) -> None:
+    """Plan MANIFEST into the ledger, then work through every unfinished job (resumes)."""
+    from pipeline.running import RunOptions, run_manifest
+
+    _setup_logging(quiet)
+    options = RunOptions(
+        manifest, ledger_url, concurrency, budget_usd, out_dir, max_jobs, quiet, lock, lease_s
+    )
+    code, summary = _run_async(lambda: run_manifest(options))
+    _emit(summary, as_json)
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+def validate(manifest: str) -> None:
+    """Check MANIFEST; print every problem as file:line: field: message (exit 2 if any)."""
+    from pipeline.running import load_valid
+
+    def check() -> Any:
+        async def inner() -> Any:
+            return load_valid(manifest)
+
+        return inner()
+
+    _loaded, counts = _run_async(check)
+    click.echo(f"{manifest}: valid, {counts.total} job(s) before chained stages")
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@ledger_option
+@json_option
+def plan(manifest: str, ledger_url: str, as_json: bool) -> None:
+    """Validate and expand MANIFEST without calling the API: jobs, what is done, estimated cost."""
+    from pipeline.planning import plan_report, render_plan
+
+    _setup_logging()
+    report = _run_async(lambda: plan_report(manifest, ledger_url))
+    if as_json:
+        click.echo(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        click.echo(render_plan(report))
+
+
+@main.command()
+@click.argument("manifest", required=False)
+@ledger_option
+@json_option
+def status(manifest: str | None, ledger_url: str, as_json: bool) -> None:
+    """Counts per state, spend, in-doubt attempts, failures by reason, runs and workers."""
+    from pipeline.reporting import status_summary
+
+    summary = _run_async(lambda: status_summary(ledger_url, manifest))
+    _emit(summary, as_json)
+
+
+@main.command()
+@ledger_option
+@click.option(
+    "--follow", is_flag=True, help="Keep waiting for new work instead of exiting when none is left."
+)
+@click.option("--quiet", is_flag=True, help="No progress bar; warnings only.")
+@click.option(
+    "--lease",
+    "lease_s",
+    type=click.FloatRange(1),
+    default=DEFAULT_LEASE_S,
+    show_default=True,
+    help="Seconds a claimed job stays leased without a heartbeat.",
+)
+def worker(ledger_url: str, follow: bool, quiet: bool, lease_s: float) -> None:
+    """Claim and execute pending jobs of every planned manifest (many machines, one ledger)."""
+    from pipeline.running import run_worker
+
+    _setup_logging(quiet)
+    sys.exit(_run_async(lambda: run_worker(ledger_url, follow=follow, quiet=quiet, lease_s=lease_s)))
+
+
+@main.group()
+def db() -> None:
+    """Ledger schema maintenance."""
+
+
+@db.command("upgrade")
+@ledger_option
+def db_upgrade(ledger_url: str) -> None:
+    """Apply the ledger's Alembic migrations (PostgreSQL needs this once per release)."""
+    from pipeline.ledger.repository import Ledger
+
+    async def upgrade() -> None:
+        ledger = await Ledger.open(ledger_url, upgrade=True)
+        await ledger.close()
+
+    _run_async(upgrade)
+    click.echo(f"ledger {ledger_url.split('@')[-1]} is at the newest schema")
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "folder",
+    default="ideobatch-demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the demo writes its images, gallery and ledger.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def demo(folder: str, quiet: bool) -> None:
+    """Start the fake server in-process and run jobs/demo.yaml against it."""
+    from pipeline.demo import run_demo
+
+    _setup_logging(quiet)
+    code, lines = _run_async(lambda: run_demo(os.path.abspath(folder), quiet=quiet))
+    for line in lines:
+        click.echo(line)
+    sys.exit(code)
+
+
+def _register_fake_server() -> None:
+    from pipeline.fake_server.command import fake_server_command
+
+    main.add_command(fake_server_command, "fake-server")
+
+
+_register_fake_server()
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,211 @@
+"""The Ideogram client: one aiohttp session, both dialects, both source encodings.
+
+This is the only module above the transport that sees aiohttp's exceptions:
+`_translate` turns each into the error class that decides what happens next
+(most specific first), and records whether the request may have been billed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+
+from pipeline.api_schema import MAX_SOURCE_BYTES
+from pipeline.errors import ApiError, PermanentError, TransientError
+from pipeline.images import CONTENT_TYPES, EXTENSIONS, sniff_image_type
+from pipeline.manifest import ProviderConfig, TimeoutsConfig
+from pipeline.results import ApiResult
+from pipeline.sources import is_url
+from pipeline.wire import (
+    SourceBytes,
+    auth_headers,
+    endpoint,
+    error_for_status,
+    json_body,
+    multipart_body,
+    parse_result,
+)
+
+T = TypeVar("T")
+#: the largest successful API body we read (a response is a few KB)
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Source:
+    """A job's source image as planned: a URL, or a local file and its sha256."""
+
+    location: str
+    sha256: str | None = None
+
+    @property
+    def is_url(self) -> bool:
+        """Whether the source is an http(s) URL."""
+        return is_url(self.location)
+
+
+def new_session(timeouts: TimeoutsConfig, connections: int) -> aiohttp.ClientSession:
+    """One session for a run: pooled connections, our timeouts, no cookies."""
+    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections, keepalive_timeout=30)
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=timeouts.connect, sock_connect=timeouts.connect, sock_read=timeouts.read
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        raise_for_status=False,
+    )
+
+
+class IdeogramClient:
+    """Calls generate, remix, upscale and describe for one provider and key."""
+
+    def __init__(self, session: aiohttp.ClientSession, provider: ProviderConfig, api_key: str) -> None:
+        self._session = session
+        self._provider = provider
+        self._headers = auth_headers(provider.kind, api_key)
+
+    async def call(
+        self,
+        op: str,
+        request: dict[str, Any],
+        source: Source | None,
+        on_send: Callable[[], Awaitable[None]],
+    ) -> ApiResult:
+        """Make one call and return its parsed result, or raise an `ApiError`.
+
+        ``on_send`` runs after the source is ready and just before the request
+        leaves, so that the ledger records the attempt as sent only then.
+        """
+        url = endpoint(self._provider.kind, self._provider.url, op)
+        kwargs = await self._body(op, request, source)
+        await on_send()
+        sent = False
+        try:
+            async with self._session.post(url, headers=self._headers, **kwargs) as response:
+                sent = True
+                if response.status != 200:
+                    text = await self._text(response)
+                    raise error_for_status(response.status, text, response.headers.get("Retry-After"))
+                raw = await response.content.read(MAX_RESPONSE_BYTES + 1)
+                if len(raw) > MAX_RESPONSE_BYTES:
+                    raise TransientError("the response is too large", reason="bad_response", in_doubt=True)
+                try:
+                    body = json.loads(raw)
+                except ValueError as exc:
+                    raise TransientError(
+                        "the response is not JSON", reason="bad_response", in_doubt=True
+                    ) from exc
+                return parse_result(op, body)
+        except ApiError:
+            raise
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise _translate(exc, sent) from exc
+
+    async def _text(self, response: aiohttp.ClientResponse) -> str:
+        raw = await response.content.read(64 * 1024)
+        return raw.decode("utf-8", "replace")
+
+    async def _body(self, op: str, request: dict[str, Any], source: Source | None) -> dict[str, Any]:
+        if source is None:
+            return {"json": json_body(op, request, None)}
+        encoding = self._provider.image_encoding
+        if source.is_url and (
+            encoding == "url" or (encoding == "auto" and self._provider.kind == "crazyrouter")
+        ):
+            return {"json": json_body(op, request, source.location)}
+        data = await (self._fetch_source(source.location) if source.is_url else _read_source(source))
+        return {"data": multipart_body(op, request, data)}
+
+    async def _fetch_source(self, url: str) -> SourceBytes:
+        """Download a URL source for multipart upload (the native API takes bytes, not URLs)."""
+        try:
+            async with self._session.get(url) as response:
+                if response.status != 200:
+                    retryable = response.status >= 500 or response.status in (408, 429)
+                    message = f"source image {url}: HTTP {response.status}"
+                    if retryable:
+                        raise TransientError(message, reason="source_unavailable")
+                    raise PermanentError(message, reason="bad_source")
+                data = await response.content.read(MAX_SOURCE_BYTES + 1)
+        except ApiError:
+            raise
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise TransientError(
+                f"source image {url}: {_describe(exc)}", reason="source_unavailable"
+            ) from exc
+        return _checked_source(data, url.split("?", 1)[0].rsplit("/", 1)[-1] or "image")
+
+
+async def _read_source(source: Source) -> SourceBytes:
+    path = Path(source.location)
+    try:
+        data = await asyncio.to_thread(_read_capped, path)
+    except FileNotFoundError as exc:
+        raise PermanentError(f"source image {path}: no such file", reason="bad_source") from exc
+    except OSError as exc:
+        raise PermanentError(f"source image {path}: {exc.strerror}", reason="bad_source") from exc
+    if source.sha256 is not None and hashlib.sha256(data).hexdigest() != source.sha256:
+        raise PermanentError(
+            f"source image {path} changed since it was planned; plan the manifest again",
+            reason="source_changed",
+        )
+    return _checked_source(data, path.name)
+
+
+def _read_capped(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(MAX_SOURCE_BYTES + 1)
+
+
+def _checked_source(data: bytes, name: str) -> SourceBytes:
+    if len(data) > MAX_SOURCE_BYTES:
+        raise PermanentError(f"source image {name} is over 10 MB", reason="bad_source")
+    kind = sniff_image_type(data[:32])
+    if kind is None:
+        raise PermanentError(f"source image {name} is not a JPEG, PNG or WebP image", reason="bad_source")
+    stem = name.rsplit(".", 1)[0] or "image"
+    return SourceBytes(data, f"{stem}.{EXTENSIONS[kind]}", CONTENT_TYPES[kind])
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _translate(exc: BaseException, sent: bool) -> ApiError:
+    """aiohttp's exceptions as ours; ``sent``: the response had started (so it surely arrived)."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return TransientError(f"connect timeout: {_describe(exc)}", reason="connect_timeout")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # never connected: the request cannot have been billed
+        return TransientError(f"cannot connect: {_describe(exc)}", reason="connect_error")
+    if isinstance(exc, aiohttp.SocketTimeoutError | asyncio.TimeoutError):
+        return TransientError(f"read timeout: {_describe(exc)}", reason="timeout", in_doubt=True)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return TransientError(f"truncated response: {_describe(exc)}", reason="truncated", in_doubt=True)
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | ConnectionError):
+        return TransientError(f"connection lost: {_describe(exc)}", reason="connection_reset", in_doubt=True)
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return TransientError(f"bad response: {_describe(exc)}", reason="bad_response", in_doubt=True)
+    del sent
+    return TransientError(f"network error: {_describe(exc)}", reason="network", in_doubt=True)
+
+
+@asynccontextmanager
+async def opened_session(timeouts: TimeoutsConfig, connections: int) -> AsyncIterator[aiohttp.ClientSession]:
+    """A session closed on exit."""
+    session = new_session(timeouts, connections)
+    try:
+        yield session
+    finally:
+        await session.close()

@@ -1,0 +1,150 @@
+"""Downloading produced images: streamed, checked, hashed, renamed into place atomically.
+
+An image is written to a temporary file beside its final name (so the rename
+is atomic), its first bytes must be PNG/JPEG/WebP magic, its size is capped,
+its sha256 is computed while streaming, and its header must decode. Only then
+is it renamed to its final name: no half-written file ever carries one.
+Temporary files left by a killed process are removed on the next start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from pipeline.errors import BadImage, DownloadRetryable, UrlExpired
+from pipeline.images import EXTENSIONS, image_size, sniff_image_type
+from pipeline.wire import USER_AGENT, retry_after_seconds
+
+#: no produced image is larger than this (Ideogram's upscales are a few MB)
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+CHUNK_BYTES = 64 * 1024
+TEMP_SUFFIX = ".part"
+TEMP_PREFIX = ".ideobatch-"
+#: another host's temporary file older than this is considered abandoned
+STALE_TEMP_S = 3600.0
+_HOST = socket.gethostname().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class SavedImage:
+    """An image on disk under its final name."""
+
+    path: Path
+    sha256: str
+    bytes: int
+    width: int
+    height: int
+    kind: str
+
+
+def temp_name(final: Path) -> Path:
+    """A temporary path beside ``final``, naming this host and process."""
+    return final.with_name(
+        f"{TEMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}-{final.name}{TEMP_SUFFIX}"
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_temp_files(root: Path) -> int:
+    """Remove temporary files of dead processes under ``root``; returns how many."""
+    removed = 0
+    if not root.is_dir():
+        return 0
+    now = time.time()
+    for path in root.rglob(f"{TEMP_PREFIX}*{TEMP_SUFFIX}"):
+        parts = path.name[len(TEMP_PREFIX) :].split("-", 2)
+        try:
+            host, pid = parts[0], int(parts[1])
+        except (IndexError, ValueError):
+            continue
+        if host == _HOST:
+            stale = pid != os.getpid() and not _pid_alive(pid)
+        else:
+            stale = now - path.stat().st_mtime > STALE_TEMP_S
+        if stale:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+class Downloader:
+    """Fetches image URLs to files with the run's session."""
+
+    def __init__(self, session: aiohttp.ClientSession, max_bytes: int = MAX_IMAGE_BYTES) -> None:
+        self._session = session
+        self.max_bytes = max_bytes
+
+    async def fetch(self, url: str, final_without_ext: Path) -> SavedImage:
+        """Download ``url`` to ``final_without_ext`` + the extension its bytes call for."""
+        final_without_ext.parent.mkdir(parents=True, exist_ok=True)
+        temp = temp_name(final_without_ext)
+        try:
+            digest, size, kind = await self._stream(url, temp)
+            try:
+                width, height = image_size(temp)
+            except ValueError as exc:
+                raise BadImage(f"{url}: {exc}") from exc
+            final = final_without_ext.with_name(f"{final_without_ext.name}.{EXTENSIONS[kind]}")
+            os.replace(temp, final)
+        finally:
+            temp.unlink(missing_ok=True)
+        return SavedImage(final, digest, size, width, height, kind)
+
+    async def _stream(self, url: str, temp: Path) -> tuple[str, int, str]:
+        digest = hashlib.sha256()
+        size = 0
+        kind: str | None = None
+        try:
+            async with self._session.get(url, headers={"User-Agent": USER_AGENT}) as response:
+                if response.status in (401, 403, 404, 410):
+                    raise UrlExpired(f"{_safe(url)}: HTTP {response.status} (the URL has expired)")
+                if response.status in (408, 429) or response.status >= 500:
+                    raise DownloadRetryable(
+                        f"{_safe(url)}: HTTP {response.status}",
+                        retry_after=retry_after_seconds(response.headers.get("Retry-After")),
+                    )
+                if response.status != 200:
+                    raise BadImage(f"{_safe(url)}: HTTP {response.status}")
+                declared = response.content_length
+                if declared is not None and declared > self.max_bytes:
+                    raise BadImage(f"{_safe(url)}: {declared} bytes is over the {self.max_bytes} byte cap")
+                with temp.open("wb") as handle:
+                    async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                        if kind is None:
+                            kind = sniff_image_type(chunk[:32])
+                            if kind is None:
+                                raise BadImage(f"{_safe(url)}: the body is not a PNG, JPEG or WebP image")
+                        size += len(chunk)
+                        if size > self.max_bytes:
+                            raise BadImage(f"{_safe(url)}: over the {self.max_bytes} byte cap")
+                        digest.update(chunk)
+                        handle.write(chunk)
+        except (UrlExpired, BadImage, DownloadRetryable):
+            raise
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise DownloadRetryable(f"{_safe(url)}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        if kind is None:
+            raise BadImage(f"{_safe(url)}: empty body")
+        return digest.hexdigest(), size, kind
+
+
+def _safe(url: str) -> str:
+    """A URL without its query (signatures stay out of messages)."""
+    return url.split("?", 1)[0]

@@ -1,0 +1,208 @@
+"""Streamed expansion of a manifest into jobs (SPEC §4).
+
+`expand` is a generator: prompts files and catalogs are read as streams and
+each job is yielded as soon as it is known, so a manifest of a million jobs
+never sits in memory. Each job's `rank` is its position within its `jobs:`
+entry; claiming by rank interleaves the entries, so every op gets its turn.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pipeline.api_schema import effective_model, num_images, op_fields
+from pipeline.keys import child_key, job_key
+from pipeline.manifest import LoadedManifest, StageSpec
+from pipeline.pricing import PriceTable
+from pipeline.sources import Reporter, SourceImage, file_sha256, iter_images, iter_prompts
+
+#: how many local file hashes to remember while expanding (a file used by many jobs)
+HASH_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedJob:
+    """One unit of paid work, ready to be written into the ledger."""
+
+    key: str
+    op: str
+    request: dict[str, Any]
+    stage: str
+    rank: int
+    replica: int
+    model: str | None
+    num_images: int
+    cost_usd: Decimal
+    source: str | None = None
+    source_sha256: str | None = None
+    source_id: str | None = None
+    parent_key: str | None = None
+
+    @property
+    def prompt(self) -> str | None:
+        """The prompt sent, if the op has one."""
+        value = self.request.get("prompt")
+        return value if isinstance(value, str) else None
+
+
+def merge_params(
+    op: str, defaults: Mapping[str, Any], own: Mapping[str, Any], combo: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Defaults the op takes, overlaid by the job's own fields, then by a matrix combination."""
+    fields = op_fields(op)
+    merged = {k: v for k, v in defaults.items() if k in fields}
+    merged.update(own)
+    merged.update(combo)
+    return merged
+
+
+def matrix_combos(matrix: Mapping[str, Sequence[Any]] | None) -> list[dict[str, Any]]:
+    """The cartesian product of a matrix, as one dict per combination (one empty dict if none)."""
+    if not matrix:
+        return [{}]
+    names = list(matrix)
+    return [
+        dict(zip(names, values, strict=True)) for values in itertools.product(*(matrix[n] for n in names))
+    ]
+
+
+def stage_ref(path: Sequence[int]) -> str:
+    """``[2, 0]`` (jobs[2].then[0]) as ``"2.0"``."""
+    return ".".join(str(p) for p in path)
+
+
+def find_stage(jobs: Sequence[StageSpec], ref: str) -> StageSpec:
+    """The job or stage spec a stage reference points at."""
+    indexes = [int(p) for p in ref.split(".")]
+    spec: StageSpec = jobs[indexes[0]]
+    for i in indexes[1:]:
+        assert spec.then is not None
+        spec = spec.then[i]
+    return spec
+
+
+class _HashCache:
+    def __init__(self) -> None:
+        self._items: OrderedDict[tuple[str, int, int], str] = OrderedDict()
+
+    def sha256(self, path: str) -> str:
+        stat = Path(path).stat()
+        key = (path, stat.st_size, stat.st_mtime_ns)
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        digest = file_sha256(Path(path))
+        self._items[key] = digest
+        if len(self._items) > HASH_CACHE_SIZE:
+            self._items.popitem(last=False)
+        return digest
+
+
+def expand(loaded: LoadedManifest, report: Reporter | None = None) -> Iterator[PlannedJob]:
+    """Every top-level job of a validated manifest, streamed."""
+    manifest = loaded.manifest
+    prices = PriceTable(manifest.prices)
+    report = report or Reporter(loaded.file, loaded.line)
+    hashes = _HashCache()
+    for index, spec in enumerate(manifest.jobs):
+        path = ("jobs", index)
+        base = dict(spec.params)
+        combos = matrix_combos(spec.matrix)
+        images: Iterator[SourceImage | None]
+        if spec.images is not None:
+            images = iter_images(spec.images, loaded.base_dir, path, report, check_files=False)
+        else:
+            images = iter([None])
+        rank = 0
+        for image in images:
+            identity = None
+            sha = None
+            if image is not None:
+                sha = None if image.is_url else hashes.sha256(image.location)
+                identity = image.location if image.is_url else f"sha256:{sha}"
+            for prompt in iter_prompts(spec.prompt, spec.prompts, loaded.base_dir, path, report):
+                for combo in combos:
+                    request = merge_params(spec.op, manifest.defaults, base, combo)
+                    if prompt is not None:
+                        request["prompt"] = prompt
+                    model = effective_model(spec.op, request)
+                    count = num_images(request)
+                    cost = prices.job_cost(spec.op, model, count)
+                    for replica in range(spec.repeat):
+                        yield PlannedJob(
+                            key=job_key(spec.op, request, identity, replica),
+                            op=spec.op,
+                            request=request,
+                            stage=str(index),
+                            rank=rank,
+                            replica=replica,
+                            model=model,
+                            num_images=count,
+                            cost_usd=cost,
+                            source=image.location if image else None,
+                            source_sha256=sha,
+                            source_id=image.catalog_id if image else None,
+                        )
+                        rank += 1
+
+
+@dataclass(frozen=True)
+class ParentResult:
+    """One result of a finished job that feeds its `then:` stages."""
+
+    index: int
+    prompt: str | None = None
+    description: str | None = None
+    image_path: str | None = None
+    image_sha256: str | None = None
+
+
+def expand_children(
+    parent: PlannedJob,
+    parent_spec: StageSpec,
+    results: Sequence[ParentResult],
+    defaults: Mapping[str, Any],
+    prices: PriceTable,
+) -> Iterator[PlannedJob]:
+    """The jobs of a finished job's `then:` stages, one per result (and matrix/replica)."""
+    for stage_index, stage in enumerate(parent_spec.then or []):
+        ref = f"{parent.stage}.{stage_index}"
+        rank = 0
+        for result in results:
+            values = {
+                "description": result.description or "",
+                "prompt": result.prompt or parent.prompt or "",
+                "id": parent.source_id or "",
+            }
+            source, sha = parent.source, parent.source_sha256
+            if result.image_path is not None:
+                source, sha = result.image_path, result.image_sha256
+            for combo in matrix_combos(stage.matrix):
+                request = merge_params(stage.op, defaults, stage.params, combo)
+                if stage.prompt is not None:
+                    request["prompt"] = stage.prompt.format(**values)
+                model = effective_model(stage.op, request)
+                count = num_images(request)
+                for replica in range(stage.repeat):
+                    yield PlannedJob(
+                        key=child_key(parent.key, ref, result.index, stage.op, request, replica),
+                        op=stage.op,
+                        request=request,
+                        stage=ref,
+                        rank=parent.rank,
+                        replica=replica,
+                        model=model,
+                        num_images=count,
+                        cost_usd=prices.job_cost(stage.op, model, count),
+                        source=source if stage.op != "generate" else None,
+                        source_sha256=sha if stage.op != "generate" else None,
+                        source_id=parent.source_id,
+                        parent_key=parent.key,
+                    )
+                    rank += 1

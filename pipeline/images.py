@@ -1,0 +1,45 @@
+"""Recognising image files: magic bytes, extensions, and dimensions read safely."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from PIL import Image
+
+#: Pillow refuses images with more pixels than this (decompression bombs)
+MAX_IMAGE_PIXELS = 64_000_000
+
+EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+def sniff_image_type(head: bytes) -> str | None:
+    """``png``, ``jpeg`` or ``webp`` from a file's first bytes, or None for anything else."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """Width and height from the file's header; raise ValueError if it is not a sane image.
+
+    Only the header is parsed (Pillow opens lazily), so this is cheap; images
+    claiming more than `MAX_IMAGE_PIXELS` are refused as decompression bombs.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ValueError(f"decompression bomb: {exc}") from exc
+        except (OSError, SyntaxError) as exc:
+            raise ValueError(f"cannot read image: {exc}") from exc
+    if width <= 0 or height <= 0 or width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"implausible image size {width}x{height}")
+    return width, height

@@ -1,0 +1,133 @@
+"""Opening a ledger: URLs as users write them, engine settings per backend, migrations.
+
+``sqlite:///path`` and ``postgresql://user@host/db`` are mapped to the async
+drivers (aiosqlite, asyncpg) here and nowhere else. SQLite runs in WAL mode
+with a busy timeout and ``synchronous=NORMAL``; its write transactions begin
+with ``BEGIN IMMEDIATE`` so that two processes on one file queue for the
+lock instead of failing with "database is locked". SQLite ledgers migrate
+themselves on open; PostgreSQL ones with ``ideobatch db upgrade``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event, make_url
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from pipeline.errors import LedgerError
+
+DEFAULT_LEDGER_URL = "sqlite:///.ideobatch/ledger.db"
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+#: execution option that makes a SQLite transaction take the write lock at BEGIN
+WRITE = {"ideobatch_write": True}
+
+
+def async_url(url: str) -> URL:
+    """A user's ledger URL mapped to its async driver; raise `LedgerError` if unusable."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise LedgerError(f"not a ledger URL: {url!r} (use sqlite:///path or postgresql://...)") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise LedgerError("a SQLite ledger needs a file: sqlite:///path/to/ledger.db")
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise LedgerError(f"unsupported ledger {backend!r}: use sqlite:///path or postgresql://...")
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    """Whether the engine talks to SQLite."""
+    return engine.dialect.name == "sqlite"
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for a ledger URL, with the backend's settings applied."""
+    target = async_url(url)
+    if target.get_backend_name() == "sqlite":
+        assert target.database is not None
+        Path(target.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(target, pool_size=4, max_overflow=4, connect_args={"timeout": 60})
+        _configure_sqlite(engine)
+        return engine
+    return create_async_engine(target, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # SQLAlchemy, not the driver, emits BEGIN (so it can be BEGIN IMMEDIATE)
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("ideobatch_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+# --- migrations ------------------------------------------------------------------
+
+
+def migrations_dir() -> Path:
+    """The Alembic environment: ``migrations/`` beside the package (shipped with it)."""
+    import pipeline
+
+    here = Path(pipeline.__file__).resolve().parent
+    for candidate in (here / "migrations", here.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise LedgerError("the ledger migrations are missing from this installation")
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config for our migrations, bound to ``connection`` when given."""
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str | None:
+    """The newest migration."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Apply every pending migration (serialized against other processes)."""
+
+    def run(connection: Connection) -> None:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7241031)")
+        command.upgrade(alembic_config(connection), "head")
+
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(**WRITE)
+        async with conn.begin():
+            await conn.run_sync(run)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The ledger's schema revision (None for an empty database)."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(_current_revision)

@@ -1,0 +1,884 @@
+"""The ledger's verbs: every read and write of the job store, and no SQL elsewhere.
+
+Each verb is one transaction. Write-backs take batches (a worker groups the
+results of many jobs into one commit) and check, row by row, that the caller
+still holds the job's lease: a job reclaimed by another worker is reported
+back as lost, never overwritten. PostgreSQL claims with ``FOR UPDATE SKIP
+LOCKED``; SQLite serializes writers with ``BEGIN IMMEDIATE``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, case, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from pipeline.errors import LedgerError
+from pipeline.expand import PlannedJob
+from pipeline.keys import canonical_json
+from pipeline.ledger import engine as engines
+from pipeline.ledger.records import (
+    Claim,
+    ClaimedJob,
+    Completion,
+    ManifestRecord,
+    Outcome,
+    PlanCounts,
+    Response,
+    StoredImage,
+    claimed_from_row,
+    to_micros,
+)
+from pipeline.ledger.reports import Reports
+from pipeline.ledger.tables import (
+    FAILED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    attempts,
+    descriptions,
+    images,
+    jobs,
+    manifests,
+    runs,
+)
+from pipeline.results import IMAGE_PENDING, IMAGE_WITHHELD, ApiResult
+
+PLAN_BATCH = 2000
+#: SQLite allows 32766 bound parameters; stay well under it in IN (...) lists
+ID_CHUNK = 900
+
+_CLAIM_COLUMNS = (
+    jobs.c.id,
+    jobs.c.manifest_id,
+    jobs.c.key,
+    jobs.c.op,
+    jobs.c.stage,
+    jobs.c.rank,
+    jobs.c.replica,
+    jobs.c.request,
+    jobs.c.model,
+    jobs.c.num_images,
+    jobs.c.source,
+    jobs.c.source_sha256,
+    jobs.c.source_id,
+    jobs.c.parent_id,
+    jobs.c.attempts,
+    jobs.c.estimate_micros,
+    jobs.c.response_at,
+)
+
+
+def _chunks(items: Sequence[Any], size: int = ID_CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Ledger(Reports):
+    """The job store of one ledger URL (SQLite file or PostgreSQL database)."""
+
+    def __init__(self, engine: AsyncEngine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        self.is_sqlite = engines.is_sqlite(engine)
+        self._insert = sqlite.insert if self.is_sqlite else postgresql.insert
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, url: str, *, upgrade: bool | None = None) -> Ledger:
+        """Open a ledger; SQLite ones are migrated to the newest schema on open.
+
+        PostgreSQL ledgers must be at the newest schema already (`ideobatch db
+        upgrade`), so that many workers never race to migrate one database.
+        """
+        engine = engines.create_engine(url)
+        ledger = cls(engine, url)
+        try:
+            should_upgrade = ledger.is_sqlite if upgrade is None else upgrade
+            if should_upgrade:
+                await engines.upgrade(engine)
+            else:
+                current = await engines.current_revision(engine)
+                head = engines.head_revision()
+                if current != head:
+                    raise LedgerError(
+                        f"the ledger's schema is at {current or 'nothing'}, this ideobatch needs "
+                        f"{head}: run `ideobatch db upgrade --ledger URL` first"
+                    )
+        except (OSError, DBAPIError) as exc:
+            await engine.dispose()
+            raise LedgerError(f"cannot open the ledger: {_db_message(exc)}") from exc
+        except BaseException:
+            await engine.dispose()
+            raise
+        return ledger
+
+    async def close(self) -> None:
+        """Release the connection pool."""
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(**engines.WRITE)
+            async with conn.begin():
+                yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def _locked(self, query: Select[Any], skip_locked: bool = False) -> Select[Any]:
+        """SELECT ... FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes."""
+        if self.is_sqlite:
+            return query
+        return query.with_for_update(skip_locked=skip_locked)
+
+    # --- manifests and planning -------------------------------------------------------
+
+    async def save_manifest(
+        self,
+        *,
+        name: str,
+        sha256: str,
+        path: str | None,
+        base_dir: str,
+        config: dict[str, Any],
+        budget_micros: int | None,
+    ) -> ManifestRecord:
+        """Create or update the manifest of this name (a re-plan keeps its jobs)."""
+        now = time.time()
+        values = {
+            "sha256": sha256,
+            "path": path,
+            "base_dir": base_dir,
+            "config": canonical_json(config),
+            "planned_at": now,
+            "budget_micros": budget_micros,
+        }
+        async with self._write() as conn:
+            row = (
+                await conn.execute(self._locked(select(manifests.c.id).where(manifests.c.name == name)))
+            ).first()
+            if row is None:
+                await conn.execute(
+                    insert(manifests).values(
+                        name=name, plan_complete=False, spent_micros=0, reserved_micros=0, **values
+                    )
+                )
+            else:
+                await conn.execute(update(manifests).where(manifests.c.id == row.id).values(**values))
+        record = await self.get_manifest(name)
+        assert record is not None
+        return record
+
+    async def get_manifest(self, name: str) -> ManifestRecord | None:
+        """The manifest of this name, or None."""
+        async with self._read() as conn:
+            row = (await conn.execute(select(manifests).where(manifests.c.name == name))).first()
+        return _manifest_record(row) if row else None
+
+    async def get_manifest_by_id(self, manifest_id: int) -> ManifestRecord:
+        """The manifest with this id."""
+        async with self._read() as conn:
+            row = (await conn.execute(select(manifests).where(manifests.c.id == manifest_id))).one()
+        return _manifest_record(row)
+
+    async def list_manifests(self) -> list[ManifestRecord]:
+        """Every planned manifest, oldest plan first."""
+        async with self._read() as conn:
+            rows = (await conn.execute(select(manifests).order_by(manifests.c.id))).all()
+        return [_manifest_record(r) for r in rows]
+
+    async def plan_jobs(
+        self, manifest_id: int, planned: Iterable[PlannedJob], batch: int = PLAN_BATCH
+    ) -> PlanCounts:
+        """Write jobs in streamed batches; jobs whose key is already known are left as they are."""
+        counts = PlanCounts()
+        before = await self._count_jobs(manifest_id)
+        chunk: list[dict[str, Any]] = []
+        for job in planned:
+            counts.total += 1
+            bucket = (job.op, job.model)
+            counts.by_op_model[bucket] = counts.by_op_model.get(bucket, 0) + 1
+            estimate = to_micros(job.cost_usd)
+            counts.estimate_micros += estimate
+            chunk.append(_job_row(manifest_id, job, estimate, None))
+            if len(chunk) >= batch:
+                await self._insert_jobs(chunk)
+                chunk = []
+        if chunk:
+            await self._insert_jobs(chunk)
+        async with self._write() as conn:
+            await conn.execute(
+                update(manifests).where(manifests.c.id == manifest_id).values(plan_complete=True)
+            )
+        counts.new = await self._count_jobs(manifest_id) - before
+        return counts
+
+    async def _insert_jobs(self, rows: list[dict[str, Any]]) -> None:
+        async with self._write() as conn:
+            await self._insert_rows(conn, rows)
+
+    async def _insert_rows(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        statement = self._insert(jobs).on_conflict_do_nothing(index_elements=["manifest_id", "key"])
+        await conn.execute(statement, rows)
+
+    async def _count_jobs(self, manifest_id: int) -> int:
+        async with self._read() as conn:
+            value = await conn.scalar(
+                select(func.count()).select_from(jobs).where(jobs.c.manifest_id == manifest_id)
+            )
+        return int(value or 0)
+
+    async def job_states(self, manifest_id: int, keys: Sequence[str]) -> dict[str, str]:
+        """The state of each of these keys that the ledger knows."""
+        found: dict[str, str] = {}
+        async with self._read() as conn:
+            for part in _chunks(keys):
+                rows = await conn.execute(
+                    select(jobs.c.key, jobs.c.state).where(
+                        jobs.c.manifest_id == manifest_id, jobs.c.key.in_(part)
+                    )
+                )
+                found.update({r.key: r.state for r in rows})
+        return found
+
+    # --- runs ------------------------------------------------------------------------
+
+    async def start_run(self, *, owner: str, kind: str, manifest_id: int | None, host: str, pid: int) -> int:
+        """Register a run or worker process; returns its id."""
+        now = time.time()
+        async with self._write() as conn:
+            result = await conn.execute(
+                insert(runs)
+                .values(
+                    owner=owner,
+                    kind=kind,
+                    manifest_id=manifest_id,
+                    host=host,
+                    pid=pid,
+                    started_at=now,
+                    heartbeat_at=now,
+                )
+                .returning(runs.c.id)
+            )
+            return int(result.scalar_one())
+
+    async def unfinished_runs(self, host: str) -> list[tuple[str, int]]:
+        """(owner, pid) of runs on ``host`` that never recorded their end."""
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(runs.c.owner, runs.c.pid).where(runs.c.host == host, runs.c.ended_at.is_(None))
+            )
+            return [(r.owner, r.pid) for r in rows]
+
+    async def reclaim_dead(self, owners: Sequence[str]) -> int:
+        """Reclaim the jobs of workers known to be dead and mark their runs crashed."""
+        if not owners:
+            return 0
+        count = await self.reclaim_expired(owners=owners)
+        async with self._write() as conn:
+            await conn.execute(
+                update(runs)
+                .where(runs.c.owner.in_(list(owners)), runs.c.ended_at.is_(None))
+                .values(ended_at=time.time(), outcome="crashed")
+            )
+            await conn.execute(
+                update(manifests)
+                .where(manifests.c.lock_owner.in_(list(owners)))
+                .values(lock_owner=None, lock_expires_at=None)
+            )
+        return count
+
+    async def end_run(self, run_id: int, outcome: str, summary: dict[str, Any]) -> None:
+        """Record how a run ended."""
+        async with self._write() as conn:
+            await conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(ended_at=time.time(), outcome=outcome, summary=canonical_json(summary))
+            )
+
+    # --- locks -------------------------------------------------------------------------
+
+    async def acquire_lock(self, manifest_id: int, owner: str, ttl: float) -> bool:
+        """Take the manifest's run lock if free or expired (`run --lock`)."""
+        now = time.time()
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(manifests)
+                .where(
+                    manifests.c.id == manifest_id,
+                    (manifests.c.lock_owner.is_(None))
+                    | (manifests.c.lock_owner == owner)
+                    | (manifests.c.lock_expires_at < now),
+                )
+                .values(lock_owner=owner, lock_expires_at=now + ttl)
+            )
+            return bool(result.rowcount)
+
+    async def release_lock(self, manifest_id: int, owner: str) -> None:
+        """Give the manifest's run lock back."""
+        async with self._write() as conn:
+            await conn.execute(
+                update(manifests)
+                .where(manifests.c.id == manifest_id, manifests.c.lock_owner == owner)
+                .values(lock_owner=None, lock_expires_at=None)
+            )
+
+    # --- execution -----------------------------------------------------------------------
+
+    async def claim_jobs(
+        self, manifest_id: int, owner: str, limit: int, lease_s: float, now: float | None = None
+    ) -> Claim:
+        """Lease up to ``limit`` due pending jobs, lowest rank first, within the budget."""
+        now = time.time() if now is None else now
+        if limit <= 0:
+            return Claim([])
+        async with self._write() as conn:
+            candidates = (
+                await conn.execute(
+                    self._locked(
+                        select(jobs.c.id, jobs.c.estimate_micros, jobs.c.response_at)
+                        .where(
+                            jobs.c.manifest_id == manifest_id,
+                            jobs.c.state == PENDING,
+                            jobs.c.next_attempt_at <= now,
+                        )
+                        .order_by(jobs.c.rank, jobs.c.id)
+                        .limit(limit),
+                        skip_locked=True,
+                    )
+                )
+            ).all()
+            if not candidates:
+                return Claim([])
+            chosen, blocked, reserve = await self._within_budget(conn, manifest_id, candidates)
+            if not chosen:
+                return Claim([], budget_blocked=blocked)
+            if reserve:
+                await conn.execute(
+                    update(manifests)
+                    .where(manifests.c.id == manifest_id)
+                    .values(reserved_micros=manifests.c.reserved_micros + reserve)
+                )
+            values: dict[str, Any] = {
+                "state": RUNNING,
+                "lease_owner": owner,
+                "lease_expires_at": now + lease_s,
+                "updated_at": now,
+            }
+            if reserve:
+                values["reserved_micros"] = case(
+                    (jobs.c.response_at.is_(None), jobs.c.estimate_micros), else_=0
+                )
+            claimed: list[ClaimedJob] = []
+            for part in _chunks(chosen):
+                rows = await conn.execute(
+                    update(jobs).where(jobs.c.id.in_(part)).values(**values).returning(*_CLAIM_COLUMNS)
+                )
+                claimed.extend(claimed_from_row(r) for r in rows)
+        claimed.sort(key=lambda j: (j.rank, j.id))
+        return Claim(claimed, budget_blocked=blocked)
+
+    async def _within_budget(
+        self, conn: AsyncConnection, manifest_id: int, candidates: Sequence[Any]
+    ) -> tuple[list[int], bool, int]:
+        row = (
+            await conn.execute(
+                self._locked(
+                    select(
+                        manifests.c.budget_micros,
+                        manifests.c.spent_micros,
+                        manifests.c.reserved_micros,
+                    ).where(manifests.c.id == manifest_id)
+                )
+            )
+        ).one()
+        if row.budget_micros is None:
+            return [c.id for c in candidates], False, 0
+        room = row.budget_micros - row.spent_micros - row.reserved_micros
+        chosen: list[int] = []
+        reserve = 0
+        for candidate in candidates:
+            # a job whose paid response is already recorded costs nothing more
+            cost = 0 if candidate.response_at is not None else candidate.estimate_micros
+            if cost > room - reserve:
+                return chosen, True, reserve
+            chosen.append(candidate.id)
+            reserve += cost
+        return chosen, False, reserve
+
+    async def renew_leases(self, owner: str, lease_s: float) -> set[int]:
+        """Extend every lease ``owner`` holds; returns the ids still held."""
+        now = time.time()
+        async with self._write() as conn:
+            rows = await conn.execute(
+                update(jobs)
+                .where(jobs.c.lease_owner == owner, jobs.c.state == RUNNING)
+                .values(lease_expires_at=now + lease_s)
+                .returning(jobs.c.id)
+            )
+            held = {r.id for r in rows}
+            await conn.execute(update(runs).where(runs.c.owner == owner).values(heartbeat_at=now))
+            await conn.execute(
+                update(manifests).where(manifests.c.lock_owner == owner).values(lock_expires_at=now + lease_s)
+            )
+        return held
+
+    async def reclaim_expired(self, now: float | None = None, owners: Sequence[str] = ()) -> int:
+        """Return jobs whose lease expired to pending; their unanswered attempts become in doubt.
+
+        With ``owners``, the jobs of those (known dead) workers are reclaimed
+        at once, expired or not.
+        """
+        now = time.time() if now is None else now
+        stale = jobs.c.lease_owner.in_(owners) if owners else jobs.c.lease_expires_at < now
+        async with self._write() as conn:
+            rows = (
+                await conn.execute(
+                    self._locked(
+                        select(jobs.c.id, jobs.c.manifest_id, jobs.c.reserved_micros).where(
+                            jobs.c.state == RUNNING, stale
+                        ),
+                        skip_locked=True,
+                    )
+                )
+            ).all()
+            if not rows:
+                return 0
+            ids = [r.id for r in rows]
+            await self._release_reservations(conn, rows)
+            for part in _chunks(ids):
+                await conn.execute(
+                    update(attempts)
+                    .where(attempts.c.job_id.in_(part), attempts.c.ended_at.is_(None))
+                    .values(
+                        ended_at=now,
+                        in_doubt=attempts.c.sent,
+                        error_kind="lease_expired",
+                        message="the worker stopped before recording an answer",
+                    )
+                )
+                await conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id.in_(part))
+                    .values(
+                        state=PENDING,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        reserved_micros=0,
+                        updated_at=now,
+                    )
+                )
+            return len(ids)
+
+    async def _release_reservations(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
+        per_manifest: dict[int, int] = {}
+        for row in rows:
+            if row.reserved_micros:
+                per_manifest[row.manifest_id] = per_manifest.get(row.manifest_id, 0) + row.reserved_micros
+        for manifest_id, amount in per_manifest.items():
+            await conn.execute(
+                update(manifests)
+                .where(manifests.c.id == manifest_id)
+                .values(reserved_micros=manifests.c.reserved_micros - amount)
+            )
+
+    async def _owned(self, conn: AsyncConnection, owner: str, ids: Sequence[int]) -> dict[int, Any]:
+        """The rows among ``ids`` still leased to ``owner`` (locked until commit)."""
+        found: dict[int, Any] = {}
+        for part in _chunks(list(ids)):
+            rows = await conn.execute(
+                self._locked(
+                    select(
+                        jobs.c.id,
+                        jobs.c.manifest_id,
+                        jobs.c.reserved_micros,
+                        jobs.c.attempts,
+                        jobs.c.response_at,
+                    ).where(jobs.c.id.in_(part), jobs.c.lease_owner == owner, jobs.c.state == RUNNING)
+                )
+            )
+            found.update({r.id: r for r in rows})
+        return found
+
+    async def record_attempts(self, owner: str, run_id: int | None, job_ids: Sequence[int]) -> dict[int, int]:
+        """Record that a request is about to be sent for each job; returns attempt ids.
+
+        Jobs whose lease was lost are left out of the answer. An attempt with
+        no recorded outcome after a crash is what makes a re-send "in doubt".
+        """
+        now = time.time()
+        async with self._write() as conn:
+            owned = await self._owned(conn, owner, job_ids)
+            result: dict[int, int] = {}
+            for job_id in job_ids:
+                row = owned.get(job_id)
+                if row is None:
+                    continue
+                attempt_id = (
+                    await conn.execute(
+                        insert(attempts)
+                        .values(
+                            job_id=job_id,
+                            run_id=run_id,
+                            number=row.attempts + 1,
+                            started_at=now,
+                            sent=True,
+                            in_doubt=False,
+                        )
+                        .returning(attempts.c.id)
+                    )
+                ).scalar_one()
+                result[job_id] = int(attempt_id)
+            for part in _chunks(list(result)):
+                await conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id.in_(part))
+                    .values(attempts=jobs.c.attempts + 1, updated_at=now)
+                )
+        return result
+
+    async def record_responses(self, owner: str, responses: Sequence[Response]) -> set[int]:
+        """Record paid answers (images still to download); returns the job ids recorded."""
+        async with self._write() as conn:
+            owned = await self._owned(conn, owner, [r.job_id for r in responses])
+            done = set()
+            for response in responses:
+                row = owned.get(response.job_id)
+                if row is None:
+                    continue
+                await self._store_response(conn, row, response)
+                done.add(response.job_id)
+        return done
+
+    async def _store_response(self, conn: AsyncConnection, row: Any, response: Response) -> None:
+        now = time.time()
+        if response.attempt_id is not None:
+            await conn.execute(
+                update(attempts)
+                .where(attempts.c.id == response.attempt_id)
+                .values(ended_at=now, http_status=response.http_status)
+            )
+        await _insert_result(conn, response.job_id, response.result)
+        await conn.execute(
+            update(jobs)
+            .where(jobs.c.id == response.job_id)
+            .values(
+                response_at=now,
+                cost_micros=jobs.c.cost_micros + response.cost_micros,
+                reserved_micros=0,
+                updated_at=now,
+            )
+        )
+        # billing happened: move the reservation into spend
+        await conn.execute(
+            update(manifests)
+            .where(manifests.c.id == row.manifest_id)
+            .values(
+                spent_micros=manifests.c.spent_micros + response.cost_micros,
+                reserved_micros=manifests.c.reserved_micros - row.reserved_micros,
+            )
+        )
+
+    async def complete_jobs(self, owner: str, completions: Sequence[Completion]) -> set[int]:
+        """Finish jobs: record downloads (and the response if not yet), plan children, mark done.
+
+        Returns the ids completed; the others' leases were lost.
+        """
+        now = time.time()
+        async with self._write() as conn:
+            owned = await self._owned(conn, owner, [c.job_id for c in completions])
+            done: set[int] = set()
+            for completion in completions:
+                row = owned.get(completion.job_id)
+                if row is None:
+                    continue
+                if completion.response is not None and row.response_at is None:
+                    await self._store_response(conn, row, completion.response)
+                for outcome in completion.downloads:
+                    await conn.execute(
+                        update(images)
+                        .where(images.c.job_id == completion.job_id, images.c.index == outcome.index)
+                        .values(
+                            state=outcome.state,
+                            local_path=outcome.path,
+                            sha256=outcome.sha256,
+                            bytes=outcome.bytes,
+                            width=outcome.width,
+                            height=outcome.height,
+                            error=outcome.error,
+                        )
+                    )
+                if completion.children:
+                    rows = [
+                        _job_row(row.manifest_id, c, to_micros(c.cost_usd), completion.job_id)
+                        for c in completion.children
+                    ]
+                    await self._insert_rows(conn, rows)
+                failed = completion.failure_kind is not None
+                await conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == completion.job_id)
+                    .values(
+                        state=FAILED if failed else SUCCEEDED,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        finished_at=now,
+                        updated_at=now,
+                        error_kind=completion.failure_kind,
+                        error_message=completion.failure_message,
+                    )
+                )
+                done.add(completion.job_id)
+        return done
+
+    async def settle_attempts(self, owner: str, outcomes: Sequence[Outcome], *, final: bool) -> set[int]:
+        """Record failed attempts: reschedule them (``final=False``) or fail the jobs for good.
+
+        A rescheduled job goes back to pending with its ``next_attempt_at``;
+        its budget reservation is released either way.
+        """
+        now = time.time()
+        async with self._write() as conn:
+            owned = await self._owned(conn, owner, [o.job_id for o in outcomes])
+            await self._release_reservations(conn, list(owned.values()))
+            done: set[int] = set()
+            for outcome in outcomes:
+                if outcome.job_id not in owned:
+                    continue
+                if outcome.attempt_id is not None:
+                    await conn.execute(
+                        update(attempts)
+                        .where(attempts.c.id == outcome.attempt_id)
+                        .values(
+                            ended_at=now,
+                            http_status=outcome.http_status,
+                            error_kind=outcome.error_kind,
+                            message=outcome.message[:2000],
+                            in_doubt=outcome.in_doubt,
+                        )
+                    )
+                values: dict[str, Any] = {
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                    "reserved_micros": 0,
+                    "updated_at": now,
+                    "error_kind": outcome.error_kind,
+                    "error_message": outcome.message[:2000],
+                }
+                if final:
+                    values.update(state=FAILED, finished_at=now)
+                else:
+                    values.update(state=PENDING, next_attempt_at=outcome.next_attempt_at or now)
+                await conn.execute(update(jobs).where(jobs.c.id == outcome.job_id).values(**values))
+                done.add(outcome.job_id)
+        return done
+
+    async def release_jobs(self, owner: str, job_ids: Sequence[int] | None) -> None:
+        """Give leased jobs back as pending, untouched (shutdown, or a run-stopping error).
+
+        Attempts of these jobs without a recorded outcome are marked in doubt:
+        the request may have reached the server. ``job_ids=None``: every job
+        ``owner`` still holds.
+        """
+        now = time.time()
+        async with self._write() as conn:
+            if job_ids is None:
+                held = await conn.execute(
+                    select(jobs.c.id).where(jobs.c.lease_owner == owner, jobs.c.state == RUNNING)
+                )
+                job_ids = [r.id for r in held]
+            owned = await self._owned(conn, owner, job_ids)
+            if not owned:
+                return
+            await self._release_reservations(conn, list(owned.values()))
+            ids = list(owned)
+            for part in _chunks(ids):
+                await conn.execute(
+                    update(attempts)
+                    .where(attempts.c.job_id.in_(part), attempts.c.ended_at.is_(None))
+                    .values(
+                        ended_at=now,
+                        in_doubt=attempts.c.sent,
+                        error_kind="cancelled",
+                        message="run stopped",
+                    )
+                )
+                values: dict[str, Any] = {
+                    "state": PENDING,
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                    "reserved_micros": 0,
+                    "updated_at": now,
+                }
+                await conn.execute(update(jobs).where(jobs.c.id.in_(part)).values(**values))
+
+    async def images_of(self, job_id: int) -> list[StoredImage]:
+        """The recorded images of a job, by index."""
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(images).where(images.c.job_id == job_id).order_by(images.c.index)
+            )
+            return [_stored_image(r) for r in rows]
+
+    async def descriptions_of(self, job_id: int) -> list[str]:
+        """The recorded descriptions of a job, by index."""
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(descriptions.c.text)
+                .where(descriptions.c.job_id == job_id)
+                .order_by(descriptions.c.index)
+            )
+            return [r.text for r in rows]
+
+    async def pending_work(self, manifest_id: int | None = None) -> tuple[int, int, float | None]:
+        """Pending and running job counts, and the earliest time a pending job is due."""
+        where = [jobs.c.manifest_id == manifest_id] if manifest_id is not None else []
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(jobs.c.state, func.count(), func.min(jobs.c.next_attempt_at))
+                .where(jobs.c.state.in_((PENDING, RUNNING)), *where)
+                .group_by(jobs.c.state)
+            )
+            pending, running, due = 0, 0, None
+            for state, count, earliest in rows:
+                if state == PENDING:
+                    pending, due = int(count), earliest
+                else:
+                    running = int(count)
+        return pending, running, due
+
+    async def reset_jobs(self, manifest_id: int | None, *, states: Sequence[str], reason: str | None) -> int:
+        """Put matching jobs back to pending (``retry``); expired results are regenerated."""
+        conditions: list[ColumnElement[bool]] = [jobs.c.state.in_(states)]
+        if manifest_id is not None:
+            conditions.append(jobs.c.manifest_id == manifest_id)
+        if reason is not None:
+            conditions.append(jobs.c.error_kind == reason)
+        now = time.time()
+        async with self._write() as conn:
+            ids = [r.id for r in await conn.execute(self._locked(select(jobs.c.id).where(and_(*conditions))))]
+            for part in _chunks(ids):
+                expired = [
+                    r.id
+                    for r in await conn.execute(
+                        select(jobs.c.id).where(jobs.c.id.in_(part), jobs.c.error_kind == "url_expired")
+                    )
+                ]
+                if expired:
+                    await conn.execute(delete(images).where(images.c.job_id.in_(expired)))
+                    await conn.execute(delete(descriptions).where(descriptions.c.job_id.in_(expired)))
+                    await conn.execute(update(jobs).where(jobs.c.id.in_(expired)).values(response_at=None))
+                await conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id.in_(part))
+                    .values(
+                        state=PENDING,
+                        attempts=0,
+                        next_attempt_at=now,
+                        error_kind=None,
+                        error_message=None,
+                        finished_at=None,
+                        updated_at=now,
+                    )
+                )
+        return len(ids)
+
+
+async def _insert_result(conn: AsyncConnection, job_id: int, result: ApiResult) -> None:
+    if result.images:
+        await conn.execute(
+            insert(images),
+            [
+                {
+                    "job_id": job_id,
+                    "index": image.index,
+                    "remote_url": image.url,
+                    "prompt": image.prompt,
+                    "resolution": image.resolution,
+                    "seed": image.seed,
+                    "is_image_safe": image.is_image_safe,
+                    "style_type": image.style_type,
+                    "state": IMAGE_WITHHELD if image.withheld else IMAGE_PENDING,
+                }
+                for image in result.images
+            ],
+        )
+    if result.descriptions:
+        await conn.execute(
+            insert(descriptions),
+            [{"job_id": job_id, "index": i, "text": text} for i, text in enumerate(result.descriptions)],
+        )
+
+
+def _job_row(manifest_id: int, job: PlannedJob, estimate: int, parent_id: int | None) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "manifest_id": manifest_id,
+        "key": job.key,
+        "op": job.op,
+        "stage": job.stage,
+        "rank": job.rank,
+        "replica": job.replica,
+        "request": canonical_json(job.request),
+        "model": job.model,
+        "num_images": job.num_images,
+        "source": job.source,
+        "source_sha256": job.source_sha256,
+        "source_id": job.source_id,
+        "parent_id": parent_id,
+        "state": PENDING,
+        "attempts": 0,
+        "next_attempt_at": 0.0,
+        "estimate_micros": estimate,
+        "reserved_micros": 0,
+        "cost_micros": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _manifest_record(row: Any) -> ManifestRecord:
+    return ManifestRecord(
+        id=row.id,
+        name=row.name,
+        sha256=row.sha256,
+        base_dir=row.base_dir,
+        config=json.loads(row.config),
+        budget_micros=row.budget_micros,
+        spent_micros=row.spent_micros,
+        reserved_micros=row.reserved_micros,
+    )
+
+
+def _stored_image(row: Any) -> StoredImage:
+    return StoredImage(
+        job_id=row.job_id,
+        index=row.index,
+        remote_url=row.remote_url,
+        prompt=row.prompt,
+        resolution=row.resolution,
+        seed=row.seed,
+        is_image_safe=row.is_image_safe,
+        state=row.state,
+        local_path=row.local_path,
+        sha256=row.sha256,
+    )
+
+
+def _db_message(exc: BaseException) -> str:
+    if isinstance(exc, OperationalError | DBAPIError):
+        return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+    return str(exc)

@@ -1,0 +1,290 @@
+"""The manifest (SPEC §4): pydantic models, loading, and the settings it implies.
+
+`load_manifest` parses the YAML with line numbers and validates its structure;
+`pipeline.validation` then checks requests and sources against the provider's
+schema. Both report every problem as ``file:line: field.path: message``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
+
+from pipeline.errors import ManifestError, Problem
+from pipeline.yaml_loader import LineMap, dotted, load_with_lines
+from pipeline.yaml_loader import Path as DataPath
+
+DEFAULT_CONCURRENCY = 8
+DEFAULT_ATTEMPTS = 6
+DEFAULT_BACKOFF_INITIAL_S = 1.0
+DEFAULT_BACKOFF_MAX_S = 60.0
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_READ_TIMEOUT_S = 120.0
+DEFAULT_NAME_TEMPLATE = "{op}/{slug}-{key}-{index}.{ext}"
+#: a manifest text larger than this is refused (jobs belong in prompts/catalog files)
+MAX_MANIFEST_BYTES = 5 * 1024 * 1024
+
+PROVIDERS: dict[str, tuple[str, str]] = {
+    # kind: (base_url, api_key_env)
+    "crazyrouter": ("https://crazyrouter.com", "CRAZYROUTER_API_KEY"),
+    "ideogram": ("https://api.ideogram.ai", "IDEOGRAM_API_KEY"),
+}
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: object) -> float:
+    """``500ms``, ``1s``, ``2m``, ``1h`` or a number of seconds, as seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or text such as 500ms, 1s, 2m, 1h")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        raise ValueError("a duration is a number of seconds or text such as 500ms, 1s, 2m, 1h")
+    if seconds < 0 or seconds != seconds or seconds == float("inf"):
+        raise ValueError("a duration must be zero or more")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProviderConfig(_Section):
+    """Which API dialect to speak, where, and which environment variable holds the key."""
+
+    kind: Literal["crazyrouter", "ideogram"] = "crazyrouter"
+    base_url: StrictStr | None = None
+    api_key_env: Annotated[StrictStr, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    image_encoding: Literal["auto", "url", "multipart"] = "auto"
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("base_url must be an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+    @property
+    def url(self) -> str:
+        """The base URL, the provider's default when unset."""
+        return self.base_url or PROVIDERS[self.kind][0]
+
+    @property
+    def key_env(self) -> str:
+        """The environment variable holding the API key."""
+        return self.api_key_env or PROVIDERS[self.kind][1]
+
+
+class OutputConfig(_Section):
+    """Where images land and how they are named."""
+
+    dir: StrictStr = "out/{name}"
+    name: StrictStr = DEFAULT_NAME_TEMPLATE
+
+
+class LimitsConfig(_Section):
+    """How hard to push: images in flight, requests per minute, money."""
+
+    concurrency: Annotated[StrictInt, Field(ge=1, le=10_000)] = DEFAULT_CONCURRENCY
+    requests_per_minute: Annotated[float, Field(gt=0)] | None = None
+    budget_usd: Annotated[float, Field(ge=0)] | None = None
+
+
+class RetryConfig(_Section):
+    """Attempts per job and the exponential backoff between them."""
+
+    attempts: Annotated[StrictInt, Field(ge=1, le=100)] = DEFAULT_ATTEMPTS
+    initial: Duration = DEFAULT_BACKOFF_INITIAL_S
+    max: Duration = DEFAULT_BACKOFF_MAX_S
+
+
+class TimeoutsConfig(_Section):
+    """HTTP timeouts of one API call."""
+
+    connect: Duration = DEFAULT_CONNECT_TIMEOUT_S
+    read: Duration = DEFAULT_READ_TIMEOUT_S
+
+
+class StageSpec(BaseModel):
+    """A `then:` stage: a job template fed by each result of its parent."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    op: Literal["generate", "remix", "upscale", "describe"]
+    prompt: StrictStr | None = None
+    matrix: dict[str, list[Any]] | None = None
+    repeat: Annotated[StrictInt, Field(ge=1, le=10_000)] = 1
+    then: list[StageSpec] | None = None
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The request fields written on this job (everything that is not a job key)."""
+        return dict(self.model_extra or {})
+
+
+class JobSpec(StageSpec):
+    """One entry of `jobs:`; its request fields sit beside the job keys."""
+
+    prompts: Any = None
+    images: Any = None
+    id: StrictStr | None = None
+
+
+class Manifest(BaseModel):
+    """A whole manifest, structurally valid (requests and sources are checked later)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1]
+    name: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+    provider: ProviderConfig = ProviderConfig()
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    output: OutputConfig = OutputConfig()
+    limits: LimitsConfig = LimitsConfig()
+    retry: RetryConfig = RetryConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    prices: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    lock: StrictBool = False
+    jobs: Annotated[list[JobSpec], Field(min_length=1)]
+
+
+@dataclass(frozen=True)
+class LoadedManifest:
+    """A manifest with where it came from: file, folder, text hash and value lines."""
+
+    manifest: Manifest
+    path: Path
+    lines: LineMap
+    sha256: str
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths in the manifest are resolved against."""
+        return self.path.parent.resolve()
+
+    @property
+    def file(self) -> str:
+        """The manifest's path as shown in messages."""
+        return str(self.path)
+
+    def line(self, path: DataPath) -> int | None:
+        """The line where the value at ``path`` was written."""
+        return self.lines.line_of(path)
+
+    def problem(self, path: DataPath, message: str) -> Problem:
+        """A problem located at a field of this manifest."""
+        return Problem(self.file, self.line(path), dotted(path), message)
+
+    @property
+    def output_dir(self) -> Path:
+        """The output folder, absolute (``{name}`` in it is the manifest's name)."""
+        raw = self.manifest.output.dir.replace("{name}", self.manifest.name)
+        return (self.base_dir / os.path.expanduser(raw)).resolve()
+
+
+def _data_path(loc: tuple[int | str, ...], data: Any, missing: bool) -> DataPath:
+    """Pydantic's error location reduced to the path that exists in the data.
+
+    Union members and validator names appear in ``loc`` but not in the data;
+    they are dropped.
+    """
+    path: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
+            path.append(part)
+            node = node[part]
+        elif i == len(loc) - 1 and missing and isinstance(part, str):
+            path.append(part)
+    return tuple(path)
+
+
+def _message(err: Any) -> str:
+    kind = err["type"]
+    if kind == "missing":
+        return "required"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    msg = str(err["msg"])
+    return re.sub(r"^(Value error|Assertion failed), ", "", msg)
+
+
+def parse_manifest(text: str, file: str, path: Path | None = None) -> LoadedManifest:
+    """Validate the structure of a manifest text; raise `ManifestError` with every problem."""
+    data, lines = load_with_lines(text, file)
+    if not isinstance(data, dict):
+        raise ManifestError(
+            [Problem(file, 1, "", "a manifest is a mapping of keys such as version, name, jobs")]
+        )
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        seen = set()
+        for err in exc.errors(include_url=False):
+            where = _data_path(tuple(err["loc"]), data, err["type"] == "missing")
+            problem = Problem(file, lines.line_of(where), dotted(where), _message(err))
+            if str(problem) not in seen:
+                seen.add(str(problem))
+                problems.append(problem)
+        problems.sort(key=lambda p: (p.line or 0, p.field))
+        raise ManifestError(problems) from None
+    sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return LoadedManifest(manifest, path or Path(file), lines, sha)
+
+
+def load_manifest(path: str | os.PathLike[str]) -> LoadedManifest:
+    """Read and structurally validate the manifest at ``path``."""
+    file = Path(path)
+    try:
+        size = file.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise ManifestError(
+                [
+                    Problem(
+                        str(file),
+                        None,
+                        "",
+                        f"the manifest is {size} bytes; the limit is {MAX_MANIFEST_BYTES}",
+                    )
+                ]
+            )
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError([Problem(str(file), None, "", "no such file")]) from None
+    except IsADirectoryError:
+        raise ManifestError([Problem(str(file), None, "", "is a folder, not a manifest file")]) from None
+    except OSError as exc:
+        raise ManifestError([Problem(str(file), None, "", f"cannot read: {exc.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            [Problem(str(file), None, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
+        ) from None
+    return parse_manifest(text, str(file), file)

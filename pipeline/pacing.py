@@ -1,0 +1,85 @@
+"""How fast to send: images in flight (with AIMD on 429) and an optional request rate.
+
+Ideogram counts its in-flight limit in images: a request for 4 images takes
+4 places. `ImageSlots` admits a request only when its images fit under the
+current limit; on a 429 the limit is halved (at most once per second), and
+each success adds back a fraction until the configured ceiling is reached
+again (additive increase, multiplicative decrease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+#: a 429 burst lowers the limit once per this many seconds, not once per rejected call
+DECREASE_COOLDOWN_S = 1.0
+
+
+class ImageSlots:
+    """A counting limiter in images with an adaptive ceiling."""
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = max(1, ceiling)
+        self._limit = float(self.ceiling)
+        self.in_use = 0
+        self.peak = 0
+        self._changed = asyncio.Condition()
+        self._last_decrease = 0.0
+
+    @property
+    def limit(self) -> int:
+        """The current limit in images (between 1 and the ceiling)."""
+        return max(1, int(self._limit))
+
+    def _fits(self, images: int) -> bool:
+        # a request larger than the limit goes alone rather than never
+        return self.in_use + images <= self.limit or self.in_use == 0
+
+    async def acquire(self, images: int) -> None:
+        """Wait until ``images`` places are free, then take them."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._fits(images))
+            self.in_use += images
+            self.peak = max(self.peak, self.in_use)
+
+    async def release(self, images: int) -> None:
+        """Give places back."""
+        async with self._changed:
+            self.in_use -= images
+            self._changed.notify_all()
+
+    def on_rate_limited(self) -> None:
+        """The server said too many in flight: halve the limit (once per cooldown)."""
+        now = time.monotonic()
+        if now - self._last_decrease >= DECREASE_COOLDOWN_S:
+            self._limit = max(1.0, self._limit / 2)
+            self._last_decrease = now
+
+    def on_success(self) -> None:
+        """A call went through: creep back towards the ceiling (+1 per limit's worth of calls)."""
+        if self._limit < self.ceiling:
+            self._limit = min(float(self.ceiling), self._limit + 1.0 / self._limit)
+
+
+class TokenBucket:
+    """At most ``per_minute`` requests a minute, with a burst of one second's worth."""
+
+    def __init__(self, per_minute: float) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate)
+        self._tokens = self.capacity
+        self._stamp = time.monotonic()
+        self._lock = asyncio.Lock()
+
+    async def take(self) -> None:
+        """Wait for a token."""
+        async with self._lock:
+            while True:
+                now = time.monotonic()
+                self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+                self._stamp = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                await asyncio.sleep((1 - self._tokens) / self.rate)

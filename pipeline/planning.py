@@ -1,0 +1,122 @@
+"""`ideobatch plan`: what a manifest expands to, what the ledger already has, what it will cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import LedgerError
+from pipeline.expand import PlannedJob, expand
+from pipeline.ledger.engine import async_url
+from pipeline.ledger.records import to_micros, to_usd
+from pipeline.ledger.repository import Ledger
+from pipeline.running import load_valid
+
+LOOKUP_BATCH = 5000
+
+
+async def _open_existing(url: str) -> Ledger | None:
+    """The ledger if it already exists (planning never creates one)."""
+    target = async_url(url)
+    if target.get_backend_name() == "sqlite" and not Path(str(target.database)).expanduser().exists():
+        return None
+    try:
+        return await Ledger.open(url, upgrade=False)
+    except LedgerError:
+        return None
+
+
+async def plan_report(manifest: str, ledger_url: str) -> dict[str, Any]:
+    """Counts per op and model, jobs already done in the ledger, and the estimated cost."""
+    loaded, _counts = load_valid(manifest)
+    name = loaded.manifest.name
+    rows: dict[tuple[str, str | None], dict[str, Any]] = {}
+    ledger = await _open_existing(ledger_url)
+    try:
+        record = await ledger.get_manifest(name) if ledger else None
+        batch: list[PlannedJob] = []
+
+        async def flush() -> None:
+            states = await ledger.job_states(record.id, [j.key for j in batch]) if ledger and record else {}
+            for job in batch:
+                row = rows.setdefault(
+                    (job.op, job.model),
+                    {
+                        "op": job.op,
+                        "model": job.model,
+                        "jobs": 0,
+                        "images": 0,
+                        "done": 0,
+                        "failed": 0,
+                        "estimate_micros": 0,
+                        "remaining_micros": 0,
+                    },
+                )
+                state = states.get(job.key)
+                cost = to_micros(job.cost_usd)
+                row["jobs"] += 1
+                row["images"] += job.num_images if job.op != "describe" else 0
+                row["estimate_micros"] += cost
+                if state == "succeeded":
+                    row["done"] += 1
+                else:
+                    row["remaining_micros"] += cost
+                    row["failed"] += state == "failed"
+            batch.clear()
+
+        for job in expand(loaded):
+            batch.append(job)
+            if len(batch) >= LOOKUP_BATCH:
+                await flush()
+        await flush()
+    finally:
+        if ledger:
+            await ledger.close()
+    table = [
+        {
+            **{k: v for k, v in row.items() if not k.endswith("micros")},
+            "estimate_usd": round(to_usd(row["estimate_micros"]), 6),
+            "remaining_usd": round(to_usd(row["remaining_micros"]), 6),
+        }
+        for row in sorted(rows.values(), key=lambda r: (r["op"], r["model"] or ""))
+    ]
+    stages = sum(_count_stages(spec.then) for spec in loaded.manifest.jobs)
+    return {
+        "manifest": name,
+        "file": str(loaded.path),
+        "jobs": sum(r["jobs"] for r in table),
+        "images": sum(r["images"] for r in table),
+        "done": sum(r["done"] for r in table),
+        "failed": sum(r["failed"] for r in table),
+        "to_run": sum(r["jobs"] - r["done"] for r in table),
+        "estimate_usd": round(sum(r["estimate_usd"] for r in table), 6),
+        "remaining_usd": round(sum(r["remaining_usd"] for r in table), 6),
+        "chained_stages": stages,
+        "by_op_model": table,
+    }
+
+
+def _count_stages(stages: Any) -> int:
+    return sum(1 + _count_stages(s.then) for s in stages or [])
+
+
+def render_plan(report: dict[str, Any]) -> str:
+    """The plan for people."""
+    lines = [f"manifest {report['manifest']} ({report['file']})"]
+    lines.append(f"  {'op':<9} {'model':<11} {'jobs':>9} {'images':>9} {'done':>9} {'est. USD':>11}")
+    for row in report["by_op_model"]:
+        lines.append(
+            f"  {row['op']:<9} {row['model'] or '-':<11} {row['jobs']:>9} {row['images']:>9} "
+            f"{row['done']:>9} {row['estimate_usd']:>11.2f}"
+        )
+    lines.append(
+        f"total {report['jobs']} job(s), {report['images']} image(s); {report['done']} already done, "
+        f"{report['to_run']} to run; estimated ${report['remaining_usd']:.2f} for what is left "
+        f"(${report['estimate_usd']:.2f} in all)"
+    )
+    if report["chained_stages"]:
+        lines.append(
+            f"plus {report['chained_stages']} chained stage(s), planned as their parents finish "
+            "(not counted above)"
+        )
+    return "\n".join(lines)

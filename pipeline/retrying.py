@@ -1,0 +1,102 @@
+"""Retry decisions, built on tenacity in this one module (stamina-style).
+
+One `RetryPolicy` per run answers two questions: after a failed API attempt,
+wait how long before the next one (or give up)?; and how to retry a download
+in place. Only the error classes that say "transient" are retried — never a
+bare Exception. The wait is exponential with jitter, capped, and a server's
+``Retry-After`` is a floor on it. API retries are scheduled in the ledger
+(`next_attempt_at`) so a waiting job holds no slot; downloads are retried in
+place because they cost nothing.
+
+Tests (and benchmarks) can shrink every wait with `set_wait_scale(0)` or the
+environment variable ``IDEOBATCH_TESTING_WAIT_SCALE``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    Future,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+from tenacity.wait import wait_base
+
+from pipeline.errors import DownloadRetryable, TransientError
+
+T = TypeVar("T")
+
+#: download attempts before an image is recorded as failed
+DOWNLOAD_ATTEMPTS = 5
+#: longest a server's Retry-After is honoured (a bogus header must not park a job for days)
+MAX_RETRY_AFTER_S = 3600.0
+
+_wait_scale = float(os.environ.get("IDEOBATCH_TESTING_WAIT_SCALE", "1"))
+
+
+def set_wait_scale(scale: float) -> None:
+    """Multiply every retry wait by ``scale`` (0 in tests: retry at once)."""
+    global _wait_scale
+    _wait_scale = scale
+
+
+class _wait_with_retry_after(wait_base):
+    """Exponential backoff with jitter, floored by the error's ``retry_after``."""
+
+    def __init__(self, backoff: wait_base) -> None:
+        self.backoff = backoff
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        wait = float(self.backoff(retry_state))
+        outcome = retry_state.outcome
+        error = outcome.exception() if outcome is not None else None
+        floor = getattr(error, "retry_after", None)
+        if isinstance(floor, (int, float)) and floor > 0:
+            wait = max(wait, min(float(floor), MAX_RETRY_AFTER_S))
+        return wait * _wait_scale
+
+
+class RetryPolicy:
+    """When to try an API call or a download again, and after how long."""
+
+    def __init__(self, attempts: int, initial_s: float, max_s: float) -> None:
+        self.attempts = attempts
+        backoff = wait_exponential_jitter(multiplier=initial_s, max=max_s, jitter=initial_s)
+        self._api = AsyncRetrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_after_attempt(attempts),
+            wait=_wait_with_retry_after(backoff),
+        )
+        self._download_backoff = wait_exponential_jitter(multiplier=0.5, max=10, jitter=0.5)
+
+    def next_delay(self, error: TransientError, attempt_number: int) -> float | None:
+        """Seconds to wait before attempt ``attempt_number + 1``, or None to give up."""
+        state = RetryCallState(retry_object=self._api, fn=None, args=(), kwargs={})
+        state.attempt_number = attempt_number
+        state.outcome = Future.construct(attempt_number, error, True)
+        state.outcome_timestamp = time.monotonic()
+        if not self._api.retry(state) or self._api.stop(state):
+            return None
+        return float(self._api.wait(state))
+
+    async def download(self, fetch: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fetch`` until it succeeds, retrying `DownloadRetryable` errors in place."""
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(DownloadRetryable),
+            stop=stop_after_attempt(DOWNLOAD_ATTEMPTS),
+            wait=_wait_with_retry_after(self._download_backoff),
+            reraise=True,
+        )
+
+
+        async def attempt() -> T:
+            return await fetch()
+
+        return await retrying(attempt)

@@ -1,0 +1,227 @@
+"""The commands' work, without click: plan a manifest into the ledger, run it, serve as a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.client import opened_session
+from pipeline.errors import LockHeld, ManifestError
+from pipeline.expand import expand
+from pipeline.ledger.records import ManifestRecord, PlanCounts, to_micros
+from pipeline.ledger.repository import Ledger
+from pipeline.manifest import LoadedManifest, load_manifest
+from pipeline.progress import Progress
+from pipeline.settings import RunSettings
+from pipeline.signals import Shutdown
+from pipeline.summary import EXIT_ABORTED, EXIT_OK, build_summary, exit_code
+from pipeline.validation import Counts, validate
+from pipeline.worker import DEFAULT_LEASE_S, JobRunner, RunResult
+
+log = logging.getLogger("ideobatch")
+HOST = socket.gethostname()
+
+
+def new_owner() -> str:
+    """A unique name for this process's leases."""
+    return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def load_valid(path: str) -> tuple[LoadedManifest, Counts]:
+    """Load and fully validate a manifest; raise `ManifestError` with every problem."""
+    loaded = load_manifest(path)
+    problems, counts = validate(loaded)
+    if problems:
+        raise ManifestError(problems)
+    return loaded, counts
+
+
+@asynccontextmanager
+async def opened_ledger(url: str) -> AsyncIterator[Ledger]:
+    """A ledger closed on exit."""
+    ledger = await Ledger.open(url)
+    try:
+        yield ledger
+    finally:
+        await ledger.close()
+
+
+async def plan_into(
+    ledger: Ledger, loaded: LoadedManifest, settings: RunSettings
+) -> tuple[ManifestRecord, PlanCounts]:
+    """Store the manifest's settings and stream its jobs into the ledger (idempotent)."""
+    budget = settings.limits.budget_usd
+    record = await ledger.save_manifest(
+        name=settings.name,
+        sha256=loaded.sha256,
+        path=str(loaded.path.resolve()),
+        base_dir=settings.base_dir,
+        config=settings.to_config(),
+        budget_micros=None if budget is None else to_micros(budget),
+    )
+    counts = await ledger.plan_jobs(record.id, expand(loaded))
+    return record, counts
+
+
+@dataclass
+class RunOptions:
+    """What `ideobatch run` was asked to do."""
+
+    manifest: str
+    ledger_url: str
+    concurrency: int | None = None
+    budget_usd: float | None = None
+    out_dir: str | None = None
+    max_jobs: int | None = None
+    quiet: bool = False
+    lock: bool = False
+    lease_s: float = DEFAULT_LEASE_S
+    base_url: str | None = None
+
+
+async def run_manifest(options: RunOptions) -> tuple[int, dict[str, Any]]:
+    """Plan then work through a manifest; returns the exit code and the summary."""
+    loaded, _counts = load_valid(options.manifest)
+    settings = RunSettings.from_manifest(loaded).with_overrides(
+        concurrency=options.concurrency,
+        budget_usd=options.budget_usd,
+        out_dir=options.out_dir,
+        base_url=options.base_url,
+    )
+    api_key = settings.api_key()
+    async with opened_ledger(options.ledger_url) as ledger:
+        record, counts = await plan_into(ledger, loaded, settings)
+        log.info("planned %s: %d job(s), %d new", settings.name, counts.total, counts.new)
+        owner = new_owner()
+        lock = options.lock or loaded.manifest.lock
+        if lock and not await ledger.acquire_lock(record.id, owner, options.lease_s):
+            raise LockHeld(f"another run holds the lock of manifest {settings.name}")
+        try:
+            result = await execute(ledger, record, settings, api_key, owner, options)
+        finally:
+            if lock:
+                await ledger.release_lock(record.id, owner)
+        summary = build_summary(await ledger.status(record.id), result)
+        return exit_code(summary, result), summary
+
+
+async def execute(
+    ledger: Ledger,
+    record: ManifestRecord,
+    settings: RunSettings,
+    api_key: str,
+    owner: str,
+    options: RunOptions,
+    *,
+    kind: str = "run",
+    shutdown: Shutdown | None = None,
+) -> RunResult:
+    """Run a planned manifest's pending jobs under a registered run."""
+    dead = [o for o, pid in await ledger.unfinished_runs(HOST) if not _pid_alive(pid)]
+    if dead:
+        reclaimed = await ledger.reclaim_dead(dead)
+        if reclaimed:
+            log.info("took back %d job(s) from %d stopped run(s)", reclaimed, len(dead))
+    run_id = await ledger.start_run(owner=owner, kind=kind, manifest_id=record.id, host=HOST, pid=os.getpid())
+    pending, running, _due = await ledger.pending_work(record.id)
+    progress = Progress(pending + running, label=settings.name, quiet=options.quiet)
+    own_shutdown = shutdown is None
+    shutdown = shutdown or Shutdown()
+    if own_shutdown:
+        shutdown.install()
+    ticker = asyncio.create_task(progress.run(), name="progress")
+    outcome = "crashed"
+    try:
+        connections = max(8, settings.limits.concurrency * 2)
+        async with opened_session(settings.timeouts, connections) as session:
+            runner = JobRunner(
+                ledger,
+                record,
+                settings,
+                owner=owner,
+                run_id=run_id,
+                session=session,
+                api_key=api_key,
+                shutdown=shutdown,
+                progress=progress,
+                max_jobs=options.max_jobs,
+                lease_s=options.lease_s,
+            )
+            result = await runner.run()
+        outcome = result.stop_reason or "finished"
+        return result
+    finally:
+        ticker.cancel()
+        progress.close()
+        if own_shutdown:
+            shutdown.uninstall()
+        summary = build_summary(await ledger.status(record.id), locals().get("result"))
+        await ledger.end_run(run_id, outcome, summary)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def run_worker(
+    ledger_url: str, *, follow: bool, quiet: bool, lease_s: float, poll_s: float = 5.0
+) -> int:
+    """Work on every planned manifest until none has pending jobs (forever with ``follow``)."""
+    shutdown = Shutdown()
+    shutdown.install()
+    code = EXIT_OK
+    try:
+        async with opened_ledger(ledger_url) as ledger:
+            while not shutdown.requested:
+                worked = False
+                for record in await ledger.list_manifests():
+                    if shutdown.stop.is_set():
+                        break
+                    pending, running, _due = await ledger.pending_work(record.id)
+                    if not pending and not running:
+                        continue
+                    settings = RunSettings.from_config(record.config)
+                    try:
+                        api_key = settings.api_key()
+                    except Exception as exc:
+                        log.error("%s", exc)
+                        code = EXIT_ABORTED
+                        continue
+                    worked = True
+                    options = RunOptions(
+                        manifest=record.name, ledger_url=ledger_url, quiet=quiet, lease_s=lease_s
+                    )
+                    result = await execute(
+                        ledger,
+                        record,
+                        settings,
+                        api_key,
+                        new_owner(),
+                        options,
+                        kind="worker",
+                        shutdown=shutdown,
+                    )
+                    if result.stop_reason in ("fatal", "interrupted"):
+                        code = EXIT_ABORTED
+                if not follow and not worked:
+                    break
+                if not worked:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(shutdown.stop.wait(), timeout=poll_s)
+    finally:
+        shutdown.uninstall()
+    return EXIT_ABORTED if shutdown.requested else code

@@ -1,0 +1,338 @@
+"""Where prompts and source images come from, read as streams.
+
+Prompts: one `prompt`, an inline list, or a file (``.txt`` one per line,
+``.csv`` with a ``prompt`` column, ``.jsonl`` objects with a ``prompt`` key).
+Images: a glob (or a folder), a list of paths or URLs, or a catalog CSV
+``{csv: file, column: url, id: sku}``. Nothing is held in memory whole: a
+catalog of a million rows is read row by row. Problems are appended to the
+list the caller passes, each with the data file's own line number.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.api_schema import MAX_SOURCE_BYTES
+from pipeline.errors import Problem
+from pipeline.images import sniff_image_type
+from pipeline.yaml_loader import Path as DataPath
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
+PROMPT_SUFFIXES = (".txt", ".csv", ".jsonl")
+#: a prompt longer than this is refused at validate time (no API documents a limit this high)
+MAX_PROMPT_CHARS = 10_000
+
+# CSV cells may be large (long prompts) but not unbounded.
+csv.field_size_limit(1024 * 1024)
+
+
+@dataclass(frozen=True)
+class SourceImage:
+    """One source image: a URL or a local file (path as resolved against the manifest folder)."""
+
+    location: str
+    is_url: bool
+    catalog_id: str | None = None
+    line: int | None = None
+
+    @property
+    def stem(self) -> str:
+        """The file name without extension, for `{slug}`."""
+        tail = self.location.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+        return tail.rsplit(".", 1)[0] if "." in tail else tail
+
+
+def is_url(text: str) -> bool:
+    """Whether a source string is an http(s) URL rather than a path."""
+    return text.startswith(("http://", "https://"))
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Reporter:
+    """Collects problems for one manifest, located in the manifest or in a data file."""
+
+    def __init__(self, manifest_file: str, line_of: Any) -> None:
+        self.manifest_file = manifest_file
+        self._line_of = line_of
+        self.problems: list[Problem] = []
+
+    def at(self, path: DataPath, message: str) -> None:
+        """A problem at a field of the manifest."""
+        from pipeline.yaml_loader import dotted
+
+        self.problems.append(Problem(self.manifest_file, self._line_of(path), dotted(path), message))
+
+    def in_file(self, file: Path | str, line: int | None, field: str, message: str) -> None:
+        """A problem in a data file (prompts or catalog)."""
+        self.problems.append(Problem(str(file), line, field, message))
+
+
+# --- prompts ---------------------------------------------------------------------
+
+
+def iter_prompts(
+    spec_prompt: str | None,
+    spec_prompts: Any,
+    base_dir: Path,
+    path: DataPath,
+    report: Reporter,
+) -> Iterator[str | None]:
+    """Every prompt of a job: its `prompt`, or each entry of `prompts`, or None once."""
+    if spec_prompt is not None and spec_prompts is not None:
+        report.at((*path, "prompts"), "give `prompt` or `prompts`, not both")
+        return
+    if spec_prompts is None:
+        yield spec_prompt
+        return
+    where = (*path, "prompts")
+    if isinstance(spec_prompts, list):
+        for i, item in enumerate(spec_prompts):
+            if not isinstance(item, str) or not item.strip():
+                report.at((*where, i), "each prompt must be non-empty text")
+                continue
+            yield item
+        return
+    if not isinstance(spec_prompts, str):
+        report.at(where, "`prompts` is a file (.txt, .csv, .jsonl) or a list of prompts")
+        return
+    file = base_dir / spec_prompts
+    suffix = file.suffix.lower()
+    if suffix not in PROMPT_SUFFIXES:
+        report.at(where, f"{spec_prompts}: prompts files end in .txt, .csv or .jsonl")
+        return
+    if not file.is_file():
+        report.at(where, f"{spec_prompts}: no such file")
+        return
+    readers = {".txt": _txt_prompts, ".csv": _csv_prompts, ".jsonl": _jsonl_prompts}
+    try:
+        yield from readers[suffix](file, report)
+    except UnicodeDecodeError as exc:
+        report.in_file(file, None, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+    except OSError as exc:
+        report.at(where, f"{spec_prompts}: cannot read: {exc.strerror}")
+
+
+def _checked(prompt: str, file: Path, line: int, report: Reporter) -> str | None:
+    if len(prompt) > MAX_PROMPT_CHARS:
+        report.in_file(file, line, "prompt", f"longer than {MAX_PROMPT_CHARS} characters")
+        return None
+    return prompt
+
+
+def _txt_prompts(file: Path, report: Reporter) -> Iterator[str]:
+    with file.open(encoding="utf-8-sig") as handle:
+        for number, raw in enumerate(handle, start=1):
+            text = raw.strip()
+            if text and (ok := _checked(text, file, number, report)):
+                yield ok
+
+
+def _csv_prompts(file: Path, report: Reporter) -> Iterator[str]:
+    with file.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "prompt" not in reader.fieldnames:
+            report.in_file(
+                file,
+                1,
+                "prompt",
+                f"no column named `prompt` (columns: {', '.join(reader.fieldnames or [])})",
+            )
+            return
+        try:
+            for row in reader:
+                text = (row.get("prompt") or "").strip()
+                if not text:
+                    report.in_file(file, reader.line_num, "prompt", "empty prompt")
+                elif ok := _checked(text, file, reader.line_num, report):
+                    yield ok
+        except csv.Error as exc:
+            report.in_file(file, reader.line_num, "", f"CSV error: {exc}")
+
+
+def _jsonl_prompts(file: Path, report: Reporter) -> Iterator[str]:
+    with file.open(encoding="utf-8-sig") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                item = json.loads(raw)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                report.in_file(file, number, "", f"not JSON: {getattr(exc, 'msg', exc)}")
+                continue
+            if isinstance(item, str):
+                item = {"prompt": item}
+            if (
+                not isinstance(item, dict)
+                or not isinstance(item.get("prompt"), str)
+                or not item["prompt"].strip()
+            ):
+                report.in_file(file, number, "prompt", "each line is an object with a non-empty `prompt`")
+                continue
+            extra = sorted(set(item) - {"prompt"})
+            if extra:
+                report.in_file(file, number, extra[0], "unknown key (a line carries only `prompt`)")
+                continue
+            if ok := _checked(item["prompt"].strip(), file, number, report):
+                yield ok
+
+
+# --- images ----------------------------------------------------------------------
+
+
+def check_local_image(file: Path) -> str | None:
+    """Why a local source image cannot be sent (missing, too big, not JPEG/PNG/WebP), or None."""
+    try:
+        size = file.stat().st_size
+        if not file.is_file():
+            return "not a file"
+        if size > MAX_SOURCE_BYTES:
+            return f"{size} bytes; the API takes at most {MAX_SOURCE_BYTES} (10 MB)"
+        with file.open("rb") as handle:
+            head = handle.read(32)
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return f"cannot read: {exc.strerror}"
+    if sniff_image_type(head) is None:
+        return "not a JPEG, PNG or WebP image"
+    return None
+
+
+def iter_images(
+    spec_images: Any, base_dir: Path, path: DataPath, report: Reporter, *, check_files: bool = True
+) -> Iterator[SourceImage]:
+    """Every source image of a job, in a stable order (globs sorted)."""
+    where = (*path, "images")
+    if isinstance(spec_images, str):
+        yield from _glob_images(spec_images, base_dir, where, report, check_files)
+    elif isinstance(spec_images, list):
+        if not spec_images:
+            report.at(where, "the list is empty")
+        for i, item in enumerate(spec_images):
+            if not isinstance(item, str) or not item.strip():
+                report.at((*where, i), "each image is a path or an http(s) URL")
+                continue
+            yield from _one_image(item.strip(), base_dir, (*where, i), report, check_files, None, None)
+    elif isinstance(spec_images, dict):
+        yield from _csv_images(spec_images, base_dir, where, report, check_files)
+    else:
+        report.at(where, "`images` is a glob, a list of paths or URLs, or {csv, column, id}")
+
+
+def _one_image(
+    text: str,
+    base_dir: Path,
+    where: DataPath,
+    report: Reporter,
+    check_files: bool,
+    catalog_id: str | None,
+    csv_line: tuple[Path, int] | None,
+) -> Iterator[SourceImage]:
+    if is_url(text):
+        yield SourceImage(text, True, catalog_id)
+        return
+    if "://" in text:
+        message = f"{text}: only http:// and https:// URLs are supported"
+        if csv_line:
+            report.in_file(csv_line[0], csv_line[1], "", message)
+        else:
+            report.at(where, message)
+        return
+    file = (base_dir / os.path.expanduser(text)).resolve()
+    if check_files and (why := check_local_image(file)):
+        if csv_line:
+            report.in_file(csv_line[0], csv_line[1], "", f"{text}: {why}")
+        else:
+            report.at(where, f"{text}: {why}")
+        return
+    yield SourceImage(str(file), False, catalog_id, csv_line[1] if csv_line else None)
+
+
+def _glob_images(
+    pattern: str, base_dir: Path, where: DataPath, report: Reporter, check_files: bool
+) -> Iterator[SourceImage]:
+    if is_url(pattern):
+        yield SourceImage(pattern, True)
+        return
+    root = base_dir / os.path.expanduser(pattern)
+    if root.is_dir():
+        root = root / "*"
+    matches = sorted(
+        m for m in glob.iglob(str(root), recursive=True) if Path(m).suffix.lower() in IMAGE_SUFFIXES
+    )
+    if not matches:
+        report.at(where, f"{pattern}: matches no .png, .jpg, .jpeg or .webp file")
+        return
+    for match in matches:
+        yield from _one_image(match, base_dir, where, report, check_files, None, None)
+
+
+def _csv_images(
+    spec: dict[str, Any], base_dir: Path, where: DataPath, report: Reporter, check_files: bool
+) -> Iterator[SourceImage]:
+    unknown = sorted(set(spec) - {"csv", "column", "id"})
+    for key in unknown:
+        report.at((*where, key), "unknown key (a catalog is {csv, column, id})")
+    file_name, column, id_column = spec.get("csv"), spec.get("column", "url"), spec.get("id")
+    if not isinstance(file_name, str):
+        report.at((*where, "csv"), "required: the catalog CSV file")
+        return
+    if not isinstance(column, str) or (id_column is not None and not isinstance(id_column, str)):
+        report.at(where, "`column` and `id` are column names")
+        return
+    file = base_dir / file_name
+    if not file.is_file():
+        report.at((*where, "csv"), f"{file_name}: no such file")
+        return
+    folder = file.parent.resolve()
+    seen_ids: set[str] = set()
+    try:
+        with file.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            names = reader.fieldnames or []
+            missing = [c for c in (column, id_column) if c is not None and c not in names]
+            if missing:
+                for name in missing:
+                    key = "column" if name == column else "id"
+                    report.at(
+                        (*where, key),
+                        f"{file_name} has no column `{name}` (columns: {', '.join(names)})",
+                    )
+                return
+            for row in reader:
+                value = (row.get(column) or "").strip()
+                line = reader.line_num
+                if not value:
+                    report.in_file(file, line, column, "empty")
+                    continue
+                catalog_id = (row.get(id_column) or "").strip() if id_column else None
+                if id_column and not catalog_id:
+                    report.in_file(file, line, id_column, "empty id")
+                    continue
+                if catalog_id is not None:
+                    # ids are few per catalog row; a million short strings fit in memory
+                    if catalog_id in seen_ids:
+                        report.in_file(file, line, id_column or "id", f"duplicate id {catalog_id!r}")
+                        continue
+                    seen_ids.add(catalog_id)
+                yield from _one_image(value, folder, where, report, check_files, catalog_id, (file, line))
+    except UnicodeDecodeError as exc:
+        report.in_file(file, None, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+    except csv.Error as exc:
+        report.in_file(file, None, "", f"CSV error: {exc}")

@@ -1,0 +1,117 @@
+"""The summary shared by `run --json` and `status --json` (SPEC §7), and its text form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.ledger.records import to_usd
+from pipeline.ledger.reports import LedgerStatus
+from pipeline.worker import RunResult
+
+JOB_STATES = ("pending", "running", "succeeded", "failed")
+IMAGE_STATES = ("downloaded", "withheld", "expired")
+
+#: exit codes (SPEC §3)
+EXIT_OK = 0
+EXIT_FAILED_JOBS = 1
+EXIT_USAGE = 2
+EXIT_ABORTED = 3
+EXIT_LOCKED = 4
+
+
+def build_summary(status: LedgerStatus, run: RunResult | None = None) -> dict[str, Any]:
+    """The one JSON shape of `status` and `run`: ledger-wide counts, plus this run's if any."""
+    summary: dict[str, Any] = {
+        "manifest": status.manifest,
+        "jobs": {state: status.jobs.get(state, 0) for state in JOB_STATES},
+        "by_op": {
+            op: {s: states.get(s, 0) for s in JOB_STATES} for op, states in sorted(status.by_op.items())
+        },
+        "images": {state: status.images.get(state, 0) for state in (*IMAGE_STATES, "failed", "pending")},
+        "descriptions": status.descriptions,
+        "spend_usd": round(to_usd(status.spent_micros), 6),
+        "budget_usd": None if status.budget_micros is None else round(to_usd(status.budget_micros), 6),
+        "in_doubt": status.in_doubt,
+        "failures": {reason: count for reason, (count, _example) in sorted(status.failures.items())},
+        "failure_examples": {
+            reason: example for reason, (_count, example) in sorted(status.failures.items())
+        },
+        "duration_s": None,
+        "runs": status.runs,
+        "workers": status.workers,
+    }
+    if status.runs:
+        summary["duration_s"] = status.runs[0]["duration_s"]
+    if run is not None:
+        tally = run.tally
+        summary["duration_s"] = round(run.duration_s, 3)
+        summary["run"] = {
+            "succeeded": tally.succeeded,
+            "failed": tally.failed,
+            "retried": tally.retried,
+            "in_doubt": tally.in_doubt,
+            "images": tally.images,
+            "withheld": tally.withheld,
+            "expired": tally.expired,
+            "spend_usd": round(to_usd(tally.spend_micros), 6),
+            "failures": dict(sorted(tally.failures.items())),
+            "stop_reason": run.stop_reason,
+            "message": run.message,
+            "peak_images_in_flight": run.peak_images_in_flight,
+        }
+    return summary
+
+
+def exit_code(summary: dict[str, Any], run: RunResult) -> int:
+    """0 all succeeded, 1 some failed, 3 aborted (auth, budget, interrupted, error)."""
+    if run.stop_reason in ("fatal", "budget", "interrupted"):
+        return EXIT_ABORTED
+    if summary["jobs"]["failed"]:
+        return EXIT_FAILED_JOBS
+    return EXIT_OK
+
+
+def render_text(summary: dict[str, Any]) -> str:
+    """The summary for people."""
+    jobs = summary["jobs"]
+    images = summary["images"]
+    lines = [f"manifest {summary['manifest']}" if summary["manifest"] else "all manifests"]
+    lines.append(
+        "jobs:   " + ", ".join(f"{jobs[s]} {s}" for s in JOB_STATES) + f"  (total {sum(jobs.values())})"
+    )
+    for op, states in summary["by_op"].items():
+        lines.append(f"  {op:<9} " + ", ".join(f"{states[s]} {s}" for s in JOB_STATES if states[s]))
+    lines.append(
+        f"images: {images['downloaded']} downloaded, {images['withheld']} withheld, "
+        f"{images['expired']} expired"
+        + (f", {images['failed']} failed" if images["failed"] else "")
+        + (f"; {summary['descriptions']} descriptions" if summary["descriptions"] else "")
+    )
+    budget = f" of ${summary['budget_usd']:.2f} budget" if summary["budget_usd"] is not None else ""
+    lines.append(f"spend:  ${summary['spend_usd']:.2f}{budget}")
+    lines.append(f"in doubt: {summary['in_doubt']} attempt(s) may have been billed twice")
+    if summary["failures"]:
+        lines.append("failures:")
+        for reason, count in summary["failures"].items():
+            example = summary["failure_examples"].get(reason, "")
+            lines.append(f"  {reason:<18} {count:>6}   e.g. {example[:120]}")
+    run = summary.get("run")
+    if run is not None:
+        lines.append(
+            f"this run: {run['succeeded']} succeeded, {run['failed']} failed, {run['retried']} retried, "
+            f"{run['in_doubt']} in doubt, ${run['spend_usd']:.2f} in {summary['duration_s']:.1f}s"
+        )
+        if run["stop_reason"]:
+            lines.append(f"stopped: {run['message'] or run['stop_reason']}")
+    elif summary["runs"]:
+        last = summary["runs"][0]
+        lines.append(
+            f"last run: {last['kind']} on {last['host']} pid {last['pid']}, {last['duration_s']:.1f}s, "
+            f"{last['outcome'] or 'still running'}"
+        )
+    if summary["workers"]:
+        lines.append("workers:")
+        for worker in summary["workers"]:
+            age = worker["heartbeat_age_s"]
+            lines.append(f"  {worker['host']} pid {worker['pid']} ({worker['kind']}), heartbeat {age}s ago")
+    return "\n".join(lines)

@@ -1,0 +1,186 @@
+"""Deep validation of a structurally valid manifest (SPEC §4).
+
+Checks every request against the provider's schema (each matrix combination,
+with defaults merged), every prompts file and catalog row, every local source
+image (exists, at most 10 MB, JPEG/PNG/WebP), the output template, chained
+stages and their templates, and that each entry expands to at least one job.
+Returns every problem found; a manifest with problems sends and records nothing.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.api_schema import SOURCE_OPS, check_request, op_fields
+from pipeline.errors import Problem
+from pipeline.expand import matrix_combos, merge_params
+from pipeline.manifest import LoadedManifest, StageSpec
+from pipeline.naming import template_problem
+from pipeline.pricing import valid_override_key
+from pipeline.sources import Reporter, iter_images, iter_prompts
+from pipeline.yaml_loader import Path as DataPath
+
+ALL_FIELDS = frozenset().union(*(op_fields(op) for op in ("generate", "remix", "upscale", "describe")))
+#: a matrix larger than this is almost certainly a mistake
+MAX_MATRIX_COMBOS = 100_000
+
+
+@dataclass
+class Counts:
+    """How many jobs each `jobs:` entry expands to (top level only)."""
+
+    per_entry: list[int] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """All top-level jobs."""
+        return sum(self.per_entry)
+
+
+def validate(loaded: LoadedManifest) -> tuple[list[Problem], Counts]:
+    """Every problem of a manifest, and the job counts it expands to."""
+    manifest = loaded.manifest
+    report = Reporter(loaded.file, loaded.line)
+    if problem := template_problem(manifest.output.name):
+        report.at(("output", "name"), problem)
+    if not manifest.output.dir.strip():
+        report.at(("output", "dir"), "the output folder is empty")
+    for key in manifest.prices:
+        if not valid_override_key(key):
+            report.at(("prices", key), "a price key is an op (`upscale`) or op.model (`generate.V_2`)")
+    if manifest.retry.max < manifest.retry.initial:
+        report.at(("retry", "max"), "must be at least `initial`")
+    _check_defaults(manifest.defaults, report)
+    counts = Counts()
+    for index, spec in enumerate(manifest.jobs):
+        path: DataPath = ("jobs", index)
+        _check_stage(spec, path, manifest.defaults, report, parent_op=None)
+        counts.per_entry.append(_count_entry(loaded, spec, path, report))
+    report.problems.sort(key=lambda p: (p.file != loaded.file, p.file, p.line or 0))
+    return _dedupe(report.problems), counts
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen: set[str] = set()
+    out = []
+    for problem in problems:
+        if str(problem) not in seen:
+            seen.add(str(problem))
+            out.append(problem)
+    return out
+
+
+def _check_defaults(defaults: Mapping[str, Any], report: Reporter) -> None:
+    for name, value in defaults.items():
+        if name == "prompt":
+            report.at(("defaults", name), "a prompt belongs to a job, not to defaults")
+            continue
+        ops = [op for op in ("generate", "remix", "upscale", "describe") if name in op_fields(op)]
+        if not ops:
+            report.at(("defaults", name), "not a request field of any op")
+            continue
+        for field_name, message in check_request(ops[0], {name: value}, need_prompt=False):
+            report.at(("defaults", field_name or name), message)
+
+
+def _origin(field_name: str, path: DataPath, own: Mapping[str, Any], combo: Mapping[str, Any]) -> DataPath:
+    top = field_name.split(".", 1)[0]
+    if top in combo:
+        return (*path, "matrix", top)
+    if top in own or not top:
+        return (*path, top) if top else path
+    return ("defaults", top)
+
+
+def _check_stage(
+    spec: StageSpec,
+    path: DataPath,
+    defaults: Mapping[str, Any],
+    report: Reporter,
+    parent_op: str | None,
+) -> None:
+    own = spec.params
+    if spec.op == "describe" and spec.prompt is not None:
+        report.at((*path, "prompt"), "describe takes no prompt")
+    if parent_op is None and spec.op in SOURCE_OPS and getattr(spec, "images", None) is None:
+        report.at(path, f"{spec.op} needs `images`")
+    if parent_op is None and spec.op not in SOURCE_OPS and getattr(spec, "images", None) is not None:
+        report.at((*path, "images"), f"{spec.op} takes no source image")
+    needs_prompt = parent_op is None and spec.op in ("generate", "remix")
+    if needs_prompt and spec.prompt is None and getattr(spec, "prompts", None) is None:
+        report.at(path, f"{spec.op} needs `prompt` or `prompts`")
+    if parent_op is not None:
+        if spec.op in ("generate", "remix") and spec.prompt is None:
+            report.at(path, f"{spec.op} needs a `prompt` template")
+        if spec.prompt is not None:
+            _check_prompt_template(spec.prompt, parent_op, (*path, "prompt"), report)
+    combos = _checked_combos(spec, path, report)
+    for combo in combos:
+        params = merge_params(spec.op, defaults, own, combo)
+        if "prompt" in combo:
+            report.at((*path, "matrix", "prompt"), "use `prompts` for several prompts")
+        for field_name, message in check_request(spec.op, params, need_prompt=False):
+            if field_name == "prompt":
+                continue
+            report.at(_origin(field_name, path, own, combo), message)
+    for i, child in enumerate(spec.then or []):
+        _check_stage(child, (*path, "then", i), defaults, report, parent_op=spec.op)
+
+
+def _checked_combos(spec: StageSpec, path: DataPath, report: Reporter) -> list[dict[str, Any]]:
+    if not spec.matrix:
+        return [{}]
+    size = 1
+    for name, values in spec.matrix.items():
+        if not values:
+            report.at((*path, "matrix", name), "an empty list expands to zero jobs")
+            return []
+        size *= len(values)
+    if size > MAX_MATRIX_COMBOS:
+        report.at((*path, "matrix"), f"{size} combinations; at most {MAX_MATRIX_COMBOS}")
+        return []
+    return matrix_combos(spec.matrix)
+
+
+def _check_prompt_template(template: str, parent_op: str, path: DataPath, report: Reporter) -> None:
+    allowed = {"id", "description"} if parent_op == "describe" else {"id", "prompt"}
+    try:
+        names = [f for _lit, f, _s, _c in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        report.at(path, f"bad template: {exc} (write literal braces as {{{{ and }}}})")
+        return
+    for name in names:
+        if name not in allowed:
+            report.at(
+                path,
+                f"unknown placeholder {{{name}}}; after {parent_op} use "
+                + ", ".join("{" + a + "}" for a in sorted(allowed)),
+            )
+
+
+def _count_entry(loaded: LoadedManifest, spec: Any, path: DataPath, report: Reporter) -> int:
+    """Stream the entry's sources once, checking each item, and count its jobs."""
+    before = len(report.problems)
+    prompts = sum(1 for _ in iter_prompts(spec.prompt, spec.prompts, loaded.base_dir, path, report))
+    images = 1
+    if spec.images is not None:
+        encoding = loaded.manifest.provider.image_encoding
+        images = 0
+        for image in iter_images(spec.images, loaded.base_dir, path, report):
+            images += 1
+            if encoding == "url" and not image.is_url:
+                report.at(
+                    (*path, "images"),
+                    f"{image.location}: image_encoding `url` needs URL sources, not local files",
+                )
+                break
+    combos = 1
+    if spec.matrix:
+        combos = len(matrix_combos(spec.matrix)) if all(spec.matrix.values()) else 0
+    total = int(prompts * images * combos * spec.repeat)
+    if total == 0 and len(report.problems) == before:
+        report.at(path, "expands to zero jobs (no prompts or no images)")
+    return total

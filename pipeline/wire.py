@@ -1,0 +1,216 @@
+"""The two API dialects on the wire: request bodies, response parsing, error bodies (SPEC §6).
+
+`crazyrouter` (the proxy) takes ``Authorization: Bearer`` and JSON with the
+source as ``"image_file": "<url>"``, or the native multipart form for local
+files. `ideogram` (native) takes ``Api-Key``; generate is JSON, remix and
+upscale are multipart (an ``image_request`` JSON part and an ``image_file``
+part), describe is multipart with ``image_file`` only. Responses are parsed
+leniently where the API varies and strictly where it matters.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+from pipeline.errors import ApiError, FatalError, PermanentError, TransientError
+from pipeline.results import ApiResult, GeneratedImage
+
+USER_AGENT = "ideobatch/0.1 (+https://github.com/ideobatch)"
+#: how much of an error body is kept as the recorded message
+MAX_MESSAGE_CHARS = 500
+
+
+@dataclass(frozen=True)
+class SourceBytes:
+    """A source image to upload: its bytes and what they are."""
+
+    data: bytes
+    filename: str
+    content_type: str
+
+
+def endpoint(kind: str, base_url: str, op: str) -> str:
+    """The URL of an op for a provider."""
+    prefix = "/ideogram" if kind == "crazyrouter" else ""
+    return f"{base_url}{prefix}/{op}"
+
+
+def auth_headers(kind: str, api_key: str) -> dict[str, str]:
+    """The authentication header of a provider (and our user agent)."""
+    if kind == "crazyrouter":
+        return {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT}
+    return {"Api-Key": api_key, "User-Agent": USER_AGENT}
+
+
+def json_body(op: str, request: dict[str, Any], source_url: str | None) -> dict[str, Any]:
+    """The JSON body of a call (generate anywhere; remix/upscale/describe with a URL source)."""
+    if op == "describe":
+        body: dict[str, Any] = {"image_file": source_url}
+        body.update(request)
+        return body
+    body = {"image_request": request}
+    if source_url is not None:
+        body["image_file"] = source_url
+    return body
+
+
+def multipart_body(op: str, request: dict[str, Any], source: SourceBytes) -> aiohttp.FormData:
+    """The native multipart form of remix, upscale and describe."""
+    form = aiohttp.FormData()
+    if op == "describe":
+        for name, value in request.items():
+            form.add_field(name, str(value))
+    else:
+        form.add_field("image_request", json.dumps(request), content_type="application/json")
+    form.add_field("image_file", source.data, filename=source.filename, content_type=source.content_type)
+    return form
+
+
+# --- responses -------------------------------------------------------------------------
+
+
+def parse_created(value: Any) -> float | None:
+    """`created` as unix seconds: the native API sends ISO text, the proxy an integer."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def parse_result(op: str, body: Any) -> ApiResult:
+    """A successful body as an `ApiResult`; a body the API would not send is retryable."""
+    if not isinstance(body, dict):
+        raise TransientError("the response is not a JSON object", reason="bad_response", in_doubt=True)
+    created = parse_created(body.get("created"))
+    if op == "describe":
+        items = body.get("descriptions")
+        if not isinstance(items, list) or not items:
+            raise TransientError("the response has no `descriptions`", reason="bad_response", in_doubt=True)
+        texts = []
+        for item in items:
+            text = item.get("text") if isinstance(item, dict) else None
+            if not isinstance(text, str):
+                raise TransientError("a description has no `text`", reason="bad_response", in_doubt=True)
+            texts.append(text)
+        return ApiResult(descriptions=tuple(texts), created=created)
+    data = body.get("data")
+    if not isinstance(data, list) or not data:
+        raise TransientError("the response has no `data`", reason="bad_response", in_doubt=True)
+    images = []
+    for index, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise TransientError("an image entry is not an object", reason="bad_response", in_doubt=True)
+        url = item.get("url")
+        safe = item.get("is_image_safe", True)
+        if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
+            raise TransientError("an image URL is not an http(s) URL", reason="bad_response", in_doubt=True)
+        if url is None and safe is not False:
+            raise TransientError("an image has no URL", reason="bad_response", in_doubt=True)
+        seed = item.get("seed")
+        images.append(
+            GeneratedImage(
+                index=index,
+                url=url or None,
+                prompt=item.get("prompt") if isinstance(item.get("prompt"), str) else None,
+                resolution=item.get("resolution") if isinstance(item.get("resolution"), str) else None,
+                seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+                is_image_safe=safe is not False,
+                style_type=item.get("style_type") if isinstance(item.get("style_type"), str) else None,
+            )
+        )
+    return ApiResult(images=tuple(images), created=created)
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A ``Retry-After`` header (seconds or an HTTP date) as seconds from now."""
+    if not value:
+        return None
+    value = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _strip_html(text: str) -> str:
+    text = re.sub(r"(?is)<(script|style).*?</\1>", " ", text)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)).strip()
+
+
+def error_details(text: str) -> tuple[str, str | None]:
+    """The message and the machine reason (``reject_reason`` / ``code``) of an error body."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return (_strip_html(text)[:MAX_MESSAGE_CHARS] or "(empty body)"), None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):  # proxy: {"error": {"message", "type", "code"}}
+            code = error.get("code") or error.get("type")
+            return str(error.get("message") or code or "error")[:MAX_MESSAGE_CHARS], (
+                str(code) if code else None
+            )
+        reason = body.get("reject_reason")
+        for key in ("error", "detail", "message", "title"):
+            if isinstance(body.get(key), str):
+                return body[key][:MAX_MESSAGE_CHARS], str(reason) if reason else None
+    return text[:MAX_MESSAGE_CHARS], None
+
+
+_FUNDS = {"insufficient_funds", "insufficient_quota", "daily_limit"}
+_RATE = {"inflight_limit", "rate_limit_exceeded"}
+
+
+def error_for_status(status: int, text: str, retry_after: str | None) -> ApiError:
+    """The error class an HTTP status calls for (SPEC §6 Retry)."""
+    message, code = error_details(text)
+    shown = f"HTTP {status}: {message}"
+    if status == 422:
+        return PermanentError(shown, reason="unsafe", status=status)
+    if status == 402 or (status == 403 and code in _FUNDS):
+        return FatalError(shown, reason="insufficient_funds", status=status)
+    if status in (401, 403):
+        return FatalError(shown, reason="auth", status=status)
+    if status in (404, 405):
+        return FatalError(f"{shown} (is base_url right?)", reason="endpoint", status=status)
+    if status == 429:
+        return TransientError(
+            shown,
+            reason="rate_limited",
+            status=status,
+            retry_after=retry_after_seconds(retry_after),
+            inflight_limit=code in _RATE or code is None,
+        )
+    if status == 408:
+        return TransientError(
+            shown, reason="http_408", status=status, retry_after=retry_after_seconds(retry_after)
+        )
+    if status >= 500:
+        return TransientError(
+            shown,
+            reason=f"http_{status}",
+            status=status,
+            in_doubt=True,
+            retry_after=retry_after_seconds(retry_after),
+        )
+    return PermanentError(shown, reason="invalid_request", status=status)
