@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 
 class IdeobatchError(Exception):
@@ -56,6 +57,9 @@ class ManifestError(UsageError):
 
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = list(problems)
+        #: the manifest with broken sections defaulted, for checking the rest (set by the loader)
+        self.partial: Any = None
+        self.placeholder_jobs: set[int] = set()
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

@@ -234,6 +234,37 @@ def _message(err: Any) -> str:
     return re.sub(r"^(Value error|Assertion failed), ", "", msg)
 
 
+def _partial_manifest(data: dict[str, Any], errors: list[Any]) -> tuple[Manifest, set[int]] | None:
+    """The manifest with its broken sections replaced by defaults, so the rest can be checked too.
+
+    Returns the patched manifest and the indexes of jobs replaced by placeholders.
+    """
+    bad_sections: set[Any] = set()
+    bad_jobs: set[int] = set()
+    for err in errors:
+        loc = tuple(err["loc"])
+        if len(loc) > 1 and loc[0] == "jobs" and isinstance(loc[1], int):
+            bad_jobs.add(loc[1])
+        else:
+            bad_sections.add(loc[0] if loc else None)
+    if None in bad_sections or "jobs" in bad_sections:
+        return None
+    patched = {k: v for k, v in data.items() if k not in bad_sections}
+    patched["version"] = 1
+    patched.setdefault("name", "unnamed")
+    if "name" in bad_sections:
+        patched["name"] = "unnamed"
+    jobs = list(patched.get("jobs") or [])
+    for index in bad_jobs:
+        if 0 <= index < len(jobs):
+            jobs[index] = {"op": "generate", "prompt": "placeholder"}
+    patched["jobs"] = jobs
+    try:
+        return Manifest.model_validate(patched), bad_jobs
+    except ValidationError:
+        return None
+
+
 def parse_manifest(text: str, file: str, path: Path | None = None) -> LoadedManifest:
     """Validate the structure of a manifest text; raise `ManifestError` with every problem."""
     data, lines = load_with_lines(text, file)
@@ -253,7 +284,12 @@ def parse_manifest(text: str, file: str, path: Path | None = None) -> LoadedMani
                 seen.add(str(problem))
                 problems.append(problem)
         problems.sort(key=lambda p: (p.line or 0, p.field))
-        raise ManifestError(problems) from None
+        error = ManifestError(problems)
+        partial = _partial_manifest(data, exc.errors(include_url=False))
+        if partial is not None:
+            error.partial = LoadedManifest(partial[0], path or Path(file), lines, "")
+            error.placeholder_jobs = partial[1]
+        raise error from None
     sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return LoadedManifest(manifest, path or Path(file), lines, sha)
 

@@ -37,7 +37,16 @@ def new_owner() -> str:
 
 def load_valid(path: str) -> tuple[LoadedManifest, Counts]:
     """Load and fully validate a manifest; raise `ManifestError` with every problem."""
-    loaded = load_manifest(path)
+    try:
+        loaded = load_manifest(path)
+    except ManifestError as exc:
+        if exc.partial is None:
+            raise
+        # report the other sections' problems too, all in one go
+        more, _counts = validate(exc.partial)
+        placeholders = tuple(f"jobs[{i}]" for i in exc.placeholder_jobs)
+        more = [p for p in more if not (placeholders and p.field.startswith(placeholders))]
+        raise ManifestError(sorted(exc.problems + more, key=lambda p: (p.file, p.line or 0))) from None
     problems, counts = validate(loaded)
     if problems:
         raise ManifestError(problems)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import re
+
 import yaml
 
 from pipeline.errors import ManifestError, Problem
@@ -17,6 +19,25 @@ Path = tuple[str | int, ...]
 
 #: deeper nesting than this is refused (a manifest is a few levels deep)
 MAX_DEPTH = 64
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: `ON`/`OFF`/`yes`/`no` stay text.
+
+    Ideogram's enums include `ON` and `OFF` (magic_prompt_option); under YAML
+    1.1 rules they would silently become true/false.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
 
 
 class LineMap:
@@ -43,7 +64,7 @@ class _Builder:
     def __init__(self, file: str) -> None:
         self.file = file
         self.lines = LineMap()
-        self.loader = yaml.SafeLoader("")
+        self.loader = _Loader("")
         self.problems: list[Problem] = []
 
     def build(self, node: yaml.Node, path: Path, depth: int = 0) -> Any:
@@ -107,9 +128,11 @@ def dotted(path: Path) -> str:
 def load_with_lines(text: str, file: str) -> tuple[Any, LineMap]:
     """Parse one YAML document; raise `ManifestError` on syntax errors or duplicate keys."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        # an unclosed quote is best shown where it opened; other errors where they were found
+        scanning = isinstance(exc, yaml.scanner.ScannerError) and exc.context_mark is not None
+        mark = exc.context_mark if scanning else (exc.problem_mark or exc.context_mark)
         line = mark.line + 1 if mark is not None else None
         message = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
         raise ManifestError([Problem(file, line, "", f"YAML syntax error: {message}")]) from exc

@@ -38,10 +38,6 @@ MAGIC_SUFFIX = ", highly detailed"
 _VARIANT = {"generate": 0, "remix": 1, "upscale": 2}
 _SEED_SPACE = 2**31
 _GATEWAY_STATUSES = (500, 502, 503)
-_AUTH_MESSAGES = {
-    Auth.MISSING: "Missing API key",
-    Auth.INVALID: "Not authorized to generate an image.",
-}
 _INFLIGHT_MESSAGE = (
     "Too many in-flight requests: your limit is {limit} images in flight. "
     "Wait for some of your in-flight requests to finish, then retry."
@@ -110,7 +106,7 @@ async def _handle(
 
     auth = dialect.authenticate(request.headers, cfg.api_key)
     if auth is not Auth.OK:
-        return fail(Failure.UNAUTHORIZED, _AUTH_MESSAGES[auth])
+        return fail(Failure.UNAUTHORIZED, dialect.auth_messages[auth])
     try:
         call = await read_call(request, op, proxy=dialect is PROXY, fetcher=request.app.get(FETCHER))
     except BadRequest as exc:
@@ -193,11 +189,7 @@ def _images(request: web.Request, state: ServerState, call: Call) -> list[ImageR
     exp = int(state.now() + cfg.url_ttl_s)
     base = f"{request.scheme}://{request.host}"
     images = []
-    for index in range(call.images):
-        if isinstance(first_seed, int):
-            seed = (first_seed + index) % _SEED_SPACE
-        else:
-            seed = state.random_seed()
+    for seed in _seeds(first_seed, call.images, state):
         spec = ImageSpec(seed, size[0], size[1], _VARIANT[call.op])
         url = None if withheld else state.signer.url(base, spec, exp, state.nonce())
         images.append(
@@ -212,6 +204,13 @@ def _images(request: web.Request, state: ServerState, call: Call) -> list[ImageR
             )
         )
     return images
+
+
+def _seeds(first: object, count: int, state: ServerState) -> list[int]:
+    """Seed, seed+1, ... when the request gives one (wrapping at 2**31), else random seeds."""
+    if isinstance(first, int):
+        return [(first + index) % _SEED_SPACE for index in range(count)]
+    return [state.random_seed() for _ in range(count)]
 
 
 def _returned_prompt(call: Call) -> str:

@@ -46,7 +46,7 @@ async def _server_header(request: web.BaseRequest, response: web.StreamResponse)
 
 async def _source_fetcher(app: web.Application) -> AsyncIterator[None]:
     """The client session the proxy fetches ``image_file`` URLs with."""
-    timeout = app[STATE].config.fetch_timeout_s
+    state = app[STATE]
     async with aiohttp.ClientSession() as session:
-        app[FETCHER] = SourceFetcher(session, timeout)
+        app[FETCHER] = SourceFetcher(session, lambda: state.config.fetch_timeout_s)
         yield

@@ -68,6 +68,12 @@ class Dialect:
     #: Ideogram's UNSAFE message (GenerateImageSafetyError)
     unsafe_message = "Prompt provided failed safety check due to the inclusion of prohibited content."
 
+    #: the message of a missing or wrong key
+    auth_messages: Mapping[Auth, str] = {
+        Auth.MISSING: "Missing API key",
+        Auth.INVALID: "Not authorized to generate an image.",
+    }
+
     def authenticate(self, headers: Mapping[str, str], api_key: str) -> Auth:
         """Whether the request carries the right key in this dialect's header."""
         raise NotImplementedError
@@ -184,6 +190,10 @@ class ProxyDialect(Dialect):
     """The crazyrouter relay at crazyrouter.com/ideogram/*."""
 
     name = "crazyrouter"
+    auth_messages: Mapping[Auth, str] = {
+        Auth.MISSING: "No token provided (Authorization: Bearer sk-...)",
+        Auth.INVALID: "Invalid token",
+    }
 
     def authenticate(self, headers: Mapping[str, str], api_key: str) -> Auth:
         """Proxy keys come as ``Authorization: Bearer KEY``."""

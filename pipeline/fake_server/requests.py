@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -92,16 +93,17 @@ class Call:
 class SourceFetcher:
     """Fetches ``image_file`` URLs for the proxy, with the app's client session."""
 
-    def __init__(self, session: aiohttp.ClientSession, timeout_s: float) -> None:
+    def __init__(self, session: aiohttp.ClientSession, timeout_s: Callable[[], float]) -> None:
         self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout_s = timeout_s  # read per fetch: the config may change at runtime
 
     async def fetch(self, url: str) -> bytes:
         """The bytes at ``url`` (BadRequest if it cannot be fetched or is over 10 MB)."""
         if not url.startswith(("http://", "https://")):
             raise BadRequest("image_file must be an http(s) URL of a JPEG, PNG or WebP image")
         try:
-            async with self._session.get(url, timeout=self._timeout) as response:
+            timeout = aiohttp.ClientTimeout(total=self._timeout_s())
+            async with self._session.get(url, timeout=timeout) as response:
                 if response.status != 200:
                     raise BadRequest(f"image_file could not be fetched: HTTP {response.status}")
                 declared = response.content_length

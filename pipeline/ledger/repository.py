@@ -601,12 +601,16 @@ class Ledger(Reports):
         async with self._write() as conn:
             owned = await self._owned(conn, owner, [c.job_id for c in completions])
             done: set[int] = set()
+            unpaid: list[Any] = []
             for completion in completions:
                 row = owned.get(completion.job_id)
                 if row is None:
                     continue
                 if completion.response is not None and row.response_at is None:
                     await self._store_response(conn, row, completion.response)
+                else:
+                    # no paid answer now: whatever the claim reserved goes back to the budget
+                    unpaid.append(row)
                 for outcome in completion.downloads:
                     await conn.execute(
                         update(images)
@@ -635,6 +639,7 @@ class Ledger(Reports):
                         state=FAILED if failed else SUCCEEDED,
                         lease_owner=None,
                         lease_expires_at=None,
+                        reserved_micros=0,
                         finished_at=now,
                         updated_at=now,
                         error_kind=completion.failure_kind,
@@ -642,6 +647,7 @@ class Ledger(Reports):
                     )
                 )
                 done.add(completion.job_id)
+            await self._release_reservations(conn, unpaid)
         return done
 
     async def settle_attempts(self, owner: str, outcomes: Sequence[Outcome], *, final: bool) -> set[int]:

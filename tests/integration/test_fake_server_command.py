@@ -38,14 +38,28 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_command_serves_with_its_flags_until_signalled(
     http: aiohttp.ClientSession, sig: signal.Signals
 ) -> None:
     """--port 0 prints the real URL; flags configure faults; SIGTERM/SIGINT stop it cleanly."""
     process, url = await start(
-        "--port", "0", "--api-key", "k2", "--rate-limit", "3", "--unsafe-word", "boom",
-        "--latency", "5", "--fail-rate", "0", "--url-ttl", "30", "--balance", "2",
+        "--port",
+        "0",
+        "--api-key",
+        "k2",
+        "--rate-limit",
+        "3",
+        "--unsafe-word",
+        "boom",
+        "--latency",
+        "5",
+        "--fail-rate",
+        "0",
+        "--url-ttl",
+        "30",
+        "--balance",
+        "2",
     )
     try:
         async with http.get(f"{url}/_control") as response:
@@ -68,8 +82,13 @@ async def test_command_serves_with_its_flags_until_signalled(
 async def test_command_rejects_bad_flags() -> None:
     """An out-of-range rate is a usage error (exit 2)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", RUN, "--rate-429", "1.5",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-c",
+        RUN,
+        "--rate-429",
+        "1.5",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     _, stderr = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 2

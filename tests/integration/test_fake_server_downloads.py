@@ -47,9 +47,7 @@ def with_query(url: str, **changes: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-async def test_url_serves_the_png_until_it_expires(
-    server: FakeServer, http: aiohttp.ClientSession
-) -> None:
+async def test_url_serves_the_png_until_it_expires(server: FakeServer, http: aiohttp.ClientSession) -> None:
     """A URL serves its PNG before exp and 403 AccessDenied "Request has expired" after."""
     server.set_faults(url_ttl_s=60)
     url = await image_url(http, server)
@@ -63,9 +61,7 @@ async def test_url_serves_the_png_until_it_expires(
     assert b"Request has expired" in body
 
 
-async def test_a_zero_ttl_url_is_born_expired(
-    server: FakeServer, http: aiohttp.ClientSession
-) -> None:
+async def test_a_zero_ttl_url_is_born_expired(server: FakeServer, http: aiohttp.ClientSession) -> None:
     """With url_ttl_s 0 the URL is already expired when the client gets it."""
     server.set_faults(url_ttl_s=0)
     status, _, body = await get(http, await image_url(http, server))
@@ -154,9 +150,7 @@ async def test_sample_assets_are_deterministic_images(
     assert (await get(http, url))[2] == body
 
 
-async def test_sample_padding_and_bad_queries(
-    server: FakeServer, http: aiohttp.ClientSession
-) -> None:
+async def test_sample_padding_and_bad_queries(server: FakeServer, http: aiohttp.ClientSession) -> None:
     """pad appends bytes after the image; bad sizes are 400."""
     status, _, body = await get(http, f"{server.url}/_assets/sample/a.png?w=8&h=8&pad=1000")
     assert status == 200

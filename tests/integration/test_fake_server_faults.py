@@ -95,9 +95,7 @@ async def test_retry_after_modes(server: FakeServer, http: aiohttp.ClientSession
     assert seen[2] is None
 
 
-async def test_inflight_limit_counts_images(
-    server: FakeServer, http: aiohttp.ClientSession
-) -> None:
+async def test_inflight_limit_counts_images(server: FakeServer, http: aiohttp.ClientSession) -> None:
     """With 4 of 5 images in flight, a 2-image call gets 429 and a 1-image call passes."""
     server.set_faults(inflight_limit=5)
     server.state.hold()
@@ -147,9 +145,7 @@ async def test_rate_reset_bills_then_drops_the_connection(
     assert (await generate(http, server))[0] == 200  # the session recovers
 
 
-async def test_rate_truncate_bills_and_cuts_the_body(
-    server: FakeServer, http: aiohttp.ClientSession
-) -> None:
+async def test_rate_truncate_bills_and_cuts_the_body(server: FakeServer, http: aiohttp.ClientSession) -> None:
     """rate_truncate sends 200 with a Content-Length the body never reaches."""
     server.set_faults(rate_truncate=1.0)
     with pytest.raises(aiohttp.ClientPayloadError):
@@ -189,7 +185,9 @@ async def test_withheld_word_bills_images_without_urls(
     assert server.state.stats()["billed_usd"] == pytest.approx(0.16)
 
 
-@pytest.mark.parametrize(("dialect", "status", "code"), [("ideogram", 402, None), ("crazyrouter", 403, "insufficient_quota")])
+@pytest.mark.parametrize(
+    ("dialect", "status", "code"), [("ideogram", 402, None), ("crazyrouter", 403, "insufficient_quota")]
+)
 async def test_balance_refuses_what_it_cannot_cover(
     server: FakeServer, http: aiohttp.ClientSession, dialect: Dialect, status: int, code: str | None
 ) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ def _spec_path() -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def spec() -> Iterator[OpenAPI]:
+def spec() -> OpenAPI:
     """Ideogram's OpenAPI 3.0 spec, with one openapi-core workaround.
 
     The spec gives the multipart ``image_request`` part ``style: form``; OpenAPI
@@ -61,7 +61,7 @@ def spec() -> Iterator[OpenAPI]:
             content = operation.get("requestBody", {}).get("content", {})
             for encoding in content.get("multipart/form-data", {}).get("encoding", {}).values():
                 encoding.pop("style", None)
-    yield OpenAPI.from_dict(data)
+    return OpenAPI.from_dict(data)
 
 
 @pytest.fixture
@@ -99,9 +99,7 @@ class Exchange:
         )
 
     def mock_response(self) -> MockResponse:
-        return MockResponse(
-            self.response_body, status_code=self.status, content_type=self.response_type
-        )
+        return MockResponse(self.response_body, status_code=self.status, content_type=self.response_type)
 
 
 async def build(
@@ -172,7 +170,13 @@ async def test_withheld_images_match_the_spec(
 ERROR_CASES = [
     # (op, image_request, faults, key, expected status)
     ("generate", {"prompt": "x", "model": "V_1", "style_type": "ANIME"}, {}, KEY, 400),
-    ("remix", {"prompt": "x", "aspect_ratio": "ASPECT_1_1", "resolution": "RESOLUTION_1024_1024"}, {}, KEY, 400),
+    (
+        "remix",
+        {"prompt": "x", "aspect_ratio": "ASPECT_1_1", "resolution": "RESOLUTION_1024_1024"},
+        {},
+        KEY,
+        400,
+    ),
     ("generate", {"prompt": "x"}, {}, "wrong", 401),
     ("remix", {"prompt": "x"}, {}, "wrong", 403),
     ("upscale", {}, {}, "wrong", 403),
@@ -228,7 +232,9 @@ async def test_documented_errors_missing_from_the_legacy_spec(
 ) -> None:
     """402 (docs: insufficient funds) and 401 on describe (docs: bad key) are not in the spec."""
     server.set_faults(**faults)
-    exchange = await send(http, server, await build(op, {"prompt": "x"} if op != "describe" else None, key=key))
+    exchange = await send(
+        http, server, await build(op, {"prompt": "x"} if op != "describe" else None, key=key)
+    )
     assert exchange.status == expected
     with pytest.raises(ResponseNotFound):
         spec.validate_response(exchange.mock_request(), exchange.mock_response())

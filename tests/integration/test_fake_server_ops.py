@@ -190,9 +190,7 @@ async def test_unseeded_requests_get_distinct_random_seeds(
     assert all(0 <= s <= 2147483647 for s in seeds)
 
 
-@pytest.mark.parametrize(
-    ("option", "enhanced"), [("ON", True), ("AUTO", True), (None, True), ("OFF", False)]
-)
+@pytest.mark.parametrize(("option", "enhanced"), [("ON", True), ("AUTO", True), (None, True), ("OFF", False)])
 async def test_magic_prompt_enhances_the_returned_prompt(
     server: FakeServer, http: aiohttp.ClientSession, option: str | None, enhanced: bool
 ) -> None:
@@ -206,9 +204,7 @@ async def test_magic_prompt_enhances_the_returned_prompt(
     assert prompt.startswith("a boat")
 
 
-async def test_resolution_parameter_sets_the_size(
-    server: FakeServer, http: aiohttp.ClientSession
-) -> None:
+async def test_resolution_parameter_sets_the_size(server: FakeServer, http: aiohttp.ClientSession) -> None:
     """RESOLUTION_W_H on a V_2 model is reported as WxH and served at 1/16."""
     request = {"prompt": "x", "resolution": "RESOLUTION_1408_576", "model": "V_2_TURBO"}
     _, body, _ = await call(http, server, "ideogram", "generate", request)

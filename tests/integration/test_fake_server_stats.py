@@ -93,9 +93,7 @@ async def test_stats_count_money_statuses_and_duplicates(
     assert log[0].request_hash == log[1].request_hash != log[2].request_hash
 
 
-async def test_source_bytes_are_part_of_the_hash(
-    server: FakeServer, http: aiohttp.ClientSession
-) -> None:
+async def test_source_bytes_are_part_of_the_hash(server: FakeServer, http: aiohttp.ClientSession) -> None:
     """The same upscale of two different images hashes differently; of one image, equally."""
     for image in (SOURCE, SOURCE, render_sample("other", 64, 48, "png")):
         form = native_form(image, {})
@@ -119,9 +117,7 @@ async def test_downloads_are_counted(server: FakeServer, http: aiohttp.ClientSes
     assert (stats["downloads"], stats["downloads_served"], stats["requests"]) == (2, 2, 1)
 
 
-async def test_reset_clears_log_counters_and_spend(
-    server: FakeServer, http: aiohttp.ClientSession
-) -> None:
+async def test_reset_clears_log_counters_and_spend(server: FakeServer, http: aiohttp.ClientSession) -> None:
     """POST /_reset and server.reset() clear the log and restore the configured balance."""
     await generate(http, server, {"prompt": "x"})
     async with http.post(f"{server.url}/_reset") as response:

@@ -99,7 +99,11 @@ async def test_invalid_image_requests_get_400_in_both_dialects(
         ("remix", lambda: {"data": native_form(None, {"prompt": "x"})}, "'image_file' is a required"),
         ("upscale", lambda: {"data": native_form(SOURCE, None)}, "'image_request' is a required"),
         ("describe", lambda: {"data": native_form(None, None, fields={"x": "y"})}, "unexpected form"),
-        ("describe", lambda: {"data": native_form(SOURCE, None, fields={"describe_model_version": "V_9"})}, "describe_model_version"),
+        (
+            "describe",
+            lambda: {"data": native_form(SOURCE, None, fields={"describe_model_version": "V_9"})},
+            "describe_model_version",
+        ),
         ("remix", lambda: {"data": native_form(SOURCE, {"prompt": "x", "image_weight": 0})}, "image_weight"),
         ("upscale", lambda: {"data": native_form(SOURCE, {"detail": 101})}, "image_request.detail"),
         ("upscale", lambda: {"data": native_form(SOURCE, {"model": "V_2"})}, "image_request.model"),
@@ -149,6 +153,21 @@ async def test_proxy_url_sources_that_are_not_images_get_400(
     assert_proxy_error(status, error, 400, "invalid_request", fragment)
 
 
+async def test_proxy_gives_up_on_slow_image_urls(server: FakeServer, http: aiohttp.ClientSession) -> None:
+    """A source URL slower than fetch_timeout_s is a 400, not a hang."""
+    body = {"image_request": {"prompt": "x"}}
+    async with http.post(f"{server.url}/generate", json=body, headers={"Api-Key": KEY}) as response:
+        slow_url = (await response.json())["data"][0]["url"]
+    server.set_faults(download_latency_ms=300, fetch_timeout_s=0.05)
+    status, _, error = await post(
+        http,
+        f"{server.url}/ideogram/upscale",
+        auth_headers("crazyrouter", KEY),
+        json={"image_request": {}, "image_file": slow_url},
+    )
+    assert_proxy_error(status, error, 400, "invalid_request", "could not be fetched")
+
+
 async def test_proxy_json_sources_need_a_url_and_an_image_request(
     server: FakeServer, http: aiohttp.ClientSession
 ) -> None:
@@ -169,9 +188,7 @@ async def test_proxy_json_sources_need_a_url_and_an_image_request(
 @pytest.mark.parametrize(
     ("op", "expected"), [("generate", 401), ("describe", 401), ("remix", 403), ("upscale", 403)]
 )
-@pytest.mark.parametrize(
-    "headers", [{}, {"Api-Key": "wrong"}, {"Authorization": f"Bearer {KEY}"}], ids=str
-)
+@pytest.mark.parametrize("headers", [{}, {"Api-Key": "wrong"}, {"Authorization": f"Bearer {KEY}"}], ids=str)
 async def test_native_rejects_a_missing_or_wrong_key(
     server: FakeServer,
     http: aiohttp.ClientSession,
@@ -181,7 +198,9 @@ async def test_native_rejects_a_missing_or_wrong_key(
 ) -> None:
     """No key, a wrong key or a Bearer header: 401 on generate/describe, 403 on remix/upscale."""
     form = native_form(SOURCE, {"prompt": "x"} if op != "describe" else None)
-    kwargs: dict[str, Any] = {"json": {"image_request": {"prompt": "x"}}} if op == "generate" else {"data": form}
+    kwargs: dict[str, Any] = (
+        {"json": {"image_request": {"prompt": "x"}}} if op == "generate" else {"data": form}
+    )
     status, content_type, body = await post(http, f"{server.url}/{op}", headers, **kwargs)
     assert (status, content_type) == (expected, "application/json")
     assert set(body) == {"error"}
@@ -204,9 +223,7 @@ async def test_proxy_rejects_a_missing_or_wrong_key(
     assert_proxy_error(status, body, 401, "invalid_api_key", "")
 
 
-async def test_auth_is_checked_before_the_body(
-    server: FakeServer, http: aiohttp.ClientSession
-) -> None:
+async def test_auth_is_checked_before_the_body(server: FakeServer, http: aiohttp.ClientSession) -> None:
     """A bad key with a bad body is an auth error, as Connexion checks security first."""
     status, _, _ = await post(http, f"{server.url}/generate", {"Api-Key": "no"}, data=b"{")
     assert status == 401

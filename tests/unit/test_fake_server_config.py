@@ -45,9 +45,7 @@ def test_seeded_state_replays_fault_decisions() -> None:
 )
 def test_latency_follows_its_distribution(dist: str, low: float, high: float) -> None:
     """Latency stays within the bounds of its distribution."""
-    config = FaultConfig(seed=1, latency_ms=100, latency_jitter_ms=20).updated(
-        {"latency_dist": dist}
-    )
+    config = FaultConfig(seed=1, latency_ms=100, latency_jitter_ms=20).updated({"latency_dist": dist})
     state = ServerState(config)
     draws = [state.latency_s() for _ in range(200)]
     assert all(low <= d <= high for d in draws)

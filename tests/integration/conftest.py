@@ -1,0 +1,66 @@
+"""Fixtures for tests that run the product against the fake server over real sockets."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline import retrying
+from pipeline.fake_server import FakeServer, FaultConfig
+from pipeline.running import RunOptions, run_manifest
+
+API_KEY = "test-key-1234567890"
+
+
+@pytest.fixture(autouse=True)
+def _no_retry_waits() -> Iterator[None]:
+    """Retries happen at once in tests (the backoff arithmetic has unit tests of its own)."""
+    retrying.set_wait_scale(0.0)
+    yield
+    retrying.set_wait_scale(1.0)
+
+
+@pytest.fixture
+def api_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The key the fake server accepts, in both providers' default variables."""
+    monkeypatch.setenv("CRAZYROUTER_API_KEY", API_KEY)
+    monkeypatch.setenv("IDEOGRAM_API_KEY", API_KEY)
+    return API_KEY
+
+
+@pytest.fixture
+async def fake_server(api_key: str) -> AsyncIterator[FakeServer]:
+    """A fake Ideogram server on a free port, seeded for replayable faults."""
+    async with FakeServer(FaultConfig(api_key=api_key, seed=1234)) as server:
+        yield server
+
+
+def write_manifest(folder: Path, body: str, *, name: str = "t", kind: str = "crazyrouter", extra: str = "") -> Path:
+    """A manifest file in ``folder`` with the given `jobs:` body (YAML, indented freely)."""
+    text = f"version: 1\nname: {name}\nprovider:\n  kind: {kind}\n{extra}jobs:\n" + textwrap.indent(
+        textwrap.dedent(body).strip("\n"), "  "
+    ) + "\n"
+    path = folder / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+async def run(
+    manifest: Path, server: FakeServer, folder: Path, **options: Any
+) -> tuple[int, dict[str, Any]]:
+    """`ideobatch run` in-process against ``server``; returns (exit code, summary)."""
+    ledger = options.pop("ledger_url", f"sqlite:///{folder}/ledger.db")
+    return await run_manifest(
+        RunOptions(
+            manifest=str(manifest),
+            ledger_url=ledger,
+            out_dir=str(folder / "out"),
+            quiet=True,
+            base_url=server.url,
+            **options,
+        )
+    )
