@@ -63,8 +63,10 @@ def main() -> int:
     ok = rss < RSS_LIMIT_MB
     print(f"expanded {count:,} jobs (keys computed, xor {keys_xor:08x}) in {elapsed:.1f}s")
     print(f"jobs/s: {count / elapsed:,.0f}")
-    print(f"peak RSS: {rss:.0f} MB (before expansion {rss_before:.0f} MB; limit {RSS_LIMIT_MB} MB) "
-          f"{'PASS' if ok else 'FAIL'}")
+    print(
+        f"peak RSS: {rss:.0f} MB (before expansion {rss_before:.0f} MB; limit {RSS_LIMIT_MB} MB) "
+        f"{'PASS' if ok else 'FAIL'}"
+    )
     return 0 if ok else 1
 
 

@@ -19,6 +19,7 @@ import sys
 import time
 
 import aiohttp
+import psutil
 
 TARGET_RPS = 1500
 DEFAULT_DURATION_S = 5.0
@@ -43,6 +44,11 @@ async def start_server() -> tuple[asyncio.subprocess.Process, str]:
         await process.wait()
         raise RuntimeError(f"fake server did not start: {line!r}")
     return process, match.group(1)
+
+
+def _cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 class Counter:
@@ -93,12 +99,21 @@ async def run(duration: float, concurrency: int, dialect: str) -> float:
             ]
             await asyncio.sleep(WARMUP_S)
             count.counting = True
+            server_cpu = _cpu_seconds(process.pid)
+            client_cpu = time.process_time()
             started = time.perf_counter()
             await asyncio.gather(*tasks)
             elapsed = time.perf_counter() - started
+            server_cpu = _cpu_seconds(process.pid) - server_cpu
+            client_cpu = time.process_time() - client_cpu
         rps = count.requests / elapsed
         print(f"dialect {dialect}, concurrency {concurrency}, {elapsed:.1f} s")
         print(f"requests: {count.requests} (POST + GET), failures: {count.failures}")
+        # a share well under 100% means other processes took the cores: the figure is low
+        print(
+            f"cpu: server {server_cpu / elapsed:.0%} ({server_cpu / count.requests * 1e6:.0f} us/req), "
+            f"client {client_cpu / elapsed:.0%} ({client_cpu / count.requests * 1e6:.0f} us/req)"
+        )
         print(f"throughput: {rps:,.0f} req/s; target {TARGET_RPS:,} req/s; ratio {rps / TARGET_RPS:.2f}")
         return rps
     finally:

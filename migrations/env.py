@@ -49,13 +49,9 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option(
-        "sqlalchemy.url"
-    )
+    url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
     if not url:
-        raise SystemExit(
-            "give the ledger URL: alembic -x url=sqlite:///path/ledger.db upgrade head"
-        )
+        raise SystemExit("give the ledger URL: alembic -x url=sqlite:///path/ledger.db upgrade head")
     asyncio.run(_run_with_url(url))
 
 

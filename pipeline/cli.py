@@ -181,6 +181,36 @@ def status(manifest: str | None, ledger_url: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("manifest", required=False)
+@ledger_option
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout.")
+def export(manifest: str | None, ledger_url: str, fmt: str, out_file: str | None) -> None:
+    """One row per produced image or description: key, op, prompt, seed, path, sha256, source..."""
+    from pipeline.reporting import export as export_rows
+
+    if out_file is None:
+        count = _run_async(lambda: export_rows(ledger_url, manifest, fmt, sys.stdout))
+    else:
+        with open(out_file, "w", encoding="utf-8", newline="") as handle:
+            count = _run_async(lambda: export_rows(ledger_url, manifest, fmt, handle))
+        click.echo(f"{count} row(s) written to {out_file}", err=True)
+
+
+@main.command()
+@click.argument("manifest", required=False)
+@ledger_option
+@click.option("--failed", is_flag=True, help="Every failed job.")
+@click.option("--reason", help="Only failed jobs of this reason (unsafe, url_expired, http_503, ...).")
+def retry(manifest: str | None, ledger_url: str, failed: bool, reason: str | None) -> None:
+    """Put failed jobs back to pending (the next run or worker picks them up)."""
+    from pipeline.reporting import retry_jobs
+
+    count = _run_async(lambda: retry_jobs(ledger_url, manifest, failed=failed, reason=reason))
+    click.echo(f"{count} job(s) put back to pending")
+
+
+@main.command()
 @ledger_option
 @click.option(
     "--follow", is_flag=True, help="Keep waiting for new work instead of exiting when none is left."

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, TextIO
 
 from pipeline.errors import UsageError
+from pipeline.ledger.reports import ExportRow
 from pipeline.ledger.repository import Ledger
 from pipeline.running import opened_ledger
 from pipeline.summary import build_summary
@@ -29,3 +34,100 @@ async def status_summary(ledger_url: str, manifest: str | None) -> dict[str, Any
     async with opened_ledger(ledger_url) as ledger:
         manifest_id = await manifest_id_for(ledger, manifest)
         return build_summary(await ledger.status(manifest_id))
+
+
+EXPORT_COLUMNS = (
+    "job_key",
+    "op",
+    "state",
+    "prompt",
+    "enhanced_prompt",
+    "model",
+    "seed",
+    "resolution",
+    "index",
+    "path",
+    "sha256",
+    "bytes",
+    "width",
+    "height",
+    "image_state",
+    "source",
+    "source_id",
+    "parent_key",
+    "text",
+    "manifest",
+)
+#: a spreadsheet runs a cell that starts with one of these as a formula
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: object) -> object:
+    """A cell value that a spreadsheet will not run as a formula (OWASP CSV injection)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def _relative(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else path
+    except ValueError:
+        return path
+
+
+def export_record(row: ExportRow) -> dict[str, Any]:
+    """One export row as a dict with the `EXPORT_COLUMNS` keys."""
+    prompt = row.request.get("prompt")
+    return {
+        "job_key": row.job_key,
+        "op": row.op,
+        "state": row.state,
+        "prompt": prompt if isinstance(prompt, str) else None,
+        "enhanced_prompt": row.enhanced_prompt,
+        "model": row.model,
+        "seed": row.seed,
+        "resolution": row.resolution,
+        "index": row.index,
+        "path": _relative(row.path),
+        "sha256": row.sha256,
+        "bytes": row.bytes,
+        "width": row.width,
+        "height": row.height,
+        "image_state": row.image_state if row.text is None else "description",
+        "source": row.source,
+        "source_id": row.source_id,
+        "parent_key": row.parent_key,
+        "text": row.text,
+        "manifest": row.manifest,
+    }
+
+
+async def export(ledger_url: str, manifest: str | None, fmt: str, out: TextIO) -> int:
+    """Stream one row per produced image or description to ``out``; returns the row count."""
+    count = 0
+    async with opened_ledger(ledger_url) as ledger:
+        manifest_id = await manifest_id_for(ledger, manifest)
+        writer = None
+        if fmt == "csv":
+            writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+        async for row in ledger.export_rows(manifest_id):
+            record = export_record(row)
+            if writer is not None:
+                writer.writerow({k: csv_safe(v) for k, v in record.items()})
+            else:
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+async def retry_jobs(ledger_url: str, manifest: str | None, *, failed: bool, reason: str | None) -> int:
+    """Put failed jobs (all, or of one reason) back to pending; returns how many."""
+    if not failed and reason is None:
+        raise UsageError("say which jobs to retry: --failed (all failed jobs) and/or --reason REASON")
+    async with opened_ledger(ledger_url) as ledger:
+        manifest_id = await manifest_id_for(ledger, manifest)
+        return await ledger.reset_jobs(manifest_id, states=("failed",), reason=reason)

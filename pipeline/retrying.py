@@ -95,7 +95,6 @@ class RetryPolicy:
             reraise=True,
         )
 
-
         async def attempt() -> T:
             return await fetch()
 

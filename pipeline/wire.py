@@ -11,6 +11,7 @@ leniently where the API varies and strictly where it matters.
 from __future__ import annotations
 
 import email.utils
+import io
 import json
 import re
 import time
@@ -70,7 +71,10 @@ def multipart_body(op: str, request: dict[str, Any], source: SourceBytes) -> aio
             form.add_field(name, str(value))
     else:
         form.add_field("image_request", json.dumps(request), content_type="application/json")
-    form.add_field("image_file", source.data, filename=source.filename, content_type=source.content_type)
+    # a file object (not bytes): aiohttp streams it without copying or warning on large uploads
+    form.add_field(
+        "image_file", io.BytesIO(source.data), filename=source.filename, content_type=source.content_type
+    )
     return form
 
 

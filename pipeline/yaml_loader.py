@@ -7,9 +7,8 @@ problem can be reported as ``file:line: field.path: message``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import re
+from typing import Any
 
 import yaml
 

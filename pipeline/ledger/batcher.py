@@ -115,14 +115,23 @@ class WriteBatcher:
 
     async def run(self) -> None:
         """Commit queued writes until closed; a database error ends the task (and the run)."""
+        turn = 0
+        others = self._queues[1:]
         while True:
             await self._wake.wait()
             self._wake.clear()
-            for queue in self._queues:
-                if queue.items:
-                    self.transactions += 1
-                    await queue.flush()
-            if self._closed and not any(q.items for q in self._queues):
+            while any(q.items for q in self._queues):
+                # a recorded attempt is what a request waits for before it is sent:
+                # it never queues behind more than one other transaction
+                if self._attempts.items:
+                    queue: _Queue[Any, Any] = self._attempts
+                else:
+                    pending = [q for q in others if q.items]
+                    queue = pending[turn % len(pending)]
+                    turn += 1
+                self.transactions += 1
+                await queue.flush()
+            if self._closed:
                 return
 
     async def close(self) -> None:

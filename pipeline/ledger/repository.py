@@ -9,13 +9,30 @@ LOCKED``; SQLite serializes writers with ``BEGIN IMMEDIATE``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    false,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -42,6 +59,7 @@ from pipeline.ledger.tables import (
     PENDING,
     RUNNING,
     SUCCEEDED,
+    Id,
     attempts,
     descriptions,
     images,
@@ -89,6 +107,9 @@ class Ledger(Reports):
         self.url = url
         self.is_sqlite = engines.is_sqlite(engine)
         self._insert = sqlite.insert if self.is_sqlite else postgresql.insert
+        self._write_gate: asyncio.Lock | contextlib.nullcontext[None] = (
+            asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
+        )
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -127,7 +148,9 @@ class Ledger(Reports):
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
+        # SQLite has one writer: queue this process's writers here, where waiting is
+        # an await, rather than in SQLite's busy handler, which sleeps in steps of ms.
+        async with self._write_gate, self.engine.connect() as conn:
             conn = await conn.execution_options(**engines.WRITE)
             async with conn.begin():
                 yield conn
@@ -520,28 +543,25 @@ class Ledger(Reports):
         no recorded outcome after a crash is what makes a re-send "in doubt".
         """
         now = time.time()
+        wanted = list(dict.fromkeys(job_ids))
+        result: dict[int, int] = {}
         async with self._write() as conn:
-            owned = await self._owned(conn, owner, job_ids)
-            result: dict[int, int] = {}
-            for job_id in job_ids:
-                row = owned.get(job_id)
-                if row is None:
-                    continue
-                attempt_id = (
-                    await conn.execute(
-                        insert(attempts)
-                        .values(
-                            job_id=job_id,
-                            run_id=run_id,
-                            number=row.attempts + 1,
-                            started_at=now,
-                            sent=True,
-                            in_doubt=False,
-                        )
-                        .returning(attempts.c.id)
-                    )
-                ).scalar_one()
-                result[job_id] = int(attempt_id)
+            for part in _chunks(wanted):
+                # one statement: an attempt for each job still leased to `owner`
+                source = select(
+                    jobs.c.id,
+                    literal(run_id, Id).label("run_id"),
+                    (jobs.c.attempts + 1).label("number"),
+                    literal(now, Float).label("started_at"),
+                    true().label("sent"),
+                    false().label("in_doubt"),
+                ).where(jobs.c.id.in_(part), jobs.c.lease_owner == owner, jobs.c.state == RUNNING)
+                created = await conn.execute(
+                    insert(attempts)
+                    .from_select(["job_id", "run_id", "number", "started_at", "sent", "in_doubt"], source)
+                    .returning(attempts.c.id, attempts.c.job_id)
+                )
+                result.update({row.job_id: int(row.id) for row in created})
             for part in _chunks(list(result)):
                 await conn.execute(
                     update(jobs)
@@ -554,43 +574,54 @@ class Ledger(Reports):
         """Record paid answers (images still to download); returns the job ids recorded."""
         async with self._write() as conn:
             owned = await self._owned(conn, owner, [r.job_id for r in responses])
-            done = set()
-            for response in responses:
-                row = owned.get(response.job_id)
-                if row is None:
-                    continue
-                await self._store_response(conn, row, response)
-                done.add(response.job_id)
-        return done
+            kept = [r for r in responses if r.job_id in owned]
+            await self._store_responses(conn, owned, kept)
+        return {r.job_id for r in kept}
 
-    async def _store_response(self, conn: AsyncConnection, row: Any, response: Response) -> None:
+    async def _store_responses(
+        self, conn: AsyncConnection, owned: dict[int, Any], responses: Sequence[Response]
+    ) -> None:
+        """Write answers in a few statements: attempts ended, results inserted, money moved."""
+        if not responses:
+            return
         now = time.time()
-        if response.attempt_id is not None:
+        ended = [
+            {"b_id": r.attempt_id, "b_status": r.http_status} for r in responses if r.attempt_id is not None
+        ]
+        if ended:
             await conn.execute(
                 update(attempts)
-                .where(attempts.c.id == response.attempt_id)
-                .values(ended_at=now, http_status=response.http_status)
+                .where(attempts.c.id == bindparam("b_id"))
+                .values(ended_at=now, http_status=bindparam("b_status")),
+                ended,
             )
-        await _insert_result(conn, response.job_id, response.result)
+        await _insert_results(conn, [(r.job_id, r.result) for r in responses])
         await conn.execute(
             update(jobs)
-            .where(jobs.c.id == response.job_id)
+            .where(jobs.c.id == bindparam("b_id"))
             .values(
                 response_at=now,
-                cost_micros=jobs.c.cost_micros + response.cost_micros,
+                cost_micros=jobs.c.cost_micros + bindparam("b_cost"),
                 reserved_micros=0,
                 updated_at=now,
-            )
+            ),
+            [{"b_id": r.job_id, "b_cost": r.cost_micros} for r in responses],
         )
-        # billing happened: move the reservation into spend
-        await conn.execute(
-            update(manifests)
-            .where(manifests.c.id == row.manifest_id)
-            .values(
-                spent_micros=manifests.c.spent_micros + response.cost_micros,
-                reserved_micros=manifests.c.reserved_micros - row.reserved_micros,
+        # billing happened: move each job's reservation into spend
+        moves: dict[int, tuple[int, int]] = {}
+        for response in responses:
+            row = owned[response.job_id]
+            spent, released = moves.get(row.manifest_id, (0, 0))
+            moves[row.manifest_id] = (spent + response.cost_micros, released + row.reserved_micros)
+        for manifest_id, (spent, released) in moves.items():
+            await conn.execute(
+                update(manifests)
+                .where(manifests.c.id == manifest_id)
+                .values(
+                    spent_micros=manifests.c.spent_micros + spent,
+                    reserved_micros=manifests.c.reserved_micros - released,
+                )
             )
-        )
 
     async def complete_jobs(self, owner: str, completions: Sequence[Completion]) -> set[int]:
         """Finish jobs: record downloads (and the response if not yet), plan children, mark done.
@@ -600,55 +631,73 @@ class Ledger(Reports):
         now = time.time()
         async with self._write() as conn:
             owned = await self._owned(conn, owner, [c.job_id for c in completions])
-            done: set[int] = set()
-            unpaid: list[Any] = []
-            for completion in completions:
-                row = owned.get(completion.job_id)
-                if row is None:
-                    continue
-                if completion.response is not None and row.response_at is None:
-                    await self._store_response(conn, row, completion.response)
-                else:
-                    # no paid answer now: whatever the claim reserved goes back to the budget
-                    unpaid.append(row)
-                for outcome in completion.downloads:
-                    await conn.execute(
-                        update(images)
-                        .where(images.c.job_id == completion.job_id, images.c.index == outcome.index)
-                        .values(
-                            state=outcome.state,
-                            local_path=outcome.path,
-                            sha256=outcome.sha256,
-                            bytes=outcome.bytes,
-                            width=outcome.width,
-                            height=outcome.height,
-                            error=outcome.error,
-                        )
-                    )
-                if completion.children:
-                    rows = [
-                        _job_row(row.manifest_id, c, to_micros(c.cost_usd), completion.job_id)
-                        for c in completion.children
-                    ]
-                    await self._insert_rows(conn, rows)
-                failed = completion.failure_kind is not None
+            done = [c for c in completions if c.job_id in owned]
+            if not done:
+                return set()
+            fresh = [
+                c.response for c in done if c.response is not None and owned[c.job_id].response_at is None
+            ]
+            await self._store_responses(conn, owned, fresh)
+            outcomes = [
+                {
+                    "b_job": c.job_id,
+                    "b_index": o.index,
+                    "b_state": o.state,
+                    "b_path": o.path,
+                    "b_sha": o.sha256,
+                    "b_bytes": o.bytes,
+                    "b_width": o.width,
+                    "b_height": o.height,
+                    "b_error": o.error,
+                }
+                for c in done
+                for o in c.downloads
+            ]
+            if outcomes:
                 await conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id == completion.job_id)
+                    update(images)
+                    .where(images.c.job_id == bindparam("b_job"), images.c.index == bindparam("b_index"))
                     .values(
-                        state=FAILED if failed else SUCCEEDED,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        reserved_micros=0,
-                        finished_at=now,
-                        updated_at=now,
-                        error_kind=completion.failure_kind,
-                        error_message=completion.failure_message,
-                    )
+                        state=bindparam("b_state"),
+                        local_path=bindparam("b_path"),
+                        sha256=bindparam("b_sha"),
+                        bytes=bindparam("b_bytes"),
+                        width=bindparam("b_width"),
+                        height=bindparam("b_height"),
+                        error=bindparam("b_error"),
+                    ),
+                    outcomes,
                 )
-                done.add(completion.job_id)
-            await self._release_reservations(conn, unpaid)
-        return done
+            children = [
+                _job_row(owned[c.job_id].manifest_id, child, to_micros(child.cost_usd), c.job_id)
+                for c in done
+                for child in c.children
+            ]
+            if children:
+                await self._insert_rows(conn, children)
+            await conn.execute(
+                update(jobs)
+                .where(jobs.c.id == bindparam("b_id"))
+                .values(
+                    state=bindparam("b_state"),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    finished_at=now,
+                    updated_at=now,
+                    error_kind=bindparam("b_kind"),
+                    error_message=bindparam("b_message"),
+                ),
+                [
+                    {
+                        "b_id": c.job_id,
+                        "b_state": FAILED if c.failure_kind else SUCCEEDED,
+                        "b_kind": c.failure_kind,
+                        "b_message": c.failure_message,
+                    }
+                    for c in done
+                ],
+            )
+        return {c.job_id for c in done}
 
     async def settle_attempts(self, owner: str, outcomes: Sequence[Outcome], *, final: bool) -> set[int]:
         """Record failed attempts: reschedule them (``final=False``) or fail the jobs for good.
@@ -659,38 +708,59 @@ class Ledger(Reports):
         now = time.time()
         async with self._write() as conn:
             owned = await self._owned(conn, owner, [o.job_id for o in outcomes])
-            await self._release_reservations(conn, list(owned.values()))
-            done: set[int] = set()
-            for outcome in outcomes:
-                if outcome.job_id not in owned:
-                    continue
-                if outcome.attempt_id is not None:
-                    await conn.execute(
-                        update(attempts)
-                        .where(attempts.c.id == outcome.attempt_id)
-                        .values(
-                            ended_at=now,
-                            http_status=outcome.http_status,
-                            error_kind=outcome.error_kind,
-                            message=outcome.message[:2000],
-                            in_doubt=outcome.in_doubt,
-                        )
-                    )
-                values: dict[str, Any] = {
-                    "lease_owner": None,
-                    "lease_expires_at": None,
-                    "reserved_micros": 0,
-                    "updated_at": now,
-                    "error_kind": outcome.error_kind,
-                    "error_message": outcome.message[:2000],
+            kept = list({o.job_id: o for o in outcomes if o.job_id in owned}.values())
+            if not kept:
+                return set()
+            await self._release_reservations(conn, [owned[o.job_id] for o in kept])
+            ended = [
+                {
+                    "b_id": o.attempt_id,
+                    "b_status": o.http_status,
+                    "b_kind": o.error_kind,
+                    "b_message": o.message[:2000],
+                    "b_doubt": o.in_doubt,
                 }
-                if final:
-                    values.update(state=FAILED, finished_at=now)
-                else:
-                    values.update(state=PENDING, next_attempt_at=outcome.next_attempt_at or now)
-                await conn.execute(update(jobs).where(jobs.c.id == outcome.job_id).values(**values))
-                done.add(outcome.job_id)
-        return done
+                for o in kept
+                if o.attempt_id is not None
+            ]
+            if ended:
+                await conn.execute(
+                    update(attempts)
+                    .where(attempts.c.id == bindparam("b_id"))
+                    .values(
+                        ended_at=now,
+                        http_status=bindparam("b_status"),
+                        error_kind=bindparam("b_kind"),
+                        message=bindparam("b_message"),
+                        in_doubt=bindparam("b_doubt"),
+                    ),
+                    ended,
+                )
+            values: dict[str, Any] = {
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "reserved_micros": 0,
+                "updated_at": now,
+                "error_kind": bindparam("b_kind"),
+                "error_message": bindparam("b_message"),
+            }
+            if final:
+                values.update(state=FAILED, finished_at=now)
+            else:
+                values.update(state=PENDING, next_attempt_at=bindparam("b_next"))
+            await conn.execute(
+                update(jobs).where(jobs.c.id == bindparam("b_id")).values(**values),
+                [
+                    {
+                        "b_id": o.job_id,
+                        "b_kind": o.error_kind,
+                        "b_message": o.message[:2000],
+                        "b_next": o.next_attempt_at or now,
+                    }
+                    for o in kept
+                ],
+            )
+        return {o.job_id for o in kept}
 
     async def release_jobs(self, owner: str, job_ids: Sequence[int] | None) -> None:
         """Give leased jobs back as pending, untouched (shutdown, or a run-stopping error).
@@ -803,30 +873,31 @@ class Ledger(Reports):
         return len(ids)
 
 
-async def _insert_result(conn: AsyncConnection, job_id: int, result: ApiResult) -> None:
-    if result.images:
-        await conn.execute(
-            insert(images),
-            [
-                {
-                    "job_id": job_id,
-                    "index": image.index,
-                    "remote_url": image.url,
-                    "prompt": image.prompt,
-                    "resolution": image.resolution,
-                    "seed": image.seed,
-                    "is_image_safe": image.is_image_safe,
-                    "style_type": image.style_type,
-                    "state": IMAGE_WITHHELD if image.withheld else IMAGE_PENDING,
-                }
-                for image in result.images
-            ],
-        )
-    if result.descriptions:
-        await conn.execute(
-            insert(descriptions),
-            [{"job_id": job_id, "index": i, "text": text} for i, text in enumerate(result.descriptions)],
-        )
+async def _insert_results(conn: AsyncConnection, results: Sequence[tuple[int, ApiResult]]) -> None:
+    image_rows = [
+        {
+            "job_id": job_id,
+            "index": image.index,
+            "remote_url": image.url,
+            "prompt": image.prompt,
+            "resolution": image.resolution,
+            "seed": image.seed,
+            "is_image_safe": image.is_image_safe,
+            "style_type": image.style_type,
+            "state": IMAGE_WITHHELD if image.withheld else IMAGE_PENDING,
+        }
+        for job_id, result in results
+        for image in result.images
+    ]
+    if image_rows:
+        await conn.execute(insert(images), image_rows)
+    text_rows = [
+        {"job_id": job_id, "index": i, "text": text}
+        for job_id, result in results
+        for i, text in enumerate(result.descriptions)
+    ]
+    if text_rows:
+        await conn.execute(insert(descriptions), text_rows)
 
 
 def _job_row(manifest_id: int, job: PlannedJob, estimate: int, parent_id: int | None) -> dict[str, Any]:

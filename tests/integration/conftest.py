@@ -39,19 +39,21 @@ async def fake_server(api_key: str) -> AsyncIterator[FakeServer]:
         yield server
 
 
-def write_manifest(folder: Path, body: str, *, name: str = "t", kind: str = "crazyrouter", extra: str = "") -> Path:
+def write_manifest(
+    folder: Path, body: str, *, name: str = "t", kind: str = "crazyrouter", extra: str = ""
+) -> Path:
     """A manifest file in ``folder`` with the given `jobs:` body (YAML, indented freely)."""
-    text = f"version: 1\nname: {name}\nprovider:\n  kind: {kind}\n{extra}jobs:\n" + textwrap.indent(
-        textwrap.dedent(body).strip("\n"), "  "
-    ) + "\n"
+    text = (
+        f"version: 1\nname: {name}\nprovider:\n  kind: {kind}\n{extra}jobs:\n"
+        + textwrap.indent(textwrap.dedent(body).strip("\n"), "  ")
+        + "\n"
+    )
     path = folder / f"{name}.yaml"
     path.write_text(text)
     return path
 
 
-async def run(
-    manifest: Path, server: FakeServer, folder: Path, **options: Any
-) -> tuple[int, dict[str, Any]]:
+async def run(manifest: Path, server: FakeServer, folder: Path, **options: Any) -> tuple[int, dict[str, Any]]:
     """`ideobatch run` in-process against ``server``; returns (exit code, summary)."""
     ledger = options.pop("ledger_url", f"sqlite:///{folder}/ledger.db")
     return await run_manifest(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -13,6 +15,7 @@ from pipeline.fake_server.images import PNG_SIGNATURE, render_sample
 from pipeline.fake_server.testing import Dialect, auth_headers, native_form, op_url, sample_url
 
 KEY = "fake-key"
+JSON = "application/json"
 SOURCE = render_sample("source", 64, 64, "webp")
 
 
@@ -36,6 +39,11 @@ async def post(
 ) -> tuple[int, str, Any]:
     async with http.post(url, headers=headers, **kwargs) as response:
         return response.status, response.content_type, await response.json(content_type=None)
+
+
+def _big_json() -> io.BytesIO:
+    """A JSON body over 1 MB (a BytesIO: aiohttp warns about large raw bodies)."""
+    return io.BytesIO(json.dumps({"image_request": {"prompt": "x" * 1_100_000}}).encode())
 
 
 def assert_native_400(status: int, content_type: str, body: Any, fragment: str) -> None:
@@ -91,6 +99,7 @@ async def test_invalid_image_requests_get_400_in_both_dialects(
         ("generate", lambda: {"json": ["image_request"]}, "object"),
         ("generate", lambda: {"json": {"prompt": "x"}}, "'image_request' is a required"),
         ("generate", lambda: {"json": {"image_request": {"prompt": "x"}, "x": 1}}, "'x' was unexpected"),
+        ("generate", lambda: {"data": _big_json(), "headers": {"Content-Type": JSON}}, "too large"),
         ("generate", lambda: {"json": {"image_request": "prompt"}}, "JSON object"),
         ("generate", lambda: {"data": native_form(None, {"prompt": "x"})}, "Content-type"),
         ("remix", lambda: {"json": {"image_request": {"prompt": "x"}}}, "Content-type"),

@@ -15,7 +15,9 @@ from tests.integration.conftest import run, write_manifest
 PNG_SAMPLE = "sample"
 
 
-def make_image(path: Path, size: tuple[int, int] = (48, 32), color: tuple[int, int, int] = (200, 40, 40)) -> Path:
+def make_image(
+    path: Path, size: tuple[int, int] = (48, 32), color: tuple[int, int, int] = (200, 40, 40)
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", size, color).save(path)
     return path
@@ -28,7 +30,9 @@ def ledger_rows(folder: Path, query: str) -> list[tuple]:
 
 def assert_images_on_disk(folder: Path) -> int:
     """Every downloaded image in the ledger exists with its recorded sha256; returns the count."""
-    rows = ledger_rows(folder, "SELECT local_path, sha256, bytes, width, height FROM images WHERE state = 'downloaded'")
+    rows = ledger_rows(
+        folder, "SELECT local_path, sha256, bytes, width, height FROM images WHERE state = 'downloaded'"
+    )
     for path, sha, size, width, height in rows:
         data = Path(path).read_bytes()
         assert hashlib.sha256(data).hexdigest() == sha
@@ -40,7 +44,9 @@ def assert_images_on_disk(folder: Path) -> int:
 
 @pytest.mark.parametrize("kind", ["crazyrouter", "ideogram"])
 @pytest.mark.parametrize("source", ["local", "url"])
-async def test_every_op_in_both_dialects(tmp_path: Path, fake_server: FakeServer, kind: str, source: str) -> None:
+async def test_every_op_in_both_dialects(
+    tmp_path: Path, fake_server: FakeServer, kind: str, source: str
+) -> None:
     """generate, remix, upscale and describe all produce the right files and ledger rows."""
     if source == "local":
         image = str(make_image(tmp_path / "src" / "cat.png"))
@@ -74,15 +80,18 @@ async def test_every_op_in_both_dialects(tmp_path: Path, fake_server: FakeServer
         width, height = generated.size
         assert abs(width / height - 16 / 9) < 0.1
     descriptions = ledger_rows(tmp_path, "SELECT text FROM descriptions")
-    assert descriptions and all(text for (text,) in descriptions)
+    assert descriptions
+    assert all(text for (text,) in descriptions)
     dialect = kind
     assert {(e.dialect, e.op, e.status) for e in fake_server.state.log} == {
         (dialect, op, 200) for op in ("generate", "remix", "upscale", "describe")
     }
 
 
-async def test_fault_mix_finishes_every_job_without_paying_twice(tmp_path: Path, fake_server: FakeServer) -> None:
-    """429s (every Retry-After form), 5xx, truncated downloads and an in-flight cap: all jobs done, no double bill."""
+async def test_fault_mix_finishes_every_job_without_paying_twice(
+    tmp_path: Path, fake_server: FakeServer
+) -> None:
+    """429s (all Retry-After forms), 5xx, truncated downloads, an in-flight cap: all done, none paid twice."""
     fake_server.set_faults(
         rate_429=0.2, retry_after="mixed", rate_5xx=0.1, rate_download_truncate=0.03, inflight_limit=10
     )
@@ -105,10 +114,13 @@ async def test_fault_mix_finishes_every_job_without_paying_twice(tmp_path: Path,
     assert stats["duplicate_billed"] == 0
     assert stats["billed"] == 60
     faults = stats["faults"]
-    assert faults["rate_429"] > 0 and faults["5xx"] > 0 and faults["download_truncate"] > 0, faults
+    for fault in ("rate_429", "5xx", "download_truncate"):
+        assert faults[fault] > 0, faults
 
 
-async def test_wrong_key_aborts_within_concurrency(tmp_path: Path, fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_wrong_key_aborts_within_concurrency(
+    tmp_path: Path, fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A rejected key stops the run with exit 3 after at most `concurrency` requests."""
     monkeypatch.setenv("CRAZYROUTER_API_KEY", "wrong-key")
     manifest = write_manifest(
@@ -125,7 +137,9 @@ async def test_wrong_key_aborts_within_concurrency(tmp_path: Path, fake_server: 
 async def test_unsafe_prompt_fails_only_its_job(tmp_path: Path, fake_server: FakeServer) -> None:
     """A 422 fails its own job with reason `unsafe`; the others succeed; exit 1."""
     fake_server.set_faults(unsafe_word="forbidden")
-    manifest = write_manifest(tmp_path, "- op: generate\n  prompts: [fine one, a forbidden thing, fine two]\n")
+    manifest = write_manifest(
+        tmp_path, "- op: generate\n  prompts: [fine one, a forbidden thing, fine two]\n"
+    )
     code, summary = await run(manifest, fake_server, tmp_path)
     assert code == 1
     assert summary["jobs"]["succeeded"] == 2
@@ -136,7 +150,9 @@ async def test_unsafe_prompt_fails_only_its_job(tmp_path: Path, fake_server: Fak
 async def test_withheld_images_are_billed_and_counted(tmp_path: Path, fake_server: FakeServer) -> None:
     """An image withheld by the safety filter: the job succeeds, the image is counted as withheld."""
     fake_server.set_faults(withheld_word="blurry")
-    manifest = write_manifest(tmp_path, "- op: generate\n  prompts: [sharp photo, blurry photo]\n  num_images: 2\n")
+    manifest = write_manifest(
+        tmp_path, "- op: generate\n  prompts: [sharp photo, blurry photo]\n  num_images: 2\n"
+    )
     code, summary = await run(manifest, fake_server, tmp_path)
     assert code == 0
     assert summary["images"]["withheld"] == 2
@@ -171,7 +187,9 @@ async def test_rate_limit_lowers_concurrency(tmp_path: Path, fake_server: FakeSe
     """With the server's in-flight cap at 4 images, every job still finishes (AIMD backs off)."""
     fake_server.set_faults(inflight_limit=4, latency_ms=30)
     manifest = write_manifest(
-        tmp_path, "- op: generate\n  prompt: busy\n  repeat: 40\n", extra="limits:\n  concurrency: 12\nretry:\n  attempts: 30\n"
+        tmp_path,
+        "- op: generate\n  prompt: busy\n  repeat: 40\n",
+        extra="limits:\n  concurrency: 12\nretry:\n  attempts: 30\n",
     )
     code, summary = await run(manifest, fake_server, tmp_path)
     assert code == 0, summary
@@ -183,7 +201,9 @@ async def test_concurrency_counts_images_not_requests(tmp_path: Path, fake_serve
     """concurrency 8 with 4-image requests keeps at most 8 images (2 requests) in flight."""
     fake_server.set_faults(latency_ms=40)
     manifest = write_manifest(
-        tmp_path, "- op: generate\n  prompt: quad\n  num_images: 4\n  repeat: 12\n", extra="limits:\n  concurrency: 8\n"
+        tmp_path,
+        "- op: generate\n  prompt: quad\n  num_images: 4\n  repeat: 12\n",
+        extra="limits:\n  concurrency: 8\n",
     )
     code, _summary = await run(manifest, fake_server, tmp_path)
     assert code == 0

@@ -43,7 +43,10 @@ def test_matrix_prompts_and_repeat_multiply(tmp_path: Path) -> None:
     assert {j.request["prompt"] for j in jobs} == {"a cat", "a dog"}
     assert all(j.request["model"] == "V_2" and j.request["magic_prompt_option"] == "OFF" for j in jobs)
     assert {(j.request["style_type"], j.request["aspect_ratio"]) for j in jobs} == {
-        ("REALISTIC", "ASPECT_1_1"), ("REALISTIC", "ASPECT_16_9"), ("ANIME", "ASPECT_1_1"), ("ANIME", "ASPECT_16_9")
+        ("REALISTIC", "ASPECT_1_1"),
+        ("REALISTIC", "ASPECT_16_9"),
+        ("ANIME", "ASPECT_1_1"),
+        ("ANIME", "ASPECT_16_9"),
     }
 
 
@@ -61,7 +64,12 @@ def test_csv_and_jsonl_prompts(tmp_path: Path) -> None:
           - {op: generate, prompts: p.jsonl}
         """,
     )
-    assert sorted(j.request["prompt"] for j in expand(loaded)) == ["a, comma", "bare string", "from json", "plain"]
+    assert sorted(j.request["prompt"] for j in expand(loaded)) == [
+        "a, comma",
+        "bare string",
+        "from json",
+        "plain",
+    ]
 
 
 def test_defaults_merge_only_into_ops_that_take_them(tmp_path: Path) -> None:
@@ -108,8 +116,12 @@ def test_image_sources_glob_folder_list_and_catalog(tmp_path: Path) -> None:
         by_stage.setdefault(job.stage, []).append(job)
     assert [Path(j.source).name for j in by_stage["0"]] == ["a.png", "b.png"]
     assert [Path(j.source).name for j in by_stage["1"]] == ["a.png", "b.png", "c.jpg"]
-    assert by_stage["2"][0].source == "https://example.com/x.webp" and by_stage["2"][0].source_sha256 is None
-    assert [(j.source_id, j.source_sha256 is not None) for j in by_stage["3"]] == [("S1", False), ("S2", True)]
+    assert by_stage["2"][0].source == "https://example.com/x.webp"
+    assert by_stage["2"][0].source_sha256 is None
+    assert [(j.source_id, j.source_sha256 is not None) for j in by_stage["3"]] == [
+        ("S1", False),
+        ("S2", True),
+    ]
 
 
 def test_ranks_interleave_the_entries(tmp_path: Path) -> None:
@@ -140,6 +152,8 @@ def test_expansion_is_streamed(tmp_path: Path) -> None:
         _current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert [j.request["prompt"] for j in first][:2] == ["prompt number 0 with some words to make it longer",
-                                                       "prompt number 1 with some words to make it longer"]
+    assert [j.request["prompt"] for j in first][:2] == [
+        "prompt number 0 with some words to make it longer",
+        "prompt number 1 with some words to make it longer",
+    ]
     assert peak < 2_000_000

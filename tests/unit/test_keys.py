@@ -63,30 +63,43 @@ def keys_of(text: str, folder: Path) -> list[str]:
     return [job.key for job in expand(loaded)]
 
 
-prompts = st.lists(st.text(alphabet="abcdefghij ", min_size=1, max_size=12).map(str.strip).filter(bool),
-                   min_size=2, max_size=4, unique=True)
+prompts = st.lists(
+    st.text(alphabet="abcdefghij ", min_size=1, max_size=12).map(str.strip).filter(bool),
+    min_size=2,
+    max_size=4,
+    unique=True,
+)
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=40)
 @given(prompts, st.sampled_from(ASPECTS), st.integers(1, 3))
-def test_reordered_yaml_keys_keep_every_key(tmp_path: Path, texts: list[str], aspect: str, repeat: int) -> None:
+def test_reordered_yaml_keys_keep_every_key(
+    tmp_path: Path, texts: list[str], aspect: str, repeat: int
+) -> None:
     """Writing a job's YAML keys in another order keeps all job keys."""
     first = "".join(
-        f"  - op: generate\n    prompt: {t!r}\n    aspect_ratio: {aspect}\n    repeat: {repeat}\n" for t in texts
+        f"  - op: generate\n    prompt: {t!r}\n    aspect_ratio: {aspect}\n    repeat: {repeat}\n"
+        for t in texts
     )
     second = "".join(
-        f"  - repeat: {repeat}\n    aspect_ratio: {aspect}\n    prompt: {t!r}\n    op: generate\n" for t in texts
+        f"  - repeat: {repeat}\n    aspect_ratio: {aspect}\n    prompt: {t!r}\n    op: generate\n"
+        for t in texts
     )
     head = "version: 1\nname: k\ndefaults: {model: V_2}\njobs:\n"
-    assert keys_of(head + first, tmp_path) == keys_of("name: k\nversion: 1\njobs:\n" + second + "defaults: {model: V_2}\n", tmp_path)
+    assert keys_of(head + first, tmp_path) == keys_of(
+        "name: k\nversion: 1\njobs:\n" + second + "defaults: {model: V_2}\n", tmp_path
+    )
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=40)
 @given(prompts, st.text(alphabet="klmnop", min_size=1, max_size=8))
 def test_editing_one_job_keeps_the_other_keys(tmp_path: Path, texts: list[str], edit: str) -> None:
     """Editing one job's prompt changes only that job's key."""
+
     def manifest(items: list[str]) -> str:
-        return "version: 1\nname: k\njobs:\n" + "".join(f"  - op: generate\n    prompt: {t!r}\n" for t in items)
+        return "version: 1\nname: k\njobs:\n" + "".join(
+            f"  - op: generate\n    prompt: {t!r}\n" for t in items
+        )
 
     before = keys_of(manifest(texts), tmp_path)
     edited = [*texts[:-1], texts[-1] + " " + edit]

@@ -45,7 +45,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 CASES = [
     (
         "yaml-syntax",
-        "version: 1\nname: shop\njobs:\n  - op: generate\n    prompt: \"unclosed\n",
+        'version: 1\nname: shop\njobs:\n  - op: generate\n    prompt: "unclosed\n',
         {},
         ":5: YAML syntax error",
     ),
@@ -94,7 +94,7 @@ CASES = [
     ),
     (
         "template-traversal",
-        GOOD + "output:\n  name: \"../../etc/{key}.{ext}\"\n",
+        GOOD + 'output:\n  name: "../../etc/{key}.{ext}"\n',
         {},
         ":9: output.name: the name template may not contain `..`",
     ),
@@ -154,7 +154,8 @@ CASES = [
     ),
     (
         "url-encoding-with-local-file",
-        "version: 1\nname: shop\nprovider: {image_encoding: url}\njobs:\n  - op: upscale\n    images: [a.png]\n",
+        "version: 1\nname: shop\nprovider: {image_encoding: url}\n"
+        "jobs:\n  - op: upscale\n    images: [a.png]\n",
         {"a.png": PNG},
         ":6: jobs[0].images: ",
     ),
@@ -169,7 +170,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("text", "files", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input_is_located_and_exits_2(tmp_path: Path, text: str, files: dict[str, str], expected: str) -> None:
+def test_bad_input_is_located_and_exits_2(
+    tmp_path: Path, text: str, files: dict[str, str], expected: str
+) -> None:
     """Each bad input exits 2 and names the file, the line and the field."""
     manifest = write(tmp_path, text, files)
     code, output = validate(manifest)
@@ -187,7 +190,11 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     code, output = validate(manifest)
     assert code == 2
     lines = [line for line in output.splitlines() if line.startswith(str(manifest))]
-    assert [line.split(": ", 2)[1] for line in lines] == ["jobs[0].num_images", "limits.concurrency", "output.name"]
+    assert [line.split(": ", 2)[1] for line in lines] == [
+        "jobs[0].num_images",
+        "limits.concurrency",
+        "output.name",
+    ]
     assert "3 problem(s)" in output
 
 

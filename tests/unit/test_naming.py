@@ -14,15 +14,27 @@ FIELDS = NameFields(op="generate", slug="a-cat", key="0123456789abcdef" * 4, ind
 
 @pytest.mark.parametrize(
     "template",
-    ["../{key}.{ext}", "a/../../{key}.{ext}", "/etc/{key}.{ext}", "~/{key}.{ext}", "a//{key}.{ext}",
-     "{key}\\..\\x.{ext}", "{nope}.{ext}", "{key!r}.{ext}", "{key:>10}.{ext}", ""],
+    [
+        "../{key}.{ext}",
+        "a/../../{key}.{ext}",
+        "/etc/{key}.{ext}",
+        "~/{key}.{ext}",
+        "a//{key}.{ext}",
+        "{key}\\..\\x.{ext}",
+        "{nope}.{ext}",
+        "{key!r}.{ext}",
+        "{key:>10}.{ext}",
+        "",
+    ],
 )
 def test_unsafe_templates_are_refused(template: str) -> None:
     """Traversal, absolute paths, unknown placeholders and format tricks are validation errors."""
     assert template_problem(template) is not None
 
 
-@pytest.mark.parametrize("template", ["{op}/{slug}-{seed}.{ext}", "{id}/{key}-{index}.{ext}", "flat-{key}.{ext}"])
+@pytest.mark.parametrize(
+    "template", ["{op}/{slug}-{seed}.{ext}", "{id}/{key}-{index}.{ext}", "flat-{key}.{ext}"]
+)
 def test_reasonable_templates_are_accepted(template: str) -> None:
     """Ordinary templates with sub-folders pass."""
     assert template_problem(template) is None
