@@ -7,20 +7,21 @@ document). A user mistake is one clear message and exit 2, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import click
 
 from pipeline import __version__
 from pipeline.errors import IdeobatchError, LedgerError, LockHeld, ManifestError, UsageError
-from pipeline.ledger.engine import DEFAULT_LEDGER_URL
-from pipeline.summary import EXIT_ABORTED, EXIT_LOCKED, EXIT_USAGE, render_text
-from pipeline.worker import DEFAULT_LEASE_S
+from pipeline.exit_codes import EXIT_ABORTED, EXIT_LOCKED, EXIT_USAGE
+from pipeline.leases import DEFAULT_LEASE_S
+from pipeline.ledger.urls import DEFAULT_LEDGER_URL
 
 T = TypeVar("T")
 log = logging.getLogger("ideobatch")
@@ -68,13 +69,33 @@ def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 def _emit(summary: dict[str, Any], as_json: bool) -> None:
+    from pipeline.summary import render_text
+
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
         click.echo(render_text(summary))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Our commands, with `fake-server` loaded only when it is asked for (it imports the server)."""
+
+    _lazy: ClassVar[dict[str, tuple[str, str]]] = {
+        "fake-server": ("pipeline.fake_server.command", "fake_server_command")
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self._lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self._lazy:
+            module, name = self._lazy[cmd_name]
+            command: click.Command = getattr(importlib.import_module(module), name)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ideobatch")
 def main() -> None:
     """Resumable, concurrent batch runner for the Ideogram image API."""
@@ -271,14 +292,6 @@ def demo(folder: str, quiet: bool) -> None:
         click.echo(line)
     sys.exit(code)
 
-
-def _register_fake_server() -> None:
-    from pipeline.fake_server.command import fake_server_command
-
-    main.add_command(fake_server_command, "fake-server")
-
-
-_register_fake_server()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -15,16 +15,18 @@ from typing import Any
 
 from pipeline.client import opened_session
 from pipeline.errors import LockHeld, ManifestError
+from pipeline.exit_codes import EXIT_ABORTED, EXIT_OK
 from pipeline.expand import expand
+from pipeline.leases import DEFAULT_LEASE_S
 from pipeline.ledger.records import ManifestRecord, PlanCounts, to_micros
 from pipeline.ledger.repository import Ledger
 from pipeline.manifest import LoadedManifest, load_manifest
 from pipeline.progress import Progress
 from pipeline.settings import RunSettings
 from pipeline.signals import Shutdown
-from pipeline.summary import EXIT_ABORTED, EXIT_OK, build_summary, exit_code
+from pipeline.summary import build_summary, exit_code
 from pipeline.validation import Counts, validate
-from pipeline.worker import DEFAULT_LEASE_S, JobRunner, RunResult
+from pipeline.worker import JobRunner, RunResult
 
 log = logging.getLogger("ideobatch")
 HOST = socket.gethostname()

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.exit_codes import EXIT_ABORTED, EXIT_FAILED_JOBS, EXIT_OK
 from pipeline.ledger.records import to_usd
 from pipeline.ledger.reports import LedgerStatus
 from pipeline.worker import RunResult
 
 JOB_STATES = ("pending", "running", "succeeded", "failed")
 IMAGE_STATES = ("downloaded", "withheld", "expired")
-
-#: exit codes (SPEC §3)
-EXIT_OK = 0
-EXIT_FAILED_JOBS = 1
-EXIT_USAGE = 2
-EXIT_ABORTED = 3
-EXIT_LOCKED = 4
 
 
 def build_summary(status: LedgerStatus, run: RunResult | None = None) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from pipeline.errors import (
     UrlExpired,
 )
 from pipeline.expand import ParentResult, PlannedJob, expand_children, find_stage
+from pipeline.leases import DEFAULT_LEASE_S, POLL_S
 from pipeline.ledger.batcher import WriteBatcher
 from pipeline.ledger.records import (
     ClaimedJob,
@@ -60,11 +61,6 @@ from pipeline.settings import RunSettings
 from pipeline.signals import Shutdown
 
 log = logging.getLogger("ideobatch")
-
-#: how long a claimed job stays ours without a heartbeat
-DEFAULT_LEASE_S = 60.0
-#: how often an idle worker looks for due jobs
-POLL_S = 1.0
 
 
 @dataclass

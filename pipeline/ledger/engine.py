@@ -11,12 +11,8 @@ themselves on open; PostgreSQL ones with ``ideobatch db upgrade``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError
@@ -24,7 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from pipeline.errors import LedgerError
 
-DEFAULT_LEDGER_URL = "sqlite:///.ideobatch/ledger.db"
+if TYPE_CHECKING:  # alembic is imported only when migrating (it costs a fraction of a second)
+    from alembic.config import Config
+
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 #: execution option that makes a SQLite transaction take the write lock at BEGIN
 WRITE = {"ideobatch_write": True}
@@ -97,6 +95,8 @@ def migrations_dir() -> Path:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config for our migrations, bound to ``connection`` when given."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     if connection is not None:
@@ -106,15 +106,21 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def head_revision() -> str | None:
     """The newest migration."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def _current_revision(connection: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
 
 
 async def upgrade(engine: AsyncEngine) -> None:
     """Apply every pending migration (serialized against other processes)."""
+
+    from alembic import command
 
     def run(connection: Connection) -> None:
         if connection.dialect.name == "postgresql":

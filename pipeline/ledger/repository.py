@@ -638,6 +638,9 @@ class Ledger(Reports):
                 c.response for c in done if c.response is not None and owned[c.job_id].response_at is None
             ]
             await self._store_responses(conn, owned, fresh)
+            # a job that ends without a paid answer now gives what its claim reserved back
+            paid = {r.job_id for r in fresh}
+            await self._release_reservations(conn, [owned[c.job_id] for c in done if c.job_id not in paid])
             outcomes = [
                 {
                     "b_job": c.job_id,
@@ -682,6 +685,7 @@ class Ledger(Reports):
                     state=bindparam("b_state"),
                     lease_owner=None,
                     lease_expires_at=None,
+                    reserved_micros=0,
                     finished_at=now,
                     updated_at=now,
                     error_kind=bindparam("b_kind"),

@@ -152,7 +152,7 @@ async def test_kill_during_downloads_downloads_again_without_paying(
     tmp_path: Path, server: FakeServer
 ) -> None:
     """A kill while images download: the resume fetches them again and calls the API for nothing."""
-    server.set_faults(download_latency_ms=1_500)
+    server.set_faults(download_latency_ms=800)
     manifest = manifest_for(
         tmp_path,
         server,
@@ -179,3 +179,32 @@ async def test_kill_during_downloads_downloads_again_without_paying(
     assert server.state.stats()["billed"] == 3
     assert check_outputs(tmp_path) == 6
     assert json.loads(out)["in_doubt"] == 0
+
+
+async def test_resume_a_day_later_records_expired_urls_and_retry_regenerates(
+    tmp_path: Path, server: FakeServer
+) -> None:
+    """URLs older than their life are recorded `url_expired`; `retry --reason url_expired` pays for new ones."""
+    server.set_faults(download_latency_ms=800)
+    manifest = manifest_for(tmp_path, server, "  - op: generate\n    prompt: late\n    repeat: 2\n")
+    ledger = ledger_file(tmp_path)
+    args = ("run", str(manifest), "--ledger", ledger, "--out", str(tmp_path / "out"), "--quiet")
+    process = await start(*args, cwd=tmp_path)
+    await server.state.wait_until(lambda s: s.stats()["downloads"] >= 2, timeout_s=30)
+    process.send_signal(signal.SIGKILL)
+    await process.wait()
+    server.set_faults(download_latency_ms=0, clock_offset_s=2 * 86_400)  # the resume comes two days later
+    code, out, err = await ideobatch(*args, "--json", cwd=tmp_path)
+    assert code == 1, err
+    summary = json.loads(out)
+    assert summary["failures"] == {"url_expired": 2}
+    assert summary["images"]["expired"] == 2
+    assert server.state.stats()["billed"] == 2
+    code, out, _ = await ideobatch("retry", "acc", "--reason", "url_expired", "--ledger", ledger, cwd=tmp_path)
+    assert code == 0
+    assert "2 job(s)" in out
+    code, out, err = await ideobatch(*args, "--json", cwd=tmp_path)
+    assert code == 0, err
+    assert json.loads(out)["jobs"]["succeeded"] == 2
+    assert server.state.stats()["billed"] == 4
+    assert check_outputs(tmp_path) == 2
