@@ -232,6 +232,20 @@ def retry(manifest: str | None, ledger_url: str, failed: bool, reason: str | Non
 
 
 @main.command()
+@click.argument("manifest", required=False)
+@ledger_option
+@click.option(
+    "--out", "out_file", type=click.Path(dir_okay=False), help="HTML file (default: OUTPUT_DIR/gallery.html)."
+)
+def gallery(manifest: str | None, ledger_url: str, out_file: str | None) -> None:
+    """A self-contained HTML contact sheet of the produced images (opens without a server)."""
+    from pipeline.gallery import build_gallery
+
+    page, pictures, failed = _run_async(lambda: build_gallery(ledger_url, manifest, out_file))
+    click.echo(f"{page}  ({pictures} picture(s), {failed} failed job(s))")
+
+
+@main.command()
 @ledger_option
 @click.option(
     "--follow", is_flag=True, help="Keep waiting for new work instead of exiting when none is left."

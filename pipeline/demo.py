@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from pipeline.fake_server import FakeServer, FaultConfig
+from pipeline.gallery import build_gallery
 from pipeline.running import RunOptions, run_manifest
 from pipeline.summary import render_text
 
@@ -40,11 +41,15 @@ async def run_demo(folder: str, *, quiet: bool = False) -> tuple[int, list[str]]
             )
         )
         stats = server.state.stats()
+    page, _pictures, _failed = await build_gallery(
+        f"sqlite:///{folder}/ledger.db", "demo", os.path.join(folder, "gallery.html")
+    )
     lines = [
         render_text(summary),
         "",
         f"fake server: {stats['requests']} requests, {stats['billed']} billed",
         f"images:  {os.path.join(folder, 'images')}",
+        f"gallery: {page}",
         f"ledger:  sqlite:///{folder}/ledger.db  (try: ideobatch status demo --ledger sqlite:///{folder}/ledger.db)",
     ]
     return code, lines

@@ -73,6 +73,33 @@ class Reports:
         async with self.engine.connect() as conn:
             return await _status(conn, manifest_id)
 
+    async def failed_jobs(self, manifest_id: int | None, limit: int = 10_000) -> list[dict[str, Any]]:
+        """Failed jobs with their reasons (newest first, at most ``limit``)."""
+        where = [jobs.c.state == "failed"]
+        if manifest_id is not None:
+            where.append(jobs.c.manifest_id == manifest_id)
+        query = (
+            select(jobs.c.key, jobs.c.op, jobs.c.error_kind, jobs.c.error_message, jobs.c.request)
+            .where(*where)
+            .order_by(jobs.c.finished_at.desc())
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        result = []
+        for row in rows:
+            prompt = json.loads(row.request).get("prompt")
+            result.append(
+                {
+                    "job_key": row.key,
+                    "op": row.op,
+                    "reason": row.error_kind,
+                    "message": row.error_message,
+                    "prompt": prompt if isinstance(prompt, str) else None,
+                }
+            )
+        return result
+
     async def export_rows(self, manifest_id: int | None) -> AsyncIterator[ExportRow]:
         """Every produced image and description, streamed (one row each)."""
         parent = jobs.alias("parent")

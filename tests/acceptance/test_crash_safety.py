@@ -200,7 +200,9 @@ async def test_resume_a_day_later_records_expired_urls_and_retry_regenerates(
     assert summary["failures"] == {"url_expired": 2}
     assert summary["images"]["expired"] == 2
     assert server.state.stats()["billed"] == 2
-    code, out, _ = await ideobatch("retry", "acc", "--reason", "url_expired", "--ledger", ledger, cwd=tmp_path)
+    code, out, _ = await ideobatch(
+        "retry", "acc", "--reason", "url_expired", "--ledger", ledger, cwd=tmp_path
+    )
     assert code == 0
     assert "2 job(s)" in out
     code, out, err = await ideobatch(*args, "--json", cwd=tmp_path)
