@@ -184,7 +184,7 @@ async def test_kill_during_downloads_downloads_again_without_paying(
 async def test_resume_a_day_later_records_expired_urls_and_retry_regenerates(
     tmp_path: Path, server: FakeServer
 ) -> None:
-    """URLs older than their life are recorded `url_expired`; `retry --reason url_expired` pays for new ones."""
+    """Expired URLs are recorded `url_expired`; `retry --reason url_expired` pays for new images."""
     server.set_faults(download_latency_ms=800)
     manifest = manifest_for(tmp_path, server, "  - op: generate\n    prompt: late\n    repeat: 2\n")
     ledger = ledger_file(tmp_path)

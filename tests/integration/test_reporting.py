@@ -40,7 +40,7 @@ JOBS = """
 
 @pytest.fixture(scope="module")
 def produced(tmp_path_factory: pytest.TempPathFactory) -> Produced:
-    """A real run: 5 two-image generates (1 unsafe, 1 withheld, 1 formula-like prompt), a describe, an upscale."""
+    """A real run: 5 two-image generates (unsafe, withheld, formula-like...), a describe, an upscale."""
     folder = tmp_path_factory.mktemp("reporting")
     retrying.set_wait_scale(0)
 
@@ -104,11 +104,13 @@ def test_export_csv_rows_and_formula_cells_are_defused(produced: Produced) -> No
         assert int(row["width"]) > 0
     assert sum(1 for r in rows if r["image_state"] == "withheld") == 2
     texts = [r for r in rows if r["op"] == "describe"]
-    assert texts and all(r["text"] for r in texts)
+    assert texts
+    assert all(r["text"] for r in texts)
     upscale = next(r for r in rows if r["op"] == "upscale")
     assert upscale["source_id"] == "SKU-1"
     formula = [r for r in rows if "HYPERLINK" in r["prompt"]]
-    assert formula and all(r["prompt"].startswith("'=") for r in formula)
+    assert formula
+    assert all(r["prompt"].startswith("'=") for r in formula)
 
 
 def test_export_jsonl_keeps_values_as_they_are(produced: Produced, tmp_path: Path) -> None:
@@ -134,7 +136,7 @@ def test_retry_puts_failed_jobs_back(produced: Produced, tmp_path: Path) -> None
         "0 job(s) put back to pending\n",
     )
     assert invoke("retry", "report", "--ledger", ledger, "--failed") == (0, "1 job(s) put back to pending\n")
-    code, out = invoke("status", "report", "--ledger", ledger, "--json")
+    _code, out = invoke("status", "report", "--ledger", ledger, "--json")
     assert json.loads(out)["jobs"]["pending"] == 1
 
 
