@@ -34,7 +34,12 @@ ledger_option = click.option(
     show_default=True,
     help="Ledger URL: sqlite:///path or postgresql://user@host/db (env IDEOBATCH_LEDGER).",
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document, on one line, on stdout (for logs and jq).",
+)
 
 
 def _setup_logging(quiet: bool = False) -> None:
@@ -72,7 +77,7 @@ def _emit(summary: dict[str, Any], as_json: bool) -> None:
     from pipeline.summary import render_text
 
     if as_json:
-        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+        click.echo(json.dumps(summary, sort_keys=True))
     else:
         click.echo(render_text(summary))
 
@@ -177,14 +182,20 @@ def validate(manifest: str) -> None:
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @ledger_option
 @json_option
-def plan(manifest: str, ledger_url: str, as_json: bool) -> None:
+@click.option("--save", is_flag=True, help="Also store the manifest and its jobs in the ledger, for workers.")
+@click.option(
+    "--budget", "budget_usd", type=click.FloatRange(0), help="With --save: the budget workers share."
+)
+def plan(manifest: str, ledger_url: str, as_json: bool, save: bool, budget_usd: float | None) -> None:
     """Validate and expand MANIFEST without calling the API: jobs, what is done, estimated cost."""
-    from pipeline.planning import plan_report, render_plan
+    from pipeline.planning import plan_report, render_plan, save_plan
 
     _setup_logging()
+    if save:
+        _run_async(lambda: save_plan(manifest, ledger_url, budget_usd))
     report = _run_async(lambda: plan_report(manifest, ledger_url))
     if as_json:
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
+        click.echo(json.dumps(report, sort_keys=True))
     else:
         click.echo(render_plan(report))
 

@@ -2,7 +2,37 @@
 
 from __future__ import annotations
 
+import os
+import socket
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.ledger.repository import Ledger
+
+HOST = socket.gethostname()
+
 #: a claimed job is reclaimable by other workers this long after its last heartbeat
 DEFAULT_LEASE_S = 60.0
 #: how often an idle worker looks for due jobs
 POLL_S = 1.0
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host is alive."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def reclaim_dead_on_this_host(ledger: Ledger) -> int:
+    """Take back at once the jobs of runs on this host whose process is gone.
+
+    Their leases would expire anyway; on the same host we know sooner. (A
+    reused pid only delays this until the lease expires.)
+    """
+    dead = [owner for owner, pid in await ledger.unfinished_runs(HOST) if not pid_alive(pid)]
+    return await ledger.reclaim_dead(dead) if dead else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,11 @@ from pipeline.expand import PlannedJob, expand
 from pipeline.ledger.engine import async_url
 from pipeline.ledger.records import to_micros, to_usd
 from pipeline.ledger.repository import Ledger
-from pipeline.running import load_valid
+from pipeline.running import load_valid, opened_ledger, plan_into
+from pipeline.settings import RunSettings
 
 LOOKUP_BATCH = 5000
+log = logging.getLogger("ideobatch")
 
 
 async def _open_existing(url: str) -> Ledger | None:
@@ -94,6 +97,15 @@ async def plan_report(manifest: str, ledger_url: str) -> dict[str, Any]:
         "chained_stages": stages,
         "by_op_model": table,
     }
+
+
+async def save_plan(manifest: str, ledger_url: str, budget_usd: float | None) -> None:
+    """Store the manifest's settings and jobs in the ledger (what `run` does before working)."""
+    loaded, _counts = load_valid(manifest)
+    settings = RunSettings.from_manifest(loaded).with_overrides(budget_usd=budget_usd)
+    async with opened_ledger(ledger_url) as ledger:
+        _record, counts = await plan_into(ledger, loaded, settings)
+    log.info("saved %s: %d job(s), %d new", settings.name, counts.total, counts.new)
 
 
 def _count_stages(stages: Any) -> int:

@@ -56,6 +56,7 @@ EXPORT_COLUMNS = (
     "source_id",
     "parent_key",
     "text",
+    "job_cost_usd",
     "manifest",
 )
 #: a spreadsheet runs a cell that starts with one of these as a formula
@@ -101,6 +102,7 @@ def export_record(row: ExportRow) -> dict[str, Any]:
         "source_id": row.source_id,
         "parent_key": row.parent_key,
         "text": row.text,
+        "job_cost_usd": round(row.cost_micros / 1_000_000, 6),
         "manifest": row.manifest,
     }
 

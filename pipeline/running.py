@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.client import opened_session
-from pipeline.errors import LockHeld, ManifestError
+from pipeline.errors import LockHeld, ManifestError, UsageError
 from pipeline.exit_codes import EXIT_ABORTED, EXIT_OK
 from pipeline.expand import expand
-from pipeline.leases import DEFAULT_LEASE_S
+from pipeline.leases import DEFAULT_LEASE_S, HOST, reclaim_dead_on_this_host
 from pipeline.ledger.records import ManifestRecord, PlanCounts, to_micros
 from pipeline.ledger.repository import Ledger
 from pipeline.manifest import LoadedManifest, load_manifest
@@ -29,7 +28,6 @@ from pipeline.validation import Counts, validate
 from pipeline.worker import JobRunner, RunResult
 
 log = logging.getLogger("ideobatch")
-HOST = socket.gethostname()
 
 
 def new_owner() -> str:
@@ -136,11 +134,9 @@ async def execute(
     shutdown: Shutdown | None = None,
 ) -> RunResult:
     """Run a planned manifest's pending jobs under a registered run."""
-    dead = [o for o, pid in await ledger.unfinished_runs(HOST) if not _pid_alive(pid)]
-    if dead:
-        reclaimed = await ledger.reclaim_dead(dead)
-        if reclaimed:
-            log.info("took back %d job(s) from %d stopped run(s)", reclaimed, len(dead))
+    reclaimed = await reclaim_dead_on_this_host(ledger)
+    if reclaimed:
+        log.info("took back %d job(s) from stopped run(s)", reclaimed)
     run_id = await ledger.start_run(owner=owner, kind=kind, manifest_id=record.id, host=HOST, pid=os.getpid())
     pending, running, _due = await ledger.pending_work(record.id)
     progress = Progress(pending + running, label=settings.name, quiet=options.quiet)
@@ -178,38 +174,37 @@ async def execute(
         await ledger.end_run(run_id, outcome, summary)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 async def run_worker(
     ledger_url: str, *, follow: bool, quiet: bool, lease_s: float, poll_s: float = 5.0
 ) -> int:
-    """Work on every planned manifest until none has pending jobs (forever with ``follow``)."""
+    """Work on every planned manifest until none has pending jobs (forever with ``follow``).
+
+    A manifest this worker cannot go on with (no key in its environment, the
+    key rejected, the budget reached) is set aside; with ``--follow`` it is
+    looked at again after each idle poll, so a raised budget is noticed.
+    """
     shutdown = Shutdown()
     shutdown.install()
     code = EXIT_OK
+    set_aside: dict[int, str] = {}
     try:
         async with opened_ledger(ledger_url) as ledger:
-            while not shutdown.requested:
+            while not shutdown.stop.is_set():
                 worked = False
                 for record in await ledger.list_manifests():
                     if shutdown.stop.is_set():
                         break
+                    if record.id in set_aside:
+                        continue
                     pending, running, _due = await ledger.pending_work(record.id)
                     if not pending and not running:
                         continue
                     settings = RunSettings.from_config(record.config)
                     try:
                         api_key = settings.api_key()
-                    except Exception as exc:
+                    except UsageError as exc:
                         log.error("%s", exc)
+                        set_aside[record.id] = "no key"
                         code = EXIT_ABORTED
                         continue
                     worked = True
@@ -226,13 +221,17 @@ async def run_worker(
                         kind="worker",
                         shutdown=shutdown,
                     )
-                    if result.stop_reason in ("fatal", "interrupted"):
+                    if result.stop_reason in ("fatal", "budget"):
+                        log.warning("%s: %s", record.name, result.message)
+                        set_aside[record.id] = result.stop_reason
                         code = EXIT_ABORTED
-                if not follow and not worked:
+                if worked:
+                    continue
+                if not follow:
                     break
-                if not worked:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(shutdown.stop.wait(), timeout=poll_s)
+                set_aside.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(shutdown.stop.wait(), timeout=poll_s)
     finally:
         shutdown.uninstall()
     return EXIT_ABORTED if shutdown.requested else code

@@ -32,7 +32,7 @@ from pipeline.errors import (
     UrlExpired,
 )
 from pipeline.expand import ParentResult, PlannedJob, expand_children, find_stage
-from pipeline.leases import DEFAULT_LEASE_S, POLL_S
+from pipeline.leases import DEFAULT_LEASE_S, POLL_S, reclaim_dead_on_this_host
 from pipeline.ledger.batcher import WriteBatcher
 from pipeline.ledger.records import (
     ClaimedJob,
@@ -41,6 +41,7 @@ from pipeline.ledger.records import (
     Outcome,
     Response,
     to_micros,
+    to_usd,
 )
 from pipeline.ledger.repository import Ledger
 from pipeline.naming import NameFields, UnsafePath, render_name, slugify, unique_template
@@ -194,7 +195,7 @@ class JobRunner:
                         continue
                     if claim.budget_blocked:
                         if not self._tasks:
-                            self._stop("budget", self._budget_message())
+                            self._stop("budget", await self._budget_message())
                             continue
                     elif not self._tasks and await self._nothing_left():
                         return
@@ -221,8 +222,13 @@ class JobRunner:
             self.progress.note_waiting(due - time.time())
         return False
 
-    def _budget_message(self) -> str:
-        return "budget reached: the next job would cost more than what is left"
+    async def _budget_message(self) -> str:
+        record = await self.ledger.get_manifest_by_id(self.record.id)
+        budget = to_usd(record.budget_micros or 0)
+        return (
+            f"budget reached: ${to_usd(record.spent_micros):.2f} spent of ${budget:.2f}; "
+            "the next job would cost more than what is left"
+        )
 
     def _spawn(self, job: ClaimedJob) -> None:
         self.result.claimed += 1
@@ -252,8 +258,9 @@ class JobRunner:
 
     async def _reclaim_expired(self) -> None:
         while True:
-            await asyncio.sleep(self.lease_s / 2)
-            reclaimed = await self.ledger.reclaim_expired()
+            await asyncio.sleep(min(self.lease_s / 2, 5.0))
+            reclaimed = await reclaim_dead_on_this_host(self.ledger)
+            reclaimed += await self.ledger.reclaim_expired()
             if reclaimed:
                 log.info("reclaimed %d job(s) whose worker stopped renewing its lease", reclaimed)
                 self._wake.set()

@@ -19,18 +19,12 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Float,
     Select,
     and_,
-    bindparam,
-    case,
     delete,
-    false,
     func,
     insert,
-    literal,
     select,
-    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -54,12 +48,12 @@ from pipeline.ledger.records import (
     to_micros,
 )
 from pipeline.ledger.reports import Reports
+from pipeline.ledger.statements import statements
 from pipeline.ledger.tables import (
     FAILED,
     PENDING,
     RUNNING,
     SUCCEEDED,
-    Id,
     attempts,
     descriptions,
     images,
@@ -72,26 +66,6 @@ from pipeline.results import IMAGE_PENDING, IMAGE_WITHHELD, ApiResult
 PLAN_BATCH = 2000
 #: SQLite allows 32766 bound parameters; stay well under it in IN (...) lists
 ID_CHUNK = 900
-
-_CLAIM_COLUMNS = (
-    jobs.c.id,
-    jobs.c.manifest_id,
-    jobs.c.key,
-    jobs.c.op,
-    jobs.c.stage,
-    jobs.c.rank,
-    jobs.c.replica,
-    jobs.c.request,
-    jobs.c.model,
-    jobs.c.num_images,
-    jobs.c.source,
-    jobs.c.source_sha256,
-    jobs.c.source_id,
-    jobs.c.parent_id,
-    jobs.c.attempts,
-    jobs.c.estimate_micros,
-    jobs.c.response_at,
-)
 
 
 def _chunks(items: Sequence[Any], size: int = ID_CHUNK) -> Iterable[Sequence[Any]]:
@@ -107,6 +81,7 @@ class Ledger(Reports):
         self.url = url
         self.is_sqlite = engines.is_sqlite(engine)
         self._insert = sqlite.insert if self.is_sqlite else postgresql.insert
+        self._sql = statements(row_locks=not self.is_sqlite)
         self._write_gate: asyncio.Lock | contextlib.nullcontext[None] = (
             asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
         )
@@ -368,66 +343,35 @@ class Ledger(Reports):
         now = time.time() if now is None else now
         if limit <= 0:
             return Claim([])
+        sql = self._sql
         async with self._write() as conn:
             candidates = (
-                await conn.execute(
-                    self._locked(
-                        select(jobs.c.id, jobs.c.estimate_micros, jobs.c.response_at)
-                        .where(
-                            jobs.c.manifest_id == manifest_id,
-                            jobs.c.state == PENDING,
-                            jobs.c.next_attempt_at <= now,
-                        )
-                        .order_by(jobs.c.rank, jobs.c.id)
-                        .limit(limit),
-                        skip_locked=True,
-                    )
-                )
+                await conn.execute(sql.due, {"b_manifest": manifest_id, "b_now": now, "b_limit": limit})
             ).all()
             if not candidates:
                 return Claim([])
             chosen, blocked, reserve = await self._within_budget(conn, manifest_id, candidates)
             if not chosen:
                 return Claim([], budget_blocked=blocked)
-            if reserve:
-                await conn.execute(
-                    update(manifests)
-                    .where(manifests.c.id == manifest_id)
-                    .values(reserved_micros=manifests.c.reserved_micros + reserve)
-                )
-            values: dict[str, Any] = {
-                "state": RUNNING,
-                "lease_owner": owner,
-                "lease_expires_at": now + lease_s,
-                "updated_at": now,
-            }
-            if reserve:
-                values["reserved_micros"] = case(
-                    (jobs.c.response_at.is_(None), jobs.c.estimate_micros), else_=0
-                )
+            lease = sql.lease_reserving if reserve else sql.lease
+            params = {"b_owner": owner, "b_expires": now + lease_s, "b_now": now}
             claimed: list[ClaimedJob] = []
             for part in _chunks(chosen):
-                rows = await conn.execute(
-                    update(jobs).where(jobs.c.id.in_(part)).values(**values).returning(*_CLAIM_COLUMNS)
-                )
+                rows = await conn.execute(lease, {**params, "b_ids": part})
                 claimed.extend(claimed_from_row(r) for r in rows)
+            if reserve:
+                await self._move_money(conn, {manifest_id: (0, reserve)})
         claimed.sort(key=lambda j: (j.rank, j.id))
         return Claim(claimed, budget_blocked=blocked)
 
     async def _within_budget(
         self, conn: AsyncConnection, manifest_id: int, candidates: Sequence[Any]
     ) -> tuple[list[int], bool, int]:
-        row = (
-            await conn.execute(
-                self._locked(
-                    select(
-                        manifests.c.budget_micros,
-                        manifests.c.spent_micros,
-                        manifests.c.reserved_micros,
-                    ).where(manifests.c.id == manifest_id)
-                )
-            )
-        ).one()
+        # without a budget nothing is reserved, and claims need not queue on the manifest row
+        params = {"b_manifest": manifest_id}
+        if (await conn.execute(self._sql.budget, params)).scalar_one() is None:
+            return [c.id for c in candidates], False, 0
+        row = (await conn.execute(self._sql.money_locked, params)).one()
         if row.budget_micros is None:
             return [c.id for c in candidates], False, 0
         room = row.budget_micros - row.spent_micros - row.reserved_micros
@@ -507,32 +451,28 @@ class Ledger(Reports):
             return len(ids)
 
     async def _release_reservations(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
-        per_manifest: dict[int, int] = {}
+        moves: dict[int, tuple[int, int]] = {}
         for row in rows:
             if row.reserved_micros:
-                per_manifest[row.manifest_id] = per_manifest.get(row.manifest_id, 0) + row.reserved_micros
-        for manifest_id, amount in per_manifest.items():
-            await conn.execute(
-                update(manifests)
-                .where(manifests.c.id == manifest_id)
-                .values(reserved_micros=manifests.c.reserved_micros - amount)
-            )
+                _, reserved = moves.get(row.manifest_id, (0, 0))
+                moves[row.manifest_id] = (0, reserved - row.reserved_micros)
+        await self._move_money(conn, moves)
+
+    async def _move_money(self, conn: AsyncConnection, moves: dict[int, tuple[int, int]]) -> None:
+        """Add (spent, reserved) deltas to manifests; callers do it last, as the manifest row is hot."""
+        rows = [
+            {"b_manifest": manifest_id, "b_spent": spent, "b_reserved": reserved}
+            for manifest_id, (spent, reserved) in sorted(moves.items())
+            if spent or reserved
+        ]
+        if rows:
+            await conn.execute(self._sql.move_money, rows)
 
     async def _owned(self, conn: AsyncConnection, owner: str, ids: Sequence[int]) -> dict[int, Any]:
         """The rows among ``ids`` still leased to ``owner`` (locked until commit)."""
         found: dict[int, Any] = {}
-        for part in _chunks(list(ids)):
-            rows = await conn.execute(
-                self._locked(
-                    select(
-                        jobs.c.id,
-                        jobs.c.manifest_id,
-                        jobs.c.reserved_micros,
-                        jobs.c.attempts,
-                        jobs.c.response_at,
-                    ).where(jobs.c.id.in_(part), jobs.c.lease_owner == owner, jobs.c.state == RUNNING)
-                )
-            )
+        for part in _chunks(list(dict.fromkeys(ids))):
+            rows = await conn.execute(self._sql.owned, {"b_ids": part, "b_owner": owner})
             found.update({r.id: r for r in rows})
         return found
 
@@ -548,80 +488,51 @@ class Ledger(Reports):
         async with self._write() as conn:
             for part in _chunks(wanted):
                 # one statement: an attempt for each job still leased to `owner`
-                source = select(
-                    jobs.c.id,
-                    literal(run_id, Id).label("run_id"),
-                    (jobs.c.attempts + 1).label("number"),
-                    literal(now, Float).label("started_at"),
-                    true().label("sent"),
-                    false().label("in_doubt"),
-                ).where(jobs.c.id.in_(part), jobs.c.lease_owner == owner, jobs.c.state == RUNNING)
                 created = await conn.execute(
-                    insert(attempts)
-                    .from_select(["job_id", "run_id", "number", "started_at", "sent", "in_doubt"], source)
-                    .returning(attempts.c.id, attempts.c.job_id)
+                    self._sql.new_attempts, {"b_ids": part, "b_owner": owner, "b_run": run_id, "b_now": now}
                 )
                 result.update({row.job_id: int(row.id) for row in created})
             for part in _chunks(list(result)):
-                await conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id.in_(part))
-                    .values(attempts=jobs.c.attempts + 1, updated_at=now)
-                )
+                await conn.execute(self._sql.count_attempts, {"b_ids": part, "b_now": now})
         return result
 
     async def record_responses(self, owner: str, responses: Sequence[Response]) -> set[int]:
         """Record paid answers (images still to download); returns the job ids recorded."""
         async with self._write() as conn:
             owned = await self._owned(conn, owner, [r.job_id for r in responses])
-            kept = [r for r in responses if r.job_id in owned]
-            await self._store_responses(conn, owned, kept)
+            kept = list({r.job_id: r for r in responses if r.job_id in owned}.values())
+            moves = await self._store_responses(conn, owned, kept)
+            await self._move_money(conn, moves)
         return {r.job_id for r in kept}
 
     async def _store_responses(
         self, conn: AsyncConnection, owned: dict[int, Any], responses: Sequence[Response]
-    ) -> None:
-        """Write answers in a few statements: attempts ended, results inserted, money moved."""
+    ) -> dict[int, tuple[int, int]]:
+        """Write answers in a few statements: attempts ended, results inserted.
+
+        Returns the money to move per manifest, (spent, reserved) deltas: each
+        job's reservation becomes its cost, for the caller to apply last.
+        """
+        moves: dict[int, tuple[int, int]] = {}
         if not responses:
-            return
+            return moves
         now = time.time()
         ended = [
-            {"b_id": r.attempt_id, "b_status": r.http_status} for r in responses if r.attempt_id is not None
+            {"b_id": r.attempt_id, "b_status": r.http_status, "b_now": now}
+            for r in responses
+            if r.attempt_id is not None
         ]
         if ended:
-            await conn.execute(
-                update(attempts)
-                .where(attempts.c.id == bindparam("b_id"))
-                .values(ended_at=now, http_status=bindparam("b_status")),
-                ended,
-            )
+            await conn.execute(self._sql.answered, ended)
         await _insert_results(conn, [(r.job_id, r.result) for r in responses])
         await conn.execute(
-            update(jobs)
-            .where(jobs.c.id == bindparam("b_id"))
-            .values(
-                response_at=now,
-                cost_micros=jobs.c.cost_micros + bindparam("b_cost"),
-                reserved_micros=0,
-                updated_at=now,
-            ),
-            [{"b_id": r.job_id, "b_cost": r.cost_micros} for r in responses],
+            self._sql.paid, [{"b_id": r.job_id, "b_cost": r.cost_micros, "b_now": now} for r in responses]
         )
-        # billing happened: move each job's reservation into spend
-        moves: dict[int, tuple[int, int]] = {}
         for response in responses:
             row = owned[response.job_id]
-            spent, released = moves.get(row.manifest_id, (0, 0))
-            moves[row.manifest_id] = (spent + response.cost_micros, released + row.reserved_micros)
-        for manifest_id, (spent, released) in moves.items():
-            await conn.execute(
-                update(manifests)
-                .where(manifests.c.id == manifest_id)
-                .values(
-                    spent_micros=manifests.c.spent_micros + spent,
-                    reserved_micros=manifests.c.reserved_micros - released,
-                )
-            )
+            spent, reserved = moves.get(row.manifest_id, (0, 0))
+            moves[row.manifest_id] = (spent + response.cost_micros, reserved - row.reserved_micros)
+        return moves
 
     async def complete_jobs(self, owner: str, completions: Sequence[Completion]) -> set[int]:
         """Finish jobs: record downloads (and the response if not yet), plan children, mark done.
@@ -631,16 +542,20 @@ class Ledger(Reports):
         now = time.time()
         async with self._write() as conn:
             owned = await self._owned(conn, owner, [c.job_id for c in completions])
-            done = [c for c in completions if c.job_id in owned]
+            done = list({c.job_id: c for c in completions if c.job_id in owned}.values())
             if not done:
                 return set()
             fresh = [
                 c.response for c in done if c.response is not None and owned[c.job_id].response_at is None
             ]
-            await self._store_responses(conn, owned, fresh)
+            moves = await self._store_responses(conn, owned, fresh)
             # a job that ends without a paid answer now gives what its claim reserved back
             paid = {r.job_id for r in fresh}
-            await self._release_reservations(conn, [owned[c.job_id] for c in done if c.job_id not in paid])
+            for c in done:
+                row = owned[c.job_id]
+                if c.job_id not in paid and row.reserved_micros:
+                    spent, reserved = moves.get(row.manifest_id, (0, 0))
+                    moves[row.manifest_id] = (spent, reserved - row.reserved_micros)
             outcomes = [
                 {
                     "b_job": c.job_id,
@@ -657,20 +572,7 @@ class Ledger(Reports):
                 for o in c.downloads
             ]
             if outcomes:
-                await conn.execute(
-                    update(images)
-                    .where(images.c.job_id == bindparam("b_job"), images.c.index == bindparam("b_index"))
-                    .values(
-                        state=bindparam("b_state"),
-                        local_path=bindparam("b_path"),
-                        sha256=bindparam("b_sha"),
-                        bytes=bindparam("b_bytes"),
-                        width=bindparam("b_width"),
-                        height=bindparam("b_height"),
-                        error=bindparam("b_error"),
-                    ),
-                    outcomes,
-                )
+                await conn.execute(self._sql.downloaded, outcomes)
             children = [
                 _job_row(owned[c.job_id].manifest_id, child, to_micros(child.cost_usd), c.job_id)
                 for c in done
@@ -679,28 +581,19 @@ class Ledger(Reports):
             if children:
                 await self._insert_rows(conn, children)
             await conn.execute(
-                update(jobs)
-                .where(jobs.c.id == bindparam("b_id"))
-                .values(
-                    state=bindparam("b_state"),
-                    lease_owner=None,
-                    lease_expires_at=None,
-                    reserved_micros=0,
-                    finished_at=now,
-                    updated_at=now,
-                    error_kind=bindparam("b_kind"),
-                    error_message=bindparam("b_message"),
-                ),
+                self._sql.finished,
                 [
                     {
                         "b_id": c.job_id,
                         "b_state": FAILED if c.failure_kind else SUCCEEDED,
                         "b_kind": c.failure_kind,
                         "b_message": c.failure_message,
+                        "b_now": now,
                     }
                     for c in done
                 ],
             )
+            await self._move_money(conn, moves)
         return {c.job_id for c in done}
 
     async def settle_attempts(self, owner: str, outcomes: Sequence[Outcome], *, final: bool) -> set[int]:
@@ -715,7 +608,6 @@ class Ledger(Reports):
             kept = list({o.job_id: o for o in outcomes if o.job_id in owned}.values())
             if not kept:
                 return set()
-            await self._release_reservations(conn, [owned[o.job_id] for o in kept])
             ended = [
                 {
                     "b_id": o.attempt_id,
@@ -723,47 +615,27 @@ class Ledger(Reports):
                     "b_kind": o.error_kind,
                     "b_message": o.message[:2000],
                     "b_doubt": o.in_doubt,
+                    "b_now": now,
                 }
                 for o in kept
                 if o.attempt_id is not None
             ]
             if ended:
-                await conn.execute(
-                    update(attempts)
-                    .where(attempts.c.id == bindparam("b_id"))
-                    .values(
-                        ended_at=now,
-                        http_status=bindparam("b_status"),
-                        error_kind=bindparam("b_kind"),
-                        message=bindparam("b_message"),
-                        in_doubt=bindparam("b_doubt"),
-                    ),
-                    ended,
-                )
-            values: dict[str, Any] = {
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "reserved_micros": 0,
-                "updated_at": now,
-                "error_kind": bindparam("b_kind"),
-                "error_message": bindparam("b_message"),
-            }
-            if final:
-                values.update(state=FAILED, finished_at=now)
-            else:
-                values.update(state=PENDING, next_attempt_at=bindparam("b_next"))
+                await conn.execute(self._sql.attempt_failed, ended)
             await conn.execute(
-                update(jobs).where(jobs.c.id == bindparam("b_id")).values(**values),
+                self._sql.failed if final else self._sql.rescheduled,
                 [
                     {
                         "b_id": o.job_id,
                         "b_kind": o.error_kind,
                         "b_message": o.message[:2000],
                         "b_next": o.next_attempt_at or now,
+                        "b_now": now,
                     }
                     for o in kept
                 ],
             )
+            await self._release_reservations(conn, [owned[o.job_id] for o in kept])
         return {o.job_id for o in kept}
 
     async def release_jobs(self, owner: str, job_ids: Sequence[int] | None) -> None:

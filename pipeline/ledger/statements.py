@@ -1,0 +1,199 @@
+"""The statements of the ledger's hot paths (claim, attempt, answer, complete, settle), built once.
+
+Building a SQLAlchemy statement and computing its cache key costs more
+Python time than running it on SQLite: a worker that claims and completes
+thousands of jobs a second cannot afford to rebuild a dozen statements per
+batch. These take every value as a bound parameter instead; the repository
+passes the values. Parameters are named ``b_*`` so that they never clash with
+the column names SQLAlchemy reserves in ``UPDATE ... SET``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from sqlalchemy import BigInteger, Float, bindparam, case, false, insert, select, true, update
+
+from pipeline.ledger.tables import FAILED, PENDING, RUNNING, Id, attempts, images, jobs, manifests
+
+#: the columns a claim hands to the worker
+CLAIM_COLUMNS = (
+    jobs.c.id,
+    jobs.c.manifest_id,
+    jobs.c.key,
+    jobs.c.op,
+    jobs.c.stage,
+    jobs.c.rank,
+    jobs.c.replica,
+    jobs.c.request,
+    jobs.c.model,
+    jobs.c.num_images,
+    jobs.c.source,
+    jobs.c.source_sha256,
+    jobs.c.source_id,
+    jobs.c.parent_id,
+    jobs.c.attempts,
+    jobs.c.estimate_micros,
+    jobs.c.response_at,
+)
+
+
+def _ids() -> Any:
+    return bindparam("b_ids", expanding=True)
+
+
+class Statements:
+    """One backend's prebuilt statements (PostgreSQL's lock rows; SQLite's BEGIN IMMEDIATE already does)."""
+
+    def __init__(self, row_locks: bool) -> None:
+        # --- claim
+        due = (
+            select(jobs.c.id, jobs.c.estimate_micros, jobs.c.response_at)
+            .where(
+                jobs.c.manifest_id == bindparam("b_manifest"),
+                jobs.c.state == PENDING,
+                jobs.c.next_attempt_at <= bindparam("b_now", type_=Float),
+            )
+            .order_by(jobs.c.rank, jobs.c.id)
+            .limit(bindparam("b_limit", type_=BigInteger))
+        )
+        self.due = due.with_for_update(skip_locked=True) if row_locks else due
+        self.budget = select(manifests.c.budget_micros).where(manifests.c.id == bindparam("b_manifest"))
+        money = select(
+            manifests.c.budget_micros, manifests.c.spent_micros, manifests.c.reserved_micros
+        ).where(manifests.c.id == bindparam("b_manifest"))
+        # NO KEY UPDATE: claims queue on the manifest row, jobs inserted for it (FK checks) do not
+        self.money_locked = money.with_for_update(key_share=True) if row_locks else money
+        lease: dict[str, Any] = {
+            "state": RUNNING,
+            "lease_owner": bindparam("b_owner"),
+            "lease_expires_at": bindparam("b_expires"),
+            "updated_at": bindparam("b_now"),
+        }
+        self.lease = update(jobs).where(jobs.c.id.in_(_ids())).values(**lease).returning(*CLAIM_COLUMNS)
+        self.lease_reserving = (
+            update(jobs)
+            .where(jobs.c.id.in_(_ids()))
+            .values(
+                **lease,
+                # a job whose paid answer is recorded costs nothing more
+                reserved_micros=case((jobs.c.response_at.is_(None), jobs.c.estimate_micros), else_=0),
+            )
+            .returning(*CLAIM_COLUMNS)
+        )
+
+        # --- money: one row per manifest, touched last in a transaction (it is the hot row)
+        self.move_money = (
+            update(manifests)
+            .where(manifests.c.id == bindparam("b_manifest"))
+            .values(
+                spent_micros=manifests.c.spent_micros + bindparam("b_spent"),
+                reserved_micros=manifests.c.reserved_micros + bindparam("b_reserved"),
+            )
+        )
+
+        # --- write-backs
+        owned = select(
+            jobs.c.id, jobs.c.manifest_id, jobs.c.reserved_micros, jobs.c.attempts, jobs.c.response_at
+        ).where(jobs.c.id.in_(_ids()), jobs.c.lease_owner == bindparam("b_owner"), jobs.c.state == RUNNING)
+        self.owned = owned.with_for_update() if row_locks else owned
+        self.new_attempts = (
+            insert(attempts)
+            .from_select(
+                ["job_id", "run_id", "number", "started_at", "sent", "in_doubt"],
+                select(
+                    jobs.c.id,
+                    bindparam("b_run", type_=Id),
+                    jobs.c.attempts + 1,
+                    bindparam("b_now", type_=Float),
+                    true(),
+                    false(),
+                ).where(
+                    jobs.c.id.in_(_ids()), jobs.c.lease_owner == bindparam("b_owner"), jobs.c.state == RUNNING
+                ),
+            )
+            .returning(attempts.c.id, attempts.c.job_id)
+        )
+        self.count_attempts = (
+            update(jobs)
+            .where(jobs.c.id.in_(_ids()))
+            .values(attempts=jobs.c.attempts + 1, updated_at=bindparam("b_now"))
+        )
+        self.answered = (
+            update(attempts)
+            .where(attempts.c.id == bindparam("b_id"))
+            .values(ended_at=bindparam("b_now"), http_status=bindparam("b_status"))
+        )
+        self.paid = (
+            update(jobs)
+            .where(jobs.c.id == bindparam("b_id"))
+            .values(
+                response_at=bindparam("b_now"),
+                cost_micros=jobs.c.cost_micros + bindparam("b_cost"),
+                reserved_micros=0,
+                updated_at=bindparam("b_now"),
+            )
+        )
+        self.downloaded = (
+            update(images)
+            .where(images.c.job_id == bindparam("b_job"), images.c.index == bindparam("b_index"))
+            .values(
+                state=bindparam("b_state"),
+                local_path=bindparam("b_path"),
+                sha256=bindparam("b_sha"),
+                bytes=bindparam("b_bytes"),
+                width=bindparam("b_width"),
+                height=bindparam("b_height"),
+                error=bindparam("b_error"),
+            )
+        )
+        self.finished = (
+            update(jobs)
+            .where(jobs.c.id == bindparam("b_id"))
+            .values(
+                state=bindparam("b_state"),
+                lease_owner=None,
+                lease_expires_at=None,
+                reserved_micros=0,
+                finished_at=bindparam("b_now"),
+                updated_at=bindparam("b_now"),
+                error_kind=bindparam("b_kind"),
+                error_message=bindparam("b_message"),
+            )
+        )
+        self.attempt_failed = (
+            update(attempts)
+            .where(attempts.c.id == bindparam("b_id"))
+            .values(
+                ended_at=bindparam("b_now"),
+                http_status=bindparam("b_status"),
+                error_kind=bindparam("b_kind"),
+                message=bindparam("b_message"),
+                in_doubt=bindparam("b_doubt"),
+            )
+        )
+        unleased: dict[str, Any] = {
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "reserved_micros": 0,
+            "updated_at": bindparam("b_now"),
+            "error_kind": bindparam("b_kind"),
+            "error_message": bindparam("b_message"),
+        }
+        self.rescheduled = (
+            update(jobs)
+            .where(jobs.c.id == bindparam("b_id"))
+            .values(**unleased, state=PENDING, next_attempt_at=bindparam("b_next"))
+        )
+        self.failed = (
+            update(jobs)
+            .where(jobs.c.id == bindparam("b_id"))
+            .values(**unleased, state=FAILED, finished_at=bindparam("b_now"))
+        )
+
+
+@cache
+def statements(row_locks: bool) -> Statements:
+    """The prebuilt statements for a backend that does (PostgreSQL) or does not (SQLite) lock rows."""
+    return Statements(row_locks)
