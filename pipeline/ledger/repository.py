@@ -15,7 +15,8 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from decimal import Decimal
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -27,7 +28,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -48,7 +48,7 @@ from pipeline.ledger.records import (
     to_micros,
 )
 from pipeline.ledger.reports import Reports
-from pipeline.ledger.statements import statements
+from pipeline.ledger.statements import job_insert_sql, statements
 from pipeline.ledger.tables import (
     FAILED,
     PENDING,
@@ -63,7 +63,13 @@ from pipeline.ledger.tables import (
 )
 from pipeline.results import IMAGE_PENDING, IMAGE_WITHHELD, ApiResult
 
-PLAN_BATCH = 2000
+Key = TypeVar("Key")
+
+#: jobs per planning transaction: large, because each batch rewrites the pages of the
+#: (random) job-key index it touches; two batches are in memory at a time
+PLAN_BATCH = 10_000
+#: while a batch is written, expansion yields to the event loop every this many jobs
+PLAN_YIELD_EVERY = 100
 #: SQLite allows 32766 bound parameters; stay well under it in IN (...) lists
 ID_CHUNK = 900
 
@@ -73,6 +79,14 @@ def _chunks(items: Sequence[Any], size: int = ID_CHUNK) -> Iterable[Sequence[Any
         yield items[start : start + size]
 
 
+def _grouped(pairs: Iterable[tuple[Key, int]]) -> dict[Key, list[int]]:
+    """Ids grouped by the values they share, so that each group is one statement."""
+    groups: dict[Key, list[int]] = {}
+    for key, item in pairs:
+        groups.setdefault(key, []).append(item)
+    return groups
+
+
 class Ledger(Reports):
     """The job store of one ledger URL (SQLite file or PostgreSQL database)."""
 
@@ -80,8 +94,8 @@ class Ledger(Reports):
         self.engine = engine
         self.url = url
         self.is_sqlite = engines.is_sqlite(engine)
-        self._insert = sqlite.insert if self.is_sqlite else postgresql.insert
-        self._sql = statements(row_locks=not self.is_sqlite)
+        self._sql = statements(postgres=not self.is_sqlite)
+        self._job_insert = job_insert_sql(engine.dialect)
         self._write_gate: asyncio.Lock | contextlib.nullcontext[None] = (
             asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
         )
@@ -200,20 +214,41 @@ class Ledger(Reports):
     async def plan_jobs(
         self, manifest_id: int, planned: Iterable[PlannedJob], batch: int = PLAN_BATCH
     ) -> PlanCounts:
-        """Write jobs in streamed batches; jobs whose key is already known are left as they are."""
+        """Write jobs in streamed batches; jobs whose key is already known are left as they are.
+
+        One batch is written while the next is being expanded, so expansion
+        (Python) and the database (its own thread or server) work side by side.
+        """
         counts = PlanCounts()
         before = await self._count_jobs(manifest_id)
-        chunk: list[dict[str, Any]] = []
-        for job in planned:
-            counts.total += 1
-            bucket = (job.op, job.model)
-            counts.by_op_model[bucket] = counts.by_op_model.get(bucket, 0) + 1
-            estimate = to_micros(job.cost_usd)
-            counts.estimate_micros += estimate
-            chunk.append(_job_row(manifest_id, job, estimate, None))
-            if len(chunk) >= batch:
-                await self._insert_jobs(chunk)
-                chunk = []
+        micros: dict[Decimal, int] = {}
+        chunk: list[tuple[Any, ...]] = []
+        writing: asyncio.Task[None] | None = None
+        try:
+            for job in planned:
+                counts.total += 1
+                bucket = (job.op, job.model)
+                counts.by_op_model[bucket] = counts.by_op_model.get(bucket, 0) + 1
+                estimate = micros.get(job.cost_usd)
+                if estimate is None:
+                    estimate = micros[job.cost_usd] = to_micros(job.cost_usd)
+                counts.estimate_micros += estimate
+                chunk.append(_job_values(manifest_id, job, estimate, None))
+                if len(chunk) >= batch:
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.create_task(self._insert_jobs(chunk))
+                    chunk = []
+                elif writing is not None and len(chunk) % PLAN_YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let the batch in flight take its next step
+        except BaseException:
+            if writing is not None:
+                # the batch already handed over is committed (or not) before the error goes up
+                with contextlib.suppress(Exception):
+                    await writing
+            raise
+        if writing is not None:
+            await writing
         if chunk:
             await self._insert_jobs(chunk)
         async with self._write() as conn:
@@ -223,13 +258,13 @@ class Ledger(Reports):
         counts.new = await self._count_jobs(manifest_id) - before
         return counts
 
-    async def _insert_jobs(self, rows: list[dict[str, Any]]) -> None:
+    async def _insert_jobs(self, rows: list[tuple[Any, ...]]) -> None:
         async with self._write() as conn:
             await self._insert_rows(conn, rows)
 
-    async def _insert_rows(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-        statement = self._insert(jobs).on_conflict_do_nothing(index_elements=["manifest_id", "key"])
-        await conn.execute(statement, rows)
+    async def _insert_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+        """Insert job rows (`_job_values`); keys the manifest already has are left alone."""
+        await conn.exec_driver_sql(self._job_insert, rows)
 
     async def _count_jobs(self, manifest_id: int) -> int:
         async with self._read() as conn:
@@ -501,33 +536,33 @@ class Ledger(Reports):
         async with self._write() as conn:
             owned = await self._owned(conn, owner, [r.job_id for r in responses])
             kept = list({r.job_id: r for r in responses if r.job_id in owned}.values())
-            moves = await self._store_responses(conn, owned, kept)
+            moves = await self._store_responses(conn, owned, kept, mark_paid=True)
             await self._move_money(conn, moves)
         return {r.job_id for r in kept}
 
     async def _store_responses(
-        self, conn: AsyncConnection, owned: dict[int, Any], responses: Sequence[Response]
+        self, conn: AsyncConnection, owned: dict[int, Any], responses: Sequence[Response], *, mark_paid: bool
     ) -> dict[int, tuple[int, int]]:
-        """Write answers in a few statements: attempts ended, results inserted.
+        """Write answers in a few statements: attempts ended, results inserted, jobs marked paid.
 
         Returns the money to move per manifest, (spent, reserved) deltas: each
         job's reservation becomes its cost, for the caller to apply last.
+        ``mark_paid=False`` leaves the jobs' rows to the caller (`complete_jobs`
+        writes cost and response time with the job's final state).
         """
         moves: dict[int, tuple[int, int]] = {}
         if not responses:
             return moves
         now = time.time()
-        ended = [
-            {"b_id": r.attempt_id, "b_status": r.http_status, "b_now": now}
-            for r in responses
-            if r.attempt_id is not None
-        ]
-        if ended:
-            await conn.execute(self._sql.answered, ended)
+        by_status = _grouped((r.http_status, r.attempt_id) for r in responses if r.attempt_id is not None)
+        for status, attempt_ids in by_status.items():
+            for part in _chunks(attempt_ids):
+                await conn.execute(self._sql.answered, {"b_ids": part, "b_status": status, "b_now": now})
         await _insert_results(conn, [(r.job_id, r.result) for r in responses])
-        await conn.execute(
-            self._sql.paid, [{"b_id": r.job_id, "b_cost": r.cost_micros, "b_now": now} for r in responses]
-        )
+        if mark_paid:
+            for cost, job_ids in _grouped((r.cost_micros, r.job_id) for r in responses).items():
+                for part in _chunks(job_ids):
+                    await conn.execute(self._sql.paid, {"b_ids": part, "b_cost": cost, "b_now": now})
         for response in responses:
             row = owned[response.job_id]
             spent, reserved = moves.get(row.manifest_id, (0, 0))
@@ -548,9 +583,9 @@ class Ledger(Reports):
             fresh = [
                 c.response for c in done if c.response is not None and owned[c.job_id].response_at is None
             ]
-            moves = await self._store_responses(conn, owned, fresh)
+            moves = await self._store_responses(conn, owned, fresh, mark_paid=False)
+            paid = {r.job_id: r.cost_micros for r in fresh}
             # a job that ends without a paid answer now gives what its claim reserved back
-            paid = {r.job_id for r in fresh}
             for c in done:
                 row = owned[c.job_id]
                 if c.job_id not in paid and row.reserved_micros:
@@ -574,25 +609,38 @@ class Ledger(Reports):
             if outcomes:
                 await conn.execute(self._sql.downloaded, outcomes)
             children = [
-                _job_row(owned[c.job_id].manifest_id, child, to_micros(child.cost_usd), c.job_id)
+                _job_values(owned[c.job_id].manifest_id, child, to_micros(child.cost_usd), c.job_id)
                 for c in done
                 for child in c.children
             ]
             if children:
                 await self._insert_rows(conn, children)
-            await conn.execute(
-                self._sql.finished,
-                [
-                    {
-                        "b_id": c.job_id,
-                        "b_state": FAILED if c.failure_kind else SUCCEEDED,
-                        "b_kind": c.failure_kind,
-                        "b_message": c.failure_message,
-                        "b_now": now,
-                    }
-                    for c in done
-                ],
+            endings = _grouped(
+                (
+                    (
+                        FAILED if c.failure_kind else SUCCEEDED,
+                        c.failure_kind,
+                        c.failure_message,
+                        paid.get(c.job_id),
+                    ),
+                    c.job_id,
+                )
+                for c in done
             )
+            for (state, kind, message, cost), job_ids in endings.items():
+                for part in _chunks(job_ids):
+                    await conn.execute(
+                        self._sql.finished,
+                        {
+                            "b_ids": part,
+                            "b_state": state,
+                            "b_kind": kind,
+                            "b_message": message,
+                            "b_cost": cost or 0,
+                            "b_paid_at": None if cost is None else now,
+                            "b_now": now,
+                        },
+                    )
             await self._move_money(conn, moves)
         return {c.job_id for c in done}
 
@@ -740,6 +788,9 @@ class Ledger(Reports):
                         state=PENDING,
                         attempts=0,
                         next_attempt_at=now,
+                        # no owner outside `running`: the lease checks rely on it
+                        lease_owner=None,
+                        lease_expires_at=None,
                         error_kind=None,
                         error_message=None,
                         finished_at=None,
@@ -776,31 +827,32 @@ async def _insert_results(conn: AsyncConnection, results: Sequence[tuple[int, Ap
         await conn.execute(insert(descriptions), text_rows)
 
 
-def _job_row(manifest_id: int, job: PlannedJob, estimate: int, parent_id: int | None) -> dict[str, Any]:
+def _job_values(manifest_id: int, job: PlannedJob, estimate: int, parent_id: int | None) -> tuple[Any, ...]:
+    """A new job's row, in the order of `JOB_COLUMNS`."""
     now = time.time()
-    return {
-        "manifest_id": manifest_id,
-        "key": job.key,
-        "op": job.op,
-        "stage": job.stage,
-        "rank": job.rank,
-        "replica": job.replica,
-        "request": canonical_json(job.request),
-        "model": job.model,
-        "num_images": job.num_images,
-        "source": job.source,
-        "source_sha256": job.source_sha256,
-        "source_id": job.source_id,
-        "parent_id": parent_id,
-        "state": PENDING,
-        "attempts": 0,
-        "next_attempt_at": 0.0,
-        "estimate_micros": estimate,
-        "reserved_micros": 0,
-        "cost_micros": 0,
-        "created_at": now,
-        "updated_at": now,
-    }
+    return (
+        manifest_id,
+        job.key,
+        job.op,
+        job.stage,
+        job.rank,
+        job.replica,
+        canonical_json(job.request),
+        job.model,
+        job.num_images,
+        job.source,
+        job.source_sha256,
+        job.source_id,
+        parent_id,
+        PENDING,
+        0,  # attempts
+        0.0,  # next_attempt_at
+        estimate,
+        0,  # reserved_micros
+        0,  # cost_micros
+        now,  # created_at
+        now,  # updated_at
+    )
 
 
 def _manifest_record(row: Any) -> ManifestRecord:

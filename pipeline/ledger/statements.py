@@ -6,6 +6,15 @@ thousands of jobs a second cannot afford to rebuild a dozen statements per
 batch. These take every value as a bound parameter instead; the repository
 passes the values. Parameters are named ``b_*`` so that they never clash with
 the column names SQLAlchemy reserves in ``UPDATE ... SET``.
+
+Lists of ids are one array parameter on PostgreSQL (``id = ANY($1)``), so the
+SQL text, and with it asyncpg's prepared statement, is the same for every
+batch size; SQLite expands them into ``IN (?, ?, ...)``.
+
+A job's lease is checked as ``lease_owner = :owner`` alone: every verb clears
+the owner when a job leaves `running`, so the owner implies the state, and
+without a ``state`` test PostgreSQL's planner is not tempted by the state
+index, whose entries for `running` are mostly dead under a busy run.
 """
 
 from __future__ import annotations
@@ -13,9 +22,68 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, bindparam, case, false, insert, select, true, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Float,
+    any_,
+    bindparam,
+    case,
+    false,
+    func,
+    insert,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Dialect
 
 from pipeline.ledger.tables import FAILED, PENDING, RUNNING, Id, attempts, images, jobs, manifests
+
+#: the columns a planned job is inserted with, in the order of `job_insert_sql`'s values
+JOB_COLUMNS = (
+    "manifest_id",
+    "key",
+    "op",
+    "stage",
+    "rank",
+    "replica",
+    "request",
+    "model",
+    "num_images",
+    "source",
+    "source_sha256",
+    "source_id",
+    "parent_id",
+    "state",
+    "attempts",
+    "next_attempt_at",
+    "estimate_micros",
+    "reserved_micros",
+    "cost_micros",
+    "created_at",
+    "updated_at",
+)
+
+
+def job_insert_sql(dialect: Dialect) -> str:
+    """``INSERT`` of one job row, skipping keys the manifest already has, as driver SQL.
+
+    Planning inserts a million rows: handed to the driver's ``executemany`` as
+    tuples, they skip SQLAlchemy's per-row parameter processing, which costs
+    as much as SQLite's own work.
+    """
+    quote = dialect.identifier_preparer.quote
+    if dialect.name == "postgresql":
+        marks = ", ".join(f"${n}" for n in range(1, len(JOB_COLUMNS) + 1))
+    else:
+        marks = ", ".join("?" for _ in JOB_COLUMNS)
+    return (
+        f"INSERT INTO {quote(jobs.name)} ({', '.join(quote(c) for c in JOB_COLUMNS)}) VALUES ({marks}) "
+        f"ON CONFLICT ({quote('manifest_id')}, {quote('key')}) DO NOTHING"
+    )
+
 
 #: the columns a claim hands to the worker
 CLAIM_COLUMNS = (
@@ -39,14 +107,19 @@ CLAIM_COLUMNS = (
 )
 
 
-def _ids() -> Any:
-    return bindparam("b_ids", expanding=True)
-
-
 class Statements:
     """One backend's prebuilt statements (PostgreSQL's lock rows; SQLite's BEGIN IMMEDIATE already does)."""
 
-    def __init__(self, row_locks: bool) -> None:
+    def __init__(self, postgres: bool) -> None:
+        row_locks = postgres
+
+        def among(column: ColumnElement[int]) -> ColumnElement[bool]:
+            """``column`` is one of the ids in parameter ``b_ids``."""
+            if postgres:
+                return column == any_(bindparam("b_ids", type_=ARRAY(BigInteger())))
+            return column.in_(bindparam("b_ids", expanding=True))
+
+        leased = jobs.c.lease_owner == bindparam("b_owner")
         # --- claim
         due = (
             select(jobs.c.id, jobs.c.estimate_micros, jobs.c.response_at)
@@ -71,10 +144,10 @@ class Statements:
             "lease_expires_at": bindparam("b_expires"),
             "updated_at": bindparam("b_now"),
         }
-        self.lease = update(jobs).where(jobs.c.id.in_(_ids())).values(**lease).returning(*CLAIM_COLUMNS)
+        self.lease = update(jobs).where(among(jobs.c.id)).values(**lease).returning(*CLAIM_COLUMNS)
         self.lease_reserving = (
             update(jobs)
-            .where(jobs.c.id.in_(_ids()))
+            .where(among(jobs.c.id))
             .values(
                 **lease,
                 # a job whose paid answer is recorded costs nothing more
@@ -96,7 +169,7 @@ class Statements:
         # --- write-backs
         owned = select(
             jobs.c.id, jobs.c.manifest_id, jobs.c.reserved_micros, jobs.c.attempts, jobs.c.response_at
-        ).where(jobs.c.id.in_(_ids()), jobs.c.lease_owner == bindparam("b_owner"), jobs.c.state == RUNNING)
+        ).where(among(jobs.c.id), leased)
         self.owned = owned.with_for_update() if row_locks else owned
         self.new_attempts = (
             insert(attempts)
@@ -109,25 +182,24 @@ class Statements:
                     bindparam("b_now", type_=Float),
                     true(),
                     false(),
-                ).where(
-                    jobs.c.id.in_(_ids()), jobs.c.lease_owner == bindparam("b_owner"), jobs.c.state == RUNNING
-                ),
+                ).where(among(jobs.c.id), leased),
             )
             .returning(attempts.c.id, attempts.c.job_id)
         )
         self.count_attempts = (
             update(jobs)
-            .where(jobs.c.id.in_(_ids()))
+            .where(among(jobs.c.id))
             .values(attempts=jobs.c.attempts + 1, updated_at=bindparam("b_now"))
         )
+        # answers and completions mostly share their values: one statement per distinct value set
         self.answered = (
             update(attempts)
-            .where(attempts.c.id == bindparam("b_id"))
+            .where(among(attempts.c.id))
             .values(ended_at=bindparam("b_now"), http_status=bindparam("b_status"))
         )
         self.paid = (
             update(jobs)
-            .where(jobs.c.id == bindparam("b_id"))
+            .where(among(jobs.c.id))
             .values(
                 response_at=bindparam("b_now"),
                 cost_micros=jobs.c.cost_micros + bindparam("b_cost"),
@@ -150,7 +222,7 @@ class Statements:
         )
         self.finished = (
             update(jobs)
-            .where(jobs.c.id == bindparam("b_id"))
+            .where(among(jobs.c.id))
             .values(
                 state=bindparam("b_state"),
                 lease_owner=None,
@@ -160,6 +232,9 @@ class Statements:
                 updated_at=bindparam("b_now"),
                 error_kind=bindparam("b_kind"),
                 error_message=bindparam("b_message"),
+                # the answer, when it comes with the completion: one row version instead of two
+                cost_micros=jobs.c.cost_micros + bindparam("b_cost", type_=BigInteger),
+                response_at=func.coalesce(bindparam("b_paid_at", type_=Float), jobs.c.response_at),
             )
         )
         self.attempt_failed = (
@@ -194,6 +269,6 @@ class Statements:
 
 
 @cache
-def statements(row_locks: bool) -> Statements:
-    """The prebuilt statements for a backend that does (PostgreSQL) or does not (SQLite) lock rows."""
-    return Statements(row_locks)
+def statements(postgres: bool) -> Statements:
+    """The prebuilt statements for PostgreSQL or (``postgres=False``) SQLite."""
+    return Statements(postgres)
