@@ -127,6 +127,7 @@ def main() -> None:
     help="Output folder (overrides output.dir).",
 )
 @click.option("--max-jobs", type=click.IntRange(1), help="Claim at most N jobs in this run.")
+@click.option("--base-url", help="API base URL (overrides provider.base_url; e.g. a fake server).")
 @click.option("--quiet", is_flag=True, help="No progress bar; warnings and the summary only.")
 @click.option("--lock", is_flag=True, help="Refuse to start (exit 4) while another run holds this manifest.")
 @click.option(
@@ -145,6 +146,7 @@ def run(
     budget_usd: float | None,
     out_dir: str | None,
     max_jobs: int | None,
+    base_url: str | None,
     quiet: bool,
     lock: bool,
     lease_s: float,
@@ -155,7 +157,16 @@ def run(
 
     _setup_logging(quiet)
     options = RunOptions(
-        manifest, ledger_url, concurrency, budget_usd, out_dir, max_jobs, quiet, lock, lease_s
+        manifest=manifest,
+        ledger_url=ledger_url,
+        concurrency=concurrency,
+        budget_usd=budget_usd,
+        out_dir=out_dir,
+        max_jobs=max_jobs,
+        quiet=quiet,
+        lock=lock,
+        lease_s=lease_s,
+        base_url=base_url,
     )
     code, summary = _run_async(lambda: run_manifest(options))
     _emit(summary, as_json)
