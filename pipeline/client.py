@@ -73,6 +73,7 @@ class IdeogramClient:
         self._session = session
         self._provider = provider
         self._headers = auth_headers(provider.kind, api_key)
+        self._secret = api_key
 
     async def call(
         self,
@@ -106,10 +107,17 @@ class IdeogramClient:
                         "the response is not JSON", reason="bad_response", in_doubt=True
                     ) from exc
                 return parse_result(op, body)
-        except ApiError:
-            raise
+        except ApiError as exc:
+            raise self._scrubbed(exc) from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise _translate(exc, sent) from exc
+            raise self._scrubbed(_translate(exc, sent)) from exc
+
+    def _scrubbed(self, error: ApiError) -> ApiError:
+        """The error with our key cut out of its message (a server may quote request headers)."""
+        if self._secret and self._secret in error.message:
+            error.message = error.message.replace(self._secret, "[redacted]")
+            error.args = (error.message,)
+        return error
 
     async def _text(self, response: aiohttp.ClientResponse) -> str:
         raw = await response.content.read(64 * 1024)

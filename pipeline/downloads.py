@@ -87,9 +87,9 @@ def clean_temp_files(root: Path) -> int:
 class Downloader:
     """Fetches image URLs to files with the run's session."""
 
-    def __init__(self, session: aiohttp.ClientSession, max_bytes: int = MAX_IMAGE_BYTES) -> None:
+    def __init__(self, session: aiohttp.ClientSession, max_bytes: int | None = None) -> None:
         self._session = session
-        self.max_bytes = max_bytes
+        self.max_bytes = max_bytes if max_bytes is not None else MAX_IMAGE_BYTES
 
     async def fetch(self, url: str, final_without_ext: Path) -> SavedImage:
         """Download ``url`` to ``final_without_ext`` + the extension its bytes call for."""

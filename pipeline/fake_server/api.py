@@ -137,7 +137,11 @@ async def _handle(
             await state.pass_gate()
             if gateway:
                 outcome.fault = "5xx"
-                return gateway_error(state.choice(_GATEWAY_STATUSES))
+                page = gateway_error(state.choice(_GATEWAY_STATUSES))
+                if cfg.echo_auth_in_errors:
+                    echoed = request.headers.get("Authorization") or request.headers.get("Api-Key") or ""
+                    page.text = (page.text or "") + f"<p>request headers: Authorization: {echoed}</p>"
+                return page
             billed = outcome.billed = True
     finally:
         state.settle(cost, call.request_hash, billed=billed)

@@ -73,6 +73,10 @@ class FaultConfig(BaseModel):
     rate_download_truncate: Rate = Field(default=0.0, ge=0, le=1)
     rate_download_html: Rate = Field(default=0.0, ge=0, le=1)
     rate_download_reset: Rate = Field(default=0.0, ge=0, le=1)
+    #: share of image GETs answered with a tiny PNG whose header claims 60000x60000 pixels
+    rate_download_bomb: Rate = Field(default=0.0, ge=0, le=1)
+    #: a misbehaving proxy: 5xx pages quote the request's auth header back (secrets tests)
+    echo_auth_in_errors: bool = False
     #: when > 0, image URLs serve the PNG signature and this many bytes of garbage
     download_oversize_bytes: int = Field(default=0, ge=0)
 

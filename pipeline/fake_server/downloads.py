@@ -12,6 +12,8 @@ that are not an image.
 from __future__ import annotations
 
 import asyncio
+import struct
+import zlib
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -33,6 +35,17 @@ _HTML_PAGE = (
     "<!DOCTYPE html><html><head><title>Just a moment...</title></head>"
     "<body><p>Checking your browser before accessing the image.</p></body></html>"
 )
+
+
+def decompression_bomb(side: int = 60_000) -> bytes:
+    """A valid, tiny PNG whose header claims ``side`` x ``side`` pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    rows = zlib.compress(b"\x00" * (1 + side // 8) * 64, 9)  # the first rows; enough to look real
+    return PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
 def _access_denied(message: str, state: ServerState, expires: str | None = None) -> web.Response:
@@ -71,6 +84,9 @@ async def image(request: web.Request) -> web.StreamResponse:
     if state.chance(cfg.rate_download_html):
         state.record_download(served=False, fault="download_html")
         return web.Response(text=_HTML_PAGE, content_type="text/html")
+    if state.chance(cfg.rate_download_bomb):
+        state.record_download(served=False, fault="download_bomb")
+        return web.Response(body=decompression_bomb(), content_type="image/png")
     if cfg.download_oversize_bytes > 0:
         state.record_download(served=False, fault="download_oversize")
         body = PNG_SIGNATURE + bytes(cfg.download_oversize_bytes)

@@ -31,15 +31,17 @@ def command_env() -> dict[str, str]:
     return env
 
 
-async def start(*args: str, cwd: Path) -> asyncio.subprocess.Process:
-    """Start `ideobatch ARGS` (stdout and stderr captured)."""
+async def start(*args: str, cwd: Path, key: str = API_KEY) -> asyncio.subprocess.Process:
+    """Start `ideobatch ARGS` (stdout and stderr captured), with ``key`` as the API key."""
+    env = command_env()
+    env.update(CRAZYROUTER_API_KEY=key, IDEOGRAM_API_KEY=key)
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "pipeline.cli",
         *args,
         cwd=cwd,
-        env=command_env(),
+        env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -1,0 +1,57 @@
+"""The API key never appears in output, logs, the ledger, exports or the gallery (SPEC §3 Secrets)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.fake_server import FakeServer, FaultConfig
+from tests.acceptance.conftest import finish, manifest_for, start
+
+CANARY = "sk-CANARY-7f3e9a1c5b2d4e6f8a0b1c2d3e4f5a6b"
+
+
+async def test_canary_key_appears_nowhere(tmp_path: Path) -> None:
+    """After runs with failures — a server even quoting our auth header back — the key is nowhere."""
+    config = FaultConfig(
+        api_key=CANARY,
+        seed=5,
+        rate_5xx=0.3,
+        rate_reset=0.1,
+        unsafe_word="forbidden",
+        echo_auth_in_errors=True,
+    )
+    ledger = ("--ledger", f"sqlite:///{tmp_path}/ledger.db")
+    async with FakeServer(config) as server:
+        body = "  - op: generate\n    prompts: [one, two, three, a forbidden one, five, six, seven, eight]\n"
+        manifest = manifest_for(tmp_path, server, body, extra="retry:\n  attempts: 2\n")
+        outputs = []
+        for args in (("run", str(manifest), *ledger, "--json"), ("run", str(manifest), *ledger)):
+            outputs.append((args[0], *(await finish(await start(*args, cwd=tmp_path, key=CANARY)))))
+        echoed = server.state.stats()["faults"].get("5xx", 0)
+    reports = [
+        ("status", "acc", *ledger, "--json"),
+        ("export", "acc", *ledger, "--format", "csv", "--out", str(tmp_path / "rows.csv")),
+        ("export", "acc", *ledger, "--format", "jsonl"),
+        ("gallery", "acc", *ledger, "--out", str(tmp_path / "gallery.html")),
+        ("plan", str(manifest), *ledger),
+    ]
+    for args in reports:  # in-process, each in a thread with its own event loop
+        result = await asyncio.to_thread(
+            CliRunner().invoke, main, list(args), env={"CRAZYROUTER_API_KEY": CANARY}
+        )
+        outputs.append((args[0], result.exit_code, result.stdout, result.stderr))
+    assert echoed > 0, "some 5xx pages quoted the key back"
+    assert json.loads(outputs[0][2])["failures"], "the runs had failures"
+    for name, code, out, err in outputs:
+        assert code in (0, 1), (name, err)
+        assert CANARY not in out, name
+        assert CANARY not in err, name
+    files = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert any(path.name == "ledger.db" for path in files)
+    for path in files:
+        assert CANARY.encode() not in path.read_bytes(), path

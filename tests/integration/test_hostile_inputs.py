@@ -1,0 +1,139 @@
+"""Hostile input from the manifest, the catalog and the network is refused cleanly (SPEC §4, §6)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from pipeline import downloads
+from pipeline.errors import ManifestError
+from pipeline.fake_server import FakeServer
+from pipeline.planning import save_plan
+from pipeline.running import RunOptions, execute, new_owner, opened_ledger
+from pipeline.settings import RunSettings
+from tests.integration.conftest import API_KEY, run, write_manifest
+
+
+def image_rows(folder: Path) -> list[tuple]:
+    with sqlite3.connect(folder / "ledger.db") as conn:
+        return conn.execute("SELECT state, local_path, error FROM images ORDER BY id").fetchall()
+
+
+def all_files(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+async def test_catalog_ids_cannot_escape_the_output_folder(tmp_path: Path, fake_server: FakeServer) -> None:
+    """Catalog ids like ../../x or /etc become plain names inside the output folder."""
+    for i, name in enumerate(("a", "b", "c")):
+        Image.new("RGB", (20, 20), (i, i, i)).save(tmp_path / f"{name}.png")
+    (tmp_path / "catalog.csv").write_text("sku,path\n../../escaped,a.png\n/etc/passwd,b.png\n..,c.png\n")
+    manifest = write_manifest(
+        tmp_path,
+        "- op: upscale\n  images: {csv: catalog.csv, column: path, id: sku}\n",
+        extra='output:\n  name: "{id}/{id}-{slug}.{ext}"\n',
+    )
+    code, summary = await run(manifest, fake_server, tmp_path)
+    assert code == 0, summary
+    out = (tmp_path / "out").resolve()
+    paths = [Path(p) for state, p, _ in image_rows(tmp_path) if state == "downloaded"]
+    assert len(paths) == 3
+    for path in paths:
+        assert path.resolve().is_relative_to(out)
+    assert not (tmp_path.parent / "escaped").exists()
+
+
+async def test_symlink_in_the_output_folder_is_not_followed(tmp_path: Path, fake_server: FakeServer) -> None:
+    """A symlink planted where images go (pointing outside) is refused; nothing is written outside."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "out").mkdir()
+    os.symlink(outside, tmp_path / "out" / "generate")
+    manifest = write_manifest(tmp_path, "- op: generate\n  prompt: sneaky\n")
+    code, summary = await run(manifest, fake_server, tmp_path)
+    assert code == 1
+    assert summary["failures"] == {"download_failed": 1}
+    assert "unsafe output path" in summary["failure_examples"]["download_failed"]
+    assert all_files(outside) == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        ({"rate_download_html": 1.0}, "not a PNG, JPEG or WebP"),
+        ({"rate_download_bomb": 1.0}, "decompression bomb"),
+        ({"download_oversize_bytes": 300_000}, "byte cap"),
+    ],
+    ids=["html-body", "decompression-bomb", "over-the-cap"],
+)
+async def test_bad_downloads_are_refused_and_leave_no_file(
+    tmp_path: Path, fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch, fault: dict, expected: str
+) -> None:
+    """An HTML page, a decompression bomb or an oversized body is never saved; the job fails, paid once."""
+    monkeypatch.setattr(downloads, "MAX_IMAGE_BYTES", 200_000)
+    fake_server.set_faults(**fault)
+    manifest = write_manifest(tmp_path, "- op: generate\n  prompt: bait\n")
+    code, summary = await run(manifest, fake_server, tmp_path)
+    assert code == 1
+    assert summary["failures"] == {"download_failed": 1}
+    assert expected in summary["failure_examples"]["download_failed"]
+    assert all_files(tmp_path / "out") == []
+    assert fake_server.state.stats()["billed"] == 1
+
+
+async def test_truncated_downloads_are_retried_without_paying_again(
+    tmp_path: Path, fake_server: FakeServer
+) -> None:
+    """A download cut short is fetched again from the same URL; the API is not called twice."""
+    fake_server.set_faults(rate_download_truncate=0.5, seed=11)
+    manifest = write_manifest(tmp_path, "- op: generate\n  prompts: [a, b, c, d, e, f]\n  num_images: 2\n")
+    code, summary = await run(manifest, fake_server, tmp_path)
+    assert code == 0, summary
+    stats = fake_server.state.stats()
+    assert stats["faults"]["download_truncate"] > 0
+    assert stats["billed"] == 6
+    assert summary["images"]["downloaded"] == 12
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"<html>not an image</html>", "not a JPEG, PNG or WebP image"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(10 * 1024 * 1024 + 1), "the API takes at most"),
+    ],
+    ids=["not-an-image", "over-10-mb"],
+)
+async def test_bad_source_files_are_refused_before_anything_is_sent(
+    tmp_path: Path, fake_server: FakeServer, content: bytes, message: str
+) -> None:
+    """A source file that is not an image, or over 10 MB, is a validation error: exit 2, nothing sent."""
+    (tmp_path / "src.png").write_bytes(content)
+    manifest = write_manifest(tmp_path, "- op: remix\n  prompt: x\n  images: [src.png]\n")
+    with pytest.raises(ManifestError) as caught:
+        await run(manifest, fake_server, tmp_path)
+    assert message in str(caught.value)
+    assert fake_server.state.log == []
+
+
+async def test_a_source_that_changed_after_planning_is_not_sent(
+    tmp_path: Path, fake_server: FakeServer
+) -> None:
+    """A local source whose bytes changed since planning fails its job instead of paying for another image."""
+    source = tmp_path / "src.png"
+    Image.new("RGB", (20, 20), (1, 1, 1)).save(source)
+    manifest = write_manifest(tmp_path, "- op: upscale\n  images: [src.png]\n")
+    ledger = f"sqlite:///{tmp_path}/ledger.db"
+    await save_plan(str(manifest), ledger, None)
+    Image.new("RGB", (20, 20), (9, 9, 9)).save(source)
+    async with opened_ledger(ledger) as opened:
+        record = await opened.get_manifest("t")
+        assert record is not None
+        settings = RunSettings.from_config(record.config).with_overrides(base_url=fake_server.url)
+        options = RunOptions(str(manifest), ledger, quiet=True)
+        result = await execute(opened, record, settings, API_KEY, new_owner(), options)
+    assert result.tally.failures == {"source_changed": 1}
+    assert fake_server.state.log == []
