@@ -73,7 +73,7 @@ class FaultConfig(BaseModel):
     rate_download_truncate: Rate = Field(default=0.0, ge=0, le=1)
     rate_download_html: Rate = Field(default=0.0, ge=0, le=1)
     rate_download_reset: Rate = Field(default=0.0, ge=0, le=1)
-    #: share of image GETs answered with a tiny PNG whose header claims 60000x60000 pixels
+    #: share of image GETs answered with a tiny PNG whose header claims 12000x12000 pixels
     rate_download_bomb: Rate = Field(default=0.0, ge=0, le=1)
     #: a misbehaving proxy: 5xx pages quote the request's auth header back (secrets tests)
     echo_auth_in_errors: bool = False
