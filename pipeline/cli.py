@@ -177,7 +177,7 @@ def run(
 @click.argument("manifest", type=click.Path(dir_okay=False))
 def validate(manifest: str) -> None:
     """Check MANIFEST; print every problem as file:line: field: message (exit 2 if any)."""
-    from pipeline.running import load_valid
+    from pipeline.validation import load_valid
 
     def check() -> Any:
         async def inner() -> Any:

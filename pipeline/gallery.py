@@ -22,8 +22,8 @@ from typing import Any
 from PIL import Image
 
 from pipeline.ledger.reports import ExportRow
+from pipeline.ledger.repository import opened_ledger
 from pipeline.reporting import manifest_id_for
-from pipeline.running import opened_ledger
 
 THUMB_PX = 256
 THUMB_QUALITY = 80

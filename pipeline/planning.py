@@ -9,10 +9,11 @@ from typing import Any
 from pipeline.errors import LedgerError
 from pipeline.expand import PlannedJob, expand
 from pipeline.ledger.engine import async_url
-from pipeline.ledger.records import to_micros, to_usd
-from pipeline.ledger.repository import Ledger
-from pipeline.running import load_valid, opened_ledger, plan_into
+from pipeline.ledger.records import ManifestRecord, PlanCounts, to_micros, to_usd
+from pipeline.ledger.repository import Ledger, opened_ledger
+from pipeline.manifest import LoadedManifest
 from pipeline.settings import RunSettings
+from pipeline.validation import load_valid
 
 LOOKUP_BATCH = 5000
 log = logging.getLogger("ideobatch")
@@ -97,6 +98,23 @@ async def plan_report(manifest: str, ledger_url: str) -> dict[str, Any]:
         "chained_stages": stages,
         "by_op_model": table,
     }
+
+
+async def plan_into(
+    ledger: Ledger, loaded: LoadedManifest, settings: RunSettings
+) -> tuple[ManifestRecord, PlanCounts]:
+    """Store the manifest's settings and stream its jobs into the ledger (idempotent)."""
+    budget = settings.limits.budget_usd
+    record = await ledger.save_manifest(
+        name=settings.name,
+        sha256=loaded.sha256,
+        path=str(loaded.path.resolve()),
+        base_dir=settings.base_dir,
+        config=settings.to_config(),
+        budget_micros=None if budget is None else to_micros(budget),
+    )
+    counts = await ledger.plan_jobs(record.id, expand(loaded))
+    return record, counts
 
 
 async def save_plan(manifest: str, ledger_url: str, budget_usd: float | None) -> None:

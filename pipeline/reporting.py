@@ -10,8 +10,7 @@ from typing import Any, TextIO
 
 from pipeline.errors import UsageError
 from pipeline.ledger.reports import ExportRow
-from pipeline.ledger.repository import Ledger
-from pipeline.running import opened_ledger
+from pipeline.ledger.repository import Ledger, opened_ledger
 from pipeline.summary import build_summary
 
 

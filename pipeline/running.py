@@ -7,24 +7,21 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.client import opened_session
-from pipeline.errors import LockHeld, ManifestError, UsageError
+from pipeline.errors import LockHeld, UsageError
 from pipeline.exit_codes import EXIT_ABORTED, EXIT_OK
-from pipeline.expand import expand
 from pipeline.leases import DEFAULT_LEASE_S, HOST, reclaim_dead_on_this_host
-from pipeline.ledger.records import ManifestRecord, PlanCounts, to_micros
-from pipeline.ledger.repository import Ledger
-from pipeline.manifest import LoadedManifest, load_manifest
+from pipeline.ledger.records import ManifestRecord
+from pipeline.ledger.repository import Ledger, opened_ledger
+from pipeline.planning import plan_into
 from pipeline.progress import Progress
 from pipeline.settings import RunSettings
 from pipeline.signals import Shutdown
 from pipeline.summary import build_summary, exit_code
-from pipeline.validation import Counts, validate
+from pipeline.validation import load_valid
 from pipeline.worker import JobRunner, RunResult
 
 log = logging.getLogger("ideobatch")
@@ -33,51 +30,6 @@ log = logging.getLogger("ideobatch")
 def new_owner() -> str:
     """A unique name for this process's leases."""
     return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def load_valid(path: str) -> tuple[LoadedManifest, Counts]:
-    """Load and fully validate a manifest; raise `ManifestError` with every problem."""
-    try:
-        loaded = load_manifest(path)
-    except ManifestError as exc:
-        if exc.partial is None:
-            raise
-        # report the other sections' problems too, all in one go
-        more, _counts = validate(exc.partial)
-        placeholders = tuple(f"jobs[{i}]" for i in exc.placeholder_jobs)
-        more = [p for p in more if not (placeholders and p.field.startswith(placeholders))]
-        raise ManifestError(sorted(exc.problems + more, key=lambda p: (p.file, p.line or 0))) from None
-    problems, counts = validate(loaded)
-    if problems:
-        raise ManifestError(problems)
-    return loaded, counts
-
-
-@asynccontextmanager
-async def opened_ledger(url: str) -> AsyncIterator[Ledger]:
-    """A ledger closed on exit."""
-    ledger = await Ledger.open(url)
-    try:
-        yield ledger
-    finally:
-        await ledger.close()
-
-
-async def plan_into(
-    ledger: Ledger, loaded: LoadedManifest, settings: RunSettings
-) -> tuple[ManifestRecord, PlanCounts]:
-    """Store the manifest's settings and stream its jobs into the ledger (idempotent)."""
-    budget = settings.limits.budget_usd
-    record = await ledger.save_manifest(
-        name=settings.name,
-        sha256=loaded.sha256,
-        path=str(loaded.path.resolve()),
-        base_dir=settings.base_dir,
-        config=settings.to_config(),
-        budget_micros=None if budget is None else to_micros(budget),
-    )
-    counts = await ledger.plan_jobs(record.id, expand(loaded))
-    return record, counts
 
 
 @dataclass

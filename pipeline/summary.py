@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.exit_codes import EXIT_ABORTED, EXIT_FAILED_JOBS, EXIT_OK
 from pipeline.ledger.records import to_usd
 from pipeline.ledger.reports import LedgerStatus
-from pipeline.worker import RunResult
+
+if TYPE_CHECKING:
+    from pipeline.worker import RunResult
 
 JOB_STATES = ("pending", "running", "succeeded", "failed")
 IMAGE_STATES = ("downloaded", "withheld", "expired")

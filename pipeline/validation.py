@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.api_schema import SOURCE_OPS, check_request, op_fields
-from pipeline.errors import Problem
+from pipeline.errors import ManifestError, Problem
 from pipeline.expand import matrix_combos, merge_params
-from pipeline.manifest import LoadedManifest, StageSpec
+from pipeline.manifest import LoadedManifest, StageSpec, load_manifest
 from pipeline.naming import template_problem
 from pipeline.pricing import valid_override_key
 from pipeline.sources import Reporter, iter_images, iter_prompts
@@ -184,3 +184,21 @@ def _count_entry(loaded: LoadedManifest, spec: Any, path: DataPath, report: Repo
     if total == 0 and len(report.problems) == before:
         report.at(path, "expands to zero jobs (no prompts or no images)")
     return total
+
+
+def load_valid(path: str) -> tuple[LoadedManifest, Counts]:
+    """Load and fully validate a manifest; raise `ManifestError` with every problem."""
+    try:
+        loaded = load_manifest(path)
+    except ManifestError as exc:
+        if exc.partial is None:
+            raise
+        # report the other sections' problems too, all in one go
+        more, _counts = validate(exc.partial)
+        placeholders = tuple(f"jobs[{i}]" for i in exc.placeholder_jobs)
+        more = [p for p in more if not (placeholders and p.field.startswith(placeholders))]
+        raise ManifestError(sorted(exc.problems + more, key=lambda p: (p.file, p.line or 0))) from None
+    problems, counts = validate(loaded)
+    if problems:
+        raise ManifestError(problems)
+    return loaded, counts

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, event, make_url
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from pipeline.errors import LedgerError
@@ -137,3 +137,19 @@ async def current_revision(engine: AsyncEngine) -> str | None:
     """The ledger's schema revision (None for an empty database)."""
     async with engine.connect() as conn:
         return await conn.run_sync(_current_revision)
+
+
+#: the newest revision in migrations/versions (a test checks it against Alembic's head);
+#: knowing it lets a ledger already at head open without importing Alembic at all
+HEAD_REVISION = "0001"
+
+
+async def stored_revision(engine: AsyncEngine) -> str | None:
+    """The revision in ``alembic_version``, read with plain SQL (None if there is none)."""
+    async with engine.connect() as conn:
+        try:
+            result = await conn.exec_driver_sql("SELECT version_num FROM alembic_version")
+        except DBAPIError:
+            return None
+        row = result.first()
+        return str(row[0]) if row else None

@@ -67,7 +67,7 @@ Key = TypeVar("Key")
 
 #: jobs per planning transaction: large, because each batch rewrites the pages of the
 #: (random) job-key index it touches; two batches are in memory at a time
-PLAN_BATCH = 10_000
+PLAN_BATCH = 50_000
 #: while a batch is written, expansion yields to the event loop every this many jobs
 PLAN_YIELD_EVERY = 100
 #: SQLite allows 32766 bound parameters; stay well under it in IN (...) lists
@@ -114,7 +114,8 @@ class Ledger(Reports):
         try:
             should_upgrade = ledger.is_sqlite if upgrade is None else upgrade
             if should_upgrade:
-                await engines.upgrade(engine)
+                if await engines.stored_revision(engine) != engines.HEAD_REVISION:
+                    await engines.upgrade(engine)
             else:
                 current = await engines.current_revision(engine)
                 head = engines.head_revision()
@@ -887,3 +888,13 @@ def _db_message(exc: BaseException) -> str:
     if isinstance(exc, OperationalError | DBAPIError):
         return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
     return str(exc)
+
+
+@asynccontextmanager
+async def opened_ledger(url: str) -> AsyncIterator[Ledger]:
+    """A ledger, closed on exit."""
+    ledger = await Ledger.open(url)
+    try:
+        yield ledger
+    finally:
+        await ledger.close()

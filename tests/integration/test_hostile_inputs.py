@@ -12,8 +12,9 @@ from PIL import Image
 from pipeline import downloads
 from pipeline.errors import ManifestError
 from pipeline.fake_server import FakeServer
+from pipeline.ledger.repository import opened_ledger
 from pipeline.planning import save_plan
-from pipeline.running import RunOptions, execute, new_owner, opened_ledger
+from pipeline.running import RunOptions, execute, new_owner
 from pipeline.settings import RunSettings
 from tests.integration.conftest import API_KEY, run, write_manifest
 

@@ -141,3 +141,10 @@ async def test_open_refuses_an_unmigrated_ledger_without_upgrade(empty_url: str)
         assert await engines.current_revision(ledger.engine) == engines.head_revision()
     finally:
         await ledger.close()
+
+
+def test_head_revision_constant_matches_alembic() -> None:
+    """The revision a ledger must be at to skip migrating is Alembic's real head."""
+    from pipeline.ledger import engine as engines
+
+    assert engines.head_revision() == engines.HEAD_REVISION
