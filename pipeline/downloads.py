@@ -9,6 +9,7 @@ Temporary files left by a killed process are removed on the next start.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import socket
@@ -20,12 +21,16 @@ from pathlib import Path
 import aiohttp
 
 from pipeline.errors import BadImage, DownloadRetryable, UrlExpired
-from pipeline.images import EXTENSIONS, image_size, sniff_image_type
+from pipeline.images import EXTENSIONS, image_size_from_bytes, sniff_image_type
 from pipeline.wire import USER_AGENT, retry_after_seconds
 
 #: no produced image is larger than this (Ideogram's upscales are a few MB)
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
 CHUNK_BYTES = 64 * 1024
+#: a body up to this size is held in memory and written in one go (larger ones stream to disk)
+SPILL_BYTES = 16 * 1024 * 1024
+#: enough of a file to read its dimensions from the header
+HEADER_BYTES = 256 * 1024
 TEMP_SUFFIX = ".part"
 TEMP_PREFIX = ".ideobatch-"
 #: another host's temporary file older than this is considered abandoned
@@ -85,7 +90,13 @@ def clean_temp_files(root: Path) -> int:
 
 
 class Downloader:
-    """Fetches image URLs to files with the run's session."""
+    """Fetches image URLs to files with the run's session.
+
+    A body is kept in memory up to `SPILL_BYTES` (every produced image, in
+    practice) and written by one call in a worker thread — temporary file,
+    write, atomic rename — so the event loop never waits on the disk; a larger
+    body spills to its temporary file as it streams.
+    """
 
     def __init__(self, session: aiohttp.ClientSession, max_bytes: int | None = None) -> None:
         self._session = session
@@ -93,24 +104,27 @@ class Downloader:
 
     async def fetch(self, url: str, final_without_ext: Path) -> SavedImage:
         """Download ``url`` to ``final_without_ext`` + the extension its bytes call for."""
-        final_without_ext.parent.mkdir(parents=True, exist_ok=True)
         temp = temp_name(final_without_ext)
         try:
-            digest, size, kind = await self._stream(url, temp)
+            body, digest, size, kind = await self._stream(url, temp)
             try:
-                width, height = image_size(temp)
+                width, height = image_size_from_bytes(body[:HEADER_BYTES])
             except ValueError as exc:
-                raise BadImage(f"{url}: {exc}") from exc
+                raise BadImage(f"{_safe(url)}: {exc}") from exc
             final = final_without_ext.with_name(f"{final_without_ext.name}.{EXTENSIONS[kind]}")
-            os.replace(temp, final)
-        finally:
-            temp.unlink(missing_ok=True)
+            await asyncio.to_thread(_place, body if size == len(body) else None, temp, final)
+        except BaseException:
+            temp.unlink(missing_ok=True)  # a spilled or half-written temporary file
+            raise
         return SavedImage(final, digest, size, width, height, kind)
 
-    async def _stream(self, url: str, temp: Path) -> tuple[str, int, str]:
+    async def _stream(self, url: str, temp: Path) -> tuple[bytes, str, int, str]:
+        """The body (whole, or its first `SPILL_BYTES` if it spilled to ``temp``), sha256, size, kind."""
         digest = hashlib.sha256()
         size = 0
         kind: str | None = None
+        buffer = bytearray()
+        spill = None
         try:
             async with self._session.get(url, headers={"User-Agent": USER_AGENT}) as response:
                 if response.status in (401, 403, 404, 410):
@@ -125,24 +139,43 @@ class Downloader:
                 declared = response.content_length
                 if declared is not None and declared > self.max_bytes:
                     raise BadImage(f"{_safe(url)}: {declared} bytes is over the {self.max_bytes} byte cap")
-                with temp.open("wb") as handle:
-                    async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                    if kind is None:
+                        kind = sniff_image_type(chunk[:32])
                         if kind is None:
-                            kind = sniff_image_type(chunk[:32])
-                            if kind is None:
-                                raise BadImage(f"{_safe(url)}: the body is not a PNG, JPEG or WebP image")
-                        size += len(chunk)
-                        if size > self.max_bytes:
-                            raise BadImage(f"{_safe(url)}: over the {self.max_bytes} byte cap")
-                        digest.update(chunk)
-                        handle.write(chunk)
+                            raise BadImage(f"{_safe(url)}: the body is not a PNG, JPEG or WebP image")
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        raise BadImage(f"{_safe(url)}: over the {self.max_bytes} byte cap")
+                    digest.update(chunk)
+                    if spill is not None:
+                        spill.write(chunk)
+                    elif len(buffer) + len(chunk) > SPILL_BYTES:
+                        temp.parent.mkdir(parents=True, exist_ok=True)
+                        spill = temp.open("wb")
+                        spill.write(buffer)
+                        spill.write(chunk)
+                    else:
+                        buffer += chunk
         except (UrlExpired, BadImage, DownloadRetryable):
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise DownloadRetryable(f"{_safe(url)}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        finally:
+            if spill is not None:
+                spill.close()
         if kind is None:
             raise BadImage(f"{_safe(url)}: empty body")
-        return digest.hexdigest(), size, kind
+        return bytes(buffer), digest.hexdigest(), size, kind
+
+
+def _place(body: bytes | None, temp: Path, final: Path) -> None:
+    """Write ``body`` to ``temp`` (unless it is there already) and rename it to ``final``."""
+    if body is not None:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with temp.open("wb") as handle:
+            handle.write(body)
+    os.replace(temp, final)
 
 
 def _safe(url: str) -> str:

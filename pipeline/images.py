@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -25,16 +26,21 @@ def sniff_image_type(head: bytes) -> str | None:
     return None
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """Width and height from the file's header; raise ValueError if it is not a sane image.
+def image_size_from_bytes(head: bytes) -> tuple[int, int]:
+    """Width and height from an image's first bytes (enough to hold its header).
 
-    Only the header is parsed (Pillow opens lazily), so this is cheap; images
-    claiming more than `MAX_IMAGE_PIXELS` are refused as decompression bombs.
+    Only the header is parsed (Pillow opens lazily), so this is cheap; a
+    header that does not decode raises ValueError, and one claiming more than
+    `MAX_IMAGE_PIXELS` is refused as a decompression bomb.
     """
+    return _size_of(io.BytesIO(head))
+
+
+def _size_of(source: Path | io.BytesIO) -> tuple[int, int]:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 width, height = image.size
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ValueError(f"decompression bomb: {exc}") from exc

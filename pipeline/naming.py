@@ -106,8 +106,14 @@ class NameFields:
     model: str | None = None
 
 
-def render_name(template: str, fields: NameFields, out_dir: Path) -> Path:
-    """The absolute path of one image; raise `UnsafePath` if it would leave ``out_dir``."""
+def render_name(
+    template: str, fields: NameFields, out_dir: Path, resolved: dict[Path, Path] | None = None
+) -> Path:
+    """The absolute path of one image; raise `UnsafePath` if it would leave ``out_dir``.
+
+    ``resolved`` caches real paths of folders across calls (a run writes
+    thousands of images into a few folders; each check would cost syscalls).
+    """
     values = {
         "op": safe_component(fields.op),
         "slug": safe_component(fields.slug),
@@ -122,10 +128,18 @@ def render_name(template: str, fields: NameFields, out_dir: Path) -> Path:
     parts = relative.split("/")
     if any(p in ("", ".", "..") for p in parts) or os.path.isabs(relative):
         raise UnsafePath(f"{relative!r} is not a safe relative path")
-    root = Path(os.path.realpath(out_dir))
+    cache = resolved if resolved is not None else {}
+    root = _real(out_dir, cache)
     target = root.joinpath(*parts)
-    resolved = Path(os.path.realpath(target))
-    if not resolved.is_relative_to(root):
-        # a symlink somewhere on the way points elsewhere
+    # the folder's real path (a symlink on the way may point elsewhere); the file
+    # itself is replaced by an atomic rename, which never follows a link
+    if not _real(target.parent, cache).is_relative_to(root):
         raise UnsafePath(f"{relative!r} resolves outside the output folder")
     return target
+
+
+def _real(folder: Path, cache: dict[Path, Path]) -> Path:
+    real = cache.get(folder)
+    if real is None:
+        real = cache[folder] = Path(os.path.realpath(folder))
+    return real

@@ -14,6 +14,7 @@ environment variable ``IDEOBATCH_TESTING_WAIT_SCALE``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -78,19 +79,26 @@ class RetryPolicy:
 
     def next_delay(self, error: TransientError, attempt_number: int) -> float | None:
         """Seconds to wait before attempt ``attempt_number + 1``, or None to give up."""
-        state = RetryCallState(retry_object=self._api, fn=None, args=(), kwargs={})
-        state.attempt_number = attempt_number
-        state.outcome = Future.construct(attempt_number, error, True)
-        state.outcome_timestamp = time.monotonic()
+        state = _failed_state(self._api, error, attempt_number)
         if not self._api.retry(state) or self._api.stop(state):
             return None
         return float(self._api.wait(state))
 
     async def download(self, fetch: Callable[[], Awaitable[T]]) -> T:
-        """Run ``fetch`` until it succeeds, retrying `DownloadRetryable` errors in place."""
+        """Run ``fetch`` until it succeeds, retrying `DownloadRetryable` errors in place.
+
+        The first try runs bare (nearly every download succeeds at once, and a
+        tenacity loop costs more than the download's own bookkeeping); after a
+        failure, tenacity runs the remaining tries.
+        """
+        try:
+            return await fetch()
+        except DownloadRetryable as first:
+            wait = _wait_with_retry_after(self._download_backoff)
+            await asyncio.sleep(wait(_failed_state(None, first, 1)))
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(DownloadRetryable),
-            stop=stop_after_attempt(DOWNLOAD_ATTEMPTS),
+            stop=stop_after_attempt(DOWNLOAD_ATTEMPTS - 1),
             wait=_wait_with_retry_after(self._download_backoff),
             reraise=True,
         )
@@ -99,3 +107,14 @@ class RetryPolicy:
             return await fetch()
 
         return await retrying(attempt)
+
+
+def _failed_state(
+    retrying: AsyncRetrying | None, error: BaseException, attempt_number: int
+) -> RetryCallState:
+    """The state tenacity's strategies read, for an attempt that failed with ``error``."""
+    state = RetryCallState(retry_object=retrying, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = attempt_number
+    state.outcome = Future.construct(attempt_number, error, True)
+    state.outcome_timestamp = time.monotonic()
+    return state

@@ -120,6 +120,7 @@ class JobRunner:
         self._downloading = 0
         self._wake = asyncio.Event()
         self._stop_reason: str | None = None
+        self._real_dirs: dict[Path, Path] = {}
 
     # --- the loop --------------------------------------------------------------------
 
@@ -466,7 +467,7 @@ class JobRunner:
         )
         url = image.url
         try:
-            target = render_name(template, fields, self.output_dir).with_suffix("")
+            target = render_name(template, fields, self.output_dir, self._real_dirs).with_suffix("")
             async with self.download_gate:
                 saved = await self.policy.download(lambda: self.downloader.fetch(url, target))
         except UnsafePath as exc:
