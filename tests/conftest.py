@@ -3,8 +3,8 @@
 Databases: every test that needs a ledger gets a fresh one. SQLite ledgers
 are files under ``tmp_path``. PostgreSQL ledgers are copies of one migrated
 template database, made per test with ``CREATE DATABASE ... TEMPLATE`` (as
-procrastinate's tests do): a copy costs a few milliseconds where migrating
-would cost a second. The server comes from ``IDEOBATCH_TEST_PG``; when it is
+procrastinate's tests do), one step ahead of the test that uses it and
+dropped in the background. The server comes from ``IDEOBATCH_TEST_PG``; when it is
 unreachable the PostgreSQL tests are skipped, except in CI (``CI`` set),
 where they fail.
 """

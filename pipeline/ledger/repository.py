@@ -48,7 +48,7 @@ from pipeline.ledger.records import (
     to_micros,
 )
 from pipeline.ledger.reports import Reports
-from pipeline.ledger.statements import job_insert_sql, statements
+from pipeline.ledger.statements import DriverSql, statements
 from pipeline.ledger.tables import (
     FAILED,
     PENDING,
@@ -95,7 +95,7 @@ class Ledger(Reports):
         self.url = url
         self.is_sqlite = engines.is_sqlite(engine)
         self._sql = statements(postgres=not self.is_sqlite)
-        self._job_insert = job_insert_sql(engine.dialect)
+        self._driver = DriverSql(engine.dialect)
         self._write_gate: asyncio.Lock | contextlib.nullcontext[None] = (
             asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
         )
@@ -265,7 +265,7 @@ class Ledger(Reports):
 
     async def _insert_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
         """Insert job rows (`_job_values`); keys the manifest already has are left alone."""
-        await conn.exec_driver_sql(self._job_insert, rows)
+        await conn.exec_driver_sql(self._driver.insert_job, rows)
 
     async def _count_jobs(self, manifest_id: int) -> int:
         async with self._read() as conn:
@@ -559,7 +559,7 @@ class Ledger(Reports):
         for status, attempt_ids in by_status.items():
             for part in _chunks(attempt_ids):
                 await conn.execute(self._sql.answered, {"b_ids": part, "b_status": status, "b_now": now})
-        await _insert_results(conn, [(r.job_id, r.result) for r in responses])
+        await self._insert_results(conn, [(r.job_id, r.result) for r in responses])
         if mark_paid:
             for cost, job_ids in _grouped((r.cost_micros, r.job_id) for r in responses).items():
                 for part in _chunks(job_ids):
@@ -569,6 +569,33 @@ class Ledger(Reports):
             spent, reserved = moves.get(row.manifest_id, (0, 0))
             moves[row.manifest_id] = (spent + response.cost_micros, reserved - row.reserved_micros)
         return moves
+
+    async def _insert_results(self, conn: AsyncConnection, results: Sequence[tuple[int, ApiResult]]) -> None:
+        """Insert the images (as driver SQL: there are many) and descriptions of answers."""
+        image_rows = [
+            (
+                job_id,
+                image.index,
+                image.url,
+                image.prompt,
+                image.resolution,
+                image.seed,
+                image.is_image_safe,
+                image.style_type,
+                IMAGE_WITHHELD if image.withheld else IMAGE_PENDING,
+            )
+            for job_id, result in results
+            for image in result.images
+        ]
+        if image_rows:
+            await conn.exec_driver_sql(self._driver.insert_image, image_rows)
+        text_rows = [
+            {"job_id": job_id, "index": i, "text": text}
+            for job_id, result in results
+            for i, text in enumerate(result.descriptions)
+        ]
+        if text_rows:
+            await conn.execute(insert(descriptions), text_rows)
 
     async def complete_jobs(self, owner: str, completions: Sequence[Completion]) -> set[int]:
         """Finish jobs: record downloads (and the response if not yet), plan children, mark done.
@@ -593,22 +620,12 @@ class Ledger(Reports):
                     spent, reserved = moves.get(row.manifest_id, (0, 0))
                     moves[row.manifest_id] = (spent, reserved - row.reserved_micros)
             outcomes = [
-                {
-                    "b_job": c.job_id,
-                    "b_index": o.index,
-                    "b_state": o.state,
-                    "b_path": o.path,
-                    "b_sha": o.sha256,
-                    "b_bytes": o.bytes,
-                    "b_width": o.width,
-                    "b_height": o.height,
-                    "b_error": o.error,
-                }
+                (o.state, o.path, o.sha256, o.bytes, o.width, o.height, o.error, c.job_id, o.index)
                 for c in done
                 for o in c.downloads
             ]
             if outcomes:
-                await conn.execute(self._sql.downloaded, outcomes)
+                await conn.exec_driver_sql(self._driver.downloaded, outcomes)
             children = [
                 _job_values(owned[c.job_id].manifest_id, child, to_micros(child.cost_usd), c.job_id)
                 for c in done
@@ -799,33 +816,6 @@ class Ledger(Reports):
                     )
                 )
         return len(ids)
-
-
-async def _insert_results(conn: AsyncConnection, results: Sequence[tuple[int, ApiResult]]) -> None:
-    image_rows = [
-        {
-            "job_id": job_id,
-            "index": image.index,
-            "remote_url": image.url,
-            "prompt": image.prompt,
-            "resolution": image.resolution,
-            "seed": image.seed,
-            "is_image_safe": image.is_image_safe,
-            "style_type": image.style_type,
-            "state": IMAGE_WITHHELD if image.withheld else IMAGE_PENDING,
-        }
-        for job_id, result in results
-        for image in result.images
-    ]
-    if image_rows:
-        await conn.execute(insert(images), image_rows)
-    text_rows = [
-        {"job_id": job_id, "index": i, "text": text}
-        for job_id, result in results
-        for i, text in enumerate(result.descriptions)
-    ]
-    if text_rows:
-        await conn.execute(insert(descriptions), text_rows)
 
 
 def _job_values(manifest_id: int, job: PlannedJob, estimate: int, parent_id: int | None) -> tuple[Any, ...]:

@@ -7,9 +7,11 @@ batch. These take every value as a bound parameter instead; the repository
 passes the values. Parameters are named ``b_*`` so that they never clash with
 the column names SQLAlchemy reserves in ``UPDATE ... SET``.
 
-Lists of ids are one array parameter on PostgreSQL (``id = ANY($1)``), so the
-SQL text, and with it asyncpg's prepared statement, is the same for every
-batch size; SQLite expands them into ``IN (?, ?, ...)``.
+Lists of ids are one parameter, so that the SQL text (and with it the
+driver's prepared statement) is the same for every batch size: an array on
+PostgreSQL (``id = ANY($1)``), a JSON text on SQLite (``id IN (SELECT value
+FROM json_each(?))``). SQLAlchemy's expanding ``IN (?, ?, ...)`` re-renders
+the statement on every execution, which costs more than SQLite running it.
 
 A job's lease is checked as ``lease_owner = :owner`` alone: every verb clears
 the owner when a job leaves `running`, so the owner implies the state, and
@@ -19,6 +21,8 @@ index, whose entries for `running` are mostly dead under a busy run.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
@@ -26,6 +30,8 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Float,
+    String,
+    TypeDecorator,
     any_,
     bindparam,
     case,
@@ -41,7 +47,7 @@ from sqlalchemy.engine import Dialect
 
 from pipeline.ledger.tables import FAILED, PENDING, RUNNING, Id, attempts, images, jobs, manifests
 
-#: the columns a planned job is inserted with, in the order of `job_insert_sql`'s values
+#: the columns a planned job is inserted with, in the order of `DriverSql.insert_job`'s values
 JOB_COLUMNS = (
     "manifest_id",
     "key",
@@ -67,25 +73,54 @@ JOB_COLUMNS = (
 )
 
 
-def job_insert_sql(dialect: Dialect) -> str:
-    """``INSERT`` of one job row, skipping keys the manifest already has, as driver SQL.
+#: an image row as `_insert_results` writes it
+IMAGE_COLUMNS = (
+    "job_id",
+    "index",
+    "remote_url",
+    "prompt",
+    "resolution",
+    "seed",
+    "is_image_safe",
+    "style_type",
+    "state",
+)
+#: what a download sets on its image row, followed by the row's job_id and index
+DOWNLOAD_COLUMNS = ("state", "local_path", "sha256", "bytes", "width", "height", "error")
 
-    Planning inserts a million rows: handed to the driver's ``executemany`` as
-    tuples, they skip SQLAlchemy's per-row parameter processing (some 20 us a
-    row, as much again as the expansion that produces the row).
+
+class DriverSql:
+    """Row-by-row writes as driver SQL, given to the driver's ``executemany`` as tuples.
+
+    Planning inserts a million job rows, and every completion an image row or
+    more: as tuples they skip SQLAlchemy's per-row parameter processing (some
+    20 us a row, as much again as expanding the job that produced the row).
     """
-    quote = dialect.identifier_preparer.quote
-    if dialect.name == "postgresql":
-        marks = ", ".join(f"${n}" for n in range(1, len(JOB_COLUMNS) + 1))
-    else:
-        marks = ", ".join("?" for _ in JOB_COLUMNS)
-    return (
-        f"INSERT INTO {quote(jobs.name)} ({', '.join(quote(c) for c in JOB_COLUMNS)}) VALUES ({marks}) "
-        f"ON CONFLICT ({quote('manifest_id')}, {quote('key')}) DO NOTHING"
-    )
+
+    def __init__(self, dialect: Dialect) -> None:
+        quote = dialect.identifier_preparer.quote
+        postgres = dialect.name == "postgresql"
+
+        def marks(count: int, first: int = 1) -> list[str]:
+            return [f"${n}" for n in range(first, first + count)] if postgres else ["?"] * count
+
+        def insert_sql(table: str, columns: tuple[str, ...]) -> str:
+            names = ", ".join(quote(c) for c in columns)
+            return f"INSERT INTO {quote(table)} ({names}) VALUES ({', '.join(marks(len(columns)))})"
+
+        conflict = f"ON CONFLICT ({quote('manifest_id')}, {quote('key')}) DO NOTHING"
+        #: a planned job (`JOB_COLUMNS`); a key the manifest already has is left alone
+        self.insert_job = f"{insert_sql(jobs.name, JOB_COLUMNS)} {conflict}"
+        #: an image of an answer (`IMAGE_COLUMNS`)
+        self.insert_image = insert_sql(images.name, IMAGE_COLUMNS)
+        sets = ", ".join(f"{quote(c)} = {m}" for c, m in zip(DOWNLOAD_COLUMNS, marks(7), strict=True))
+        job_id, index = marks(2, first=len(DOWNLOAD_COLUMNS) + 1)
+        where = f"{quote('job_id')} = {job_id} AND {quote('index')} = {index}"
+        #: a download's outcome: `DOWNLOAD_COLUMNS`, then the image's job_id and index
+        self.downloaded = f"UPDATE {quote(images.name)} SET {sets} WHERE {where}"
 
 
-#: the columns a claim hands to the worker
+#: the columns a claim hands to the worker (`records.claimed_from_row` unpacks them in this order)
 CLAIM_COLUMNS = (
     jobs.c.id,
     jobs.c.manifest_id,
@@ -107,6 +142,16 @@ CLAIM_COLUMNS = (
 )
 
 
+class JsonIds(TypeDecorator[Sequence[int]]):
+    """A list of ids bound as JSON text, for SQLite's ``json_each``."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: Sequence[int] | None, dialect: Dialect) -> str | None:
+        return None if value is None else json.dumps(list(value))
+
+
 class Statements:
     """One backend's prebuilt statements (PostgreSQL's lock rows; SQLite's BEGIN IMMEDIATE already does)."""
 
@@ -117,7 +162,8 @@ class Statements:
             """``column`` is one of the ids in parameter ``b_ids``."""
             if postgres:
                 return column == any_(bindparam("b_ids", type_=ARRAY(BigInteger())))
-            return column.in_(bindparam("b_ids", expanding=True))
+            ids = func.json_each(bindparam("b_ids", type_=JsonIds())).table_valued("value")
+            return column.in_(select(ids.c.value))
 
         leased = jobs.c.lease_owner == bindparam("b_owner")
         # --- claim
@@ -205,19 +251,6 @@ class Statements:
                 cost_micros=jobs.c.cost_micros + bindparam("b_cost"),
                 reserved_micros=0,
                 updated_at=bindparam("b_now"),
-            )
-        )
-        self.downloaded = (
-            update(images)
-            .where(images.c.job_id == bindparam("b_job"), images.c.index == bindparam("b_index"))
-            .values(
-                state=bindparam("b_state"),
-                local_path=bindparam("b_path"),
-                sha256=bindparam("b_sha"),
-                bytes=bindparam("b_bytes"),
-                width=bindparam("b_width"),
-                height=bindparam("b_height"),
-                error=bindparam("b_error"),
             )
         )
         self.finished = (

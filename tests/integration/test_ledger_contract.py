@@ -485,6 +485,29 @@ async def test_complete_without_a_response_releases_the_reservation(ledger: Ledg
     assert (await ledger.get_manifest_by_id(record.id)).reserved_micros == 0
 
 
+async def test_write_backs_take_batches_larger_than_an_id_chunk(
+    ledger: Ledger, record: ManifestRecord
+) -> None:
+    """Claims, attempts and completions of more jobs than one id list holds go through whole."""
+    count = ID_CHUNK + 100
+    await plan(ledger, record, many(count))
+    claim = await ledger.claim_jobs(record.id, "w1", count, LEASE_S)
+    assert len(claim.jobs) == count
+    sent = await ledger.record_attempts("w1", None, [j.id for j in claim.jobs])
+    assert len(set(sent.values())) == count
+    completions = [
+        Completion(j.id, [downloaded(0)], Response(j.id, sent[j.id], images_result(True), COST))
+        for j in claim.jobs
+    ]
+    assert await ledger.complete_jobs("w1", completions) == {j.id for j in claim.jobs}
+    status = await ledger.status(record.id)
+    assert (status.jobs, status.images, status.spent_micros) == (
+        {"succeeded": count},
+        {IMAGE_DOWNLOADED: count},
+        count * COST,
+    )
+
+
 # --- failed attempts, release, leases --------------------------------------------------
 
 
