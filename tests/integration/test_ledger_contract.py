@@ -18,6 +18,7 @@ from sqlalchemy import select
 from pipeline.errors import LeaseLost
 from pipeline.expand import PlannedJob
 from pipeline.keys import child_key, job_key
+from pipeline.ledger.base import ID_CHUNK
 from pipeline.ledger.batcher import WriteBatcher
 from pipeline.ledger.records import (
     Claim,
@@ -28,7 +29,7 @@ from pipeline.ledger.records import (
     Response,
     to_micros,
 )
-from pipeline.ledger.repository import ID_CHUNK, Ledger
+from pipeline.ledger.repository import Ledger
 from pipeline.ledger.tables import attempts
 from pipeline.results import (
     IMAGE_DOWNLOADED,

@@ -1,0 +1,110 @@
+"""Shared machinery of the ledger's verbs: transactions, row locks, batching helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    Select,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from pipeline.expand import PlannedJob
+from pipeline.keys import canonical_json
+from pipeline.ledger import engine as engines
+from pipeline.ledger.statements import DriverSql, statements
+from pipeline.ledger.tables import (
+    PENDING,
+)
+
+Key = TypeVar("Key")
+
+#: SQLite allows 32766 bound parameters; stay well under it in IN (...) lists
+ID_CHUNK = 900
+
+
+def id_chunks(items: Sequence[Any], size: int = ID_CHUNK) -> Iterable[Sequence[Any]]:
+    """``items`` in slices short enough for one statement's parameters."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def grouped(pairs: Iterable[tuple[Key, int]]) -> dict[Key, list[int]]:
+    """Ids grouped by the values they share, so that each group is one statement."""
+    groups: dict[Key, list[int]] = {}
+    for key, item in pairs:
+        groups.setdefault(key, []).append(item)
+    return groups
+
+
+class LedgerBase:
+    """A ledger's connection pool and the transaction helpers every verb uses."""
+
+    def __init__(self, engine: AsyncEngine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+        self.is_sqlite = engines.is_sqlite(engine)
+        self._sql = statements(postgres=not self.is_sqlite)
+        self._driver = DriverSql(engine.dialect)
+        self._write_gate: asyncio.Lock | contextlib.nullcontext[None] = (
+            asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
+        )
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        # SQLite has one writer: queue this process's writers here, where waiting is
+        # an await, rather than in SQLite's busy handler, which sleeps in steps of ms.
+        async with self._write_gate, self.engine.connect() as conn:
+            conn = await conn.execution_options(**engines.WRITE)
+            async with conn.begin():
+                yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def _locked(self, query: Select[Any], skip_locked: bool = False) -> Select[Any]:
+        """SELECT ... FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already serializes."""
+        if self.is_sqlite:
+            return query
+        return query.with_for_update(skip_locked=skip_locked)
+
+    async def _insert_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+        """Insert job rows (`job_row_values`); keys the manifest already has are left alone."""
+        await conn.exec_driver_sql(self._driver.insert_job, rows)
+
+
+def job_row_values(
+    manifest_id: int, job: PlannedJob, estimate: int, parent_id: int | None
+) -> tuple[Any, ...]:
+    """A new job's row, in the order of `JOB_COLUMNS`."""
+    now = time.time()
+    return (
+        manifest_id,
+        job.key,
+        job.op,
+        job.stage,
+        job.rank,
+        job.replica,
+        canonical_json(job.request),
+        job.model,
+        job.num_images,
+        job.source,
+        job.source_sha256,
+        job.source_id,
+        parent_id,
+        PENDING,
+        0,  # attempts
+        0.0,  # next_attempt_at
+        estimate,
+        0,  # reserved_micros
+        0,  # cost_micros
+        now,  # created_at
+        now,  # updated_at
+    )

@@ -1,0 +1,512 @@
+"""The verbs of working jobs: claims and leases, attempts, answers, completions, retries.
+
+Every write-back checks, row by row, that the caller still holds the job's
+lease; a job reclaimed by another worker is reported back as lost, never
+overwritten. PostgreSQL claims with ``FOR UPDATE SKIP LOCKED``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from pipeline.ledger.base import LedgerBase, grouped, id_chunks, job_row_values
+from pipeline.ledger.records import (
+    Claim,
+    ClaimedJob,
+    Completion,
+    Outcome,
+    Response,
+    StoredImage,
+    claimed_from_row,
+    to_micros,
+)
+from pipeline.ledger.tables import (
+    FAILED,
+    PENDING,
+    RUNNING,
+    SUCCEEDED,
+    attempts,
+    descriptions,
+    images,
+    jobs,
+    manifests,
+    runs,
+)
+from pipeline.results import IMAGE_PENDING, IMAGE_WITHHELD, ApiResult
+
+
+class Execution(LedgerBase):
+    """Claiming and working jobs (a part of `Ledger`)."""
+
+    async def claim_jobs(
+        self, manifest_id: int, owner: str, limit: int, lease_s: float, now: float | None = None
+    ) -> Claim:
+        """Lease up to ``limit`` due pending jobs, lowest rank first, within the budget."""
+        now = time.time() if now is None else now
+        if limit <= 0:
+            return Claim([])
+        sql = self._sql
+        async with self._write() as conn:
+            candidates = (
+                await conn.execute(sql.due, {"b_manifest": manifest_id, "b_now": now, "b_limit": limit})
+            ).all()
+            if not candidates:
+                return Claim([])
+            chosen, blocked, reserve = await self._within_budget(conn, manifest_id, candidates)
+            if not chosen:
+                return Claim([], budget_blocked=blocked)
+            lease = sql.lease_reserving if reserve else sql.lease
+            params = {"b_owner": owner, "b_expires": now + lease_s, "b_now": now}
+            claimed: list[ClaimedJob] = []
+            for part in id_chunks(chosen):
+                rows = await conn.execute(lease, {**params, "b_ids": part})
+                claimed.extend(claimed_from_row(r) for r in rows)
+            if reserve:
+                await self._move_money(conn, {manifest_id: (0, reserve)})
+        claimed.sort(key=lambda j: (j.rank, j.id))
+        return Claim(claimed, budget_blocked=blocked)
+
+    async def _within_budget(
+        self, conn: AsyncConnection, manifest_id: int, candidates: Sequence[Any]
+    ) -> tuple[list[int], bool, int]:
+        # without a budget nothing is reserved, and claims need not queue on the manifest row
+        params = {"b_manifest": manifest_id}
+        if (await conn.execute(self._sql.budget, params)).scalar_one() is None:
+            return [c.id for c in candidates], False, 0
+        row = (await conn.execute(self._sql.money_locked, params)).one()
+        if row.budget_micros is None:
+            return [c.id for c in candidates], False, 0
+        room = row.budget_micros - row.spent_micros - row.reserved_micros
+        chosen: list[int] = []
+        reserve = 0
+        for candidate in candidates:
+            # a job whose paid response is already recorded costs nothing more
+            cost = 0 if candidate.response_at is not None else candidate.estimate_micros
+            if cost > room - reserve:
+                return chosen, True, reserve
+            chosen.append(candidate.id)
+            reserve += cost
+        return chosen, False, reserve
+
+    async def renew_leases(self, owner: str, lease_s: float) -> set[int]:
+        """Extend every lease ``owner`` holds; returns the ids still held."""
+        now = time.time()
+        async with self._write() as conn:
+            rows = await conn.execute(
+                update(jobs)
+                .where(jobs.c.lease_owner == owner, jobs.c.state == RUNNING)
+                .values(lease_expires_at=now + lease_s)
+                .returning(jobs.c.id)
+            )
+            held = {r.id for r in rows}
+            await conn.execute(update(runs).where(runs.c.owner == owner).values(heartbeat_at=now))
+            await conn.execute(
+                update(manifests).where(manifests.c.lock_owner == owner).values(lock_expires_at=now + lease_s)
+            )
+        return held
+
+    async def reclaim_expired(self, now: float | None = None, owners: Sequence[str] = ()) -> int:
+        """Return jobs whose lease expired to pending; their unanswered attempts become in doubt.
+
+        With ``owners``, the jobs of those (known dead) workers are reclaimed
+        at once, expired or not.
+        """
+        now = time.time() if now is None else now
+        stale = jobs.c.lease_owner.in_(owners) if owners else jobs.c.lease_expires_at < now
+        async with self._write() as conn:
+            rows = (
+                await conn.execute(
+                    self._locked(
+                        select(jobs.c.id, jobs.c.manifest_id, jobs.c.reserved_micros).where(
+                            jobs.c.state == RUNNING, stale
+                        ),
+                        skip_locked=True,
+                    )
+                )
+            ).all()
+            if not rows:
+                return 0
+            ids = [r.id for r in rows]
+            await self._release_reservations(conn, rows)
+            for part in id_chunks(ids):
+                await conn.execute(
+                    update(attempts)
+                    .where(attempts.c.job_id.in_(part), attempts.c.ended_at.is_(None))
+                    .values(
+                        ended_at=now,
+                        in_doubt=attempts.c.sent,
+                        error_kind="lease_expired",
+                        message="the worker stopped before recording an answer",
+                    )
+                )
+                await conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id.in_(part))
+                    .values(
+                        state=PENDING,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        reserved_micros=0,
+                        updated_at=now,
+                    )
+                )
+            return len(ids)
+
+    async def _release_reservations(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
+        moves: dict[int, tuple[int, int]] = {}
+        for row in rows:
+            if row.reserved_micros:
+                _, reserved = moves.get(row.manifest_id, (0, 0))
+                moves[row.manifest_id] = (0, reserved - row.reserved_micros)
+        await self._move_money(conn, moves)
+
+    async def _move_money(self, conn: AsyncConnection, moves: dict[int, tuple[int, int]]) -> None:
+        """Add (spent, reserved) deltas to manifests; callers do it last, as the manifest row is hot."""
+        rows = [
+            {"b_manifest": manifest_id, "b_spent": spent, "b_reserved": reserved}
+            for manifest_id, (spent, reserved) in sorted(moves.items())
+            if spent or reserved
+        ]
+        if rows:
+            await conn.execute(self._sql.move_money, rows)
+
+    async def _owned(self, conn: AsyncConnection, owner: str, ids: Sequence[int]) -> dict[int, Any]:
+        """The rows among ``ids`` still leased to ``owner`` (locked until commit)."""
+        found: dict[int, Any] = {}
+        for part in id_chunks(list(dict.fromkeys(ids))):
+            rows = await conn.execute(self._sql.owned, {"b_ids": part, "b_owner": owner})
+            found.update({r.id: r for r in rows})
+        return found
+
+    async def record_attempts(self, owner: str, run_id: int | None, job_ids: Sequence[int]) -> dict[int, int]:
+        """Record that a request is about to be sent for each job; returns attempt ids.
+
+        Jobs whose lease was lost are left out of the answer. An attempt with
+        no recorded outcome after a crash is what makes a re-send "in doubt".
+        """
+        now = time.time()
+        wanted = list(dict.fromkeys(job_ids))
+        result: dict[int, int] = {}
+        async with self._write() as conn:
+            for part in id_chunks(wanted):
+                # one statement: an attempt for each job still leased to `owner`
+                created = await conn.execute(
+                    self._sql.new_attempts, {"b_ids": part, "b_owner": owner, "b_run": run_id, "b_now": now}
+                )
+                result.update({row.job_id: int(row.id) for row in created})
+            for part in id_chunks(list(result)):
+                await conn.execute(self._sql.count_attempts, {"b_ids": part, "b_now": now})
+        return result
+
+    async def record_responses(self, owner: str, responses: Sequence[Response]) -> set[int]:
+        """Record paid answers (images still to download); returns the job ids recorded."""
+        async with self._write() as conn:
+            owned = await self._owned(conn, owner, [r.job_id for r in responses])
+            kept = list({r.job_id: r for r in responses if r.job_id in owned}.values())
+            moves = await self._store_responses(conn, owned, kept, mark_paid=True)
+            await self._move_money(conn, moves)
+        return {r.job_id for r in kept}
+
+    async def _store_responses(
+        self, conn: AsyncConnection, owned: dict[int, Any], responses: Sequence[Response], *, mark_paid: bool
+    ) -> dict[int, tuple[int, int]]:
+        """Write answers in a few statements: attempts ended, results inserted, jobs marked paid.
+
+        Returns the money to move per manifest, (spent, reserved) deltas: each
+        job's reservation becomes its cost, for the caller to apply last.
+        ``mark_paid=False`` leaves the jobs' rows to the caller (`complete_jobs`
+        writes cost and response time with the job's final state).
+        """
+        moves: dict[int, tuple[int, int]] = {}
+        if not responses:
+            return moves
+        now = time.time()
+        by_status = grouped((r.http_status, r.attempt_id) for r in responses if r.attempt_id is not None)
+        for status, attempt_ids in by_status.items():
+            for part in id_chunks(attempt_ids):
+                await conn.execute(self._sql.answered, {"b_ids": part, "b_status": status, "b_now": now})
+        await self._insert_results(conn, [(r.job_id, r.result) for r in responses])
+        if mark_paid:
+            for cost, job_ids in grouped((r.cost_micros, r.job_id) for r in responses).items():
+                for part in id_chunks(job_ids):
+                    await conn.execute(self._sql.paid, {"b_ids": part, "b_cost": cost, "b_now": now})
+        for response in responses:
+            row = owned[response.job_id]
+            spent, reserved = moves.get(row.manifest_id, (0, 0))
+            moves[row.manifest_id] = (spent + response.cost_micros, reserved - row.reserved_micros)
+        return moves
+
+    async def _insert_results(self, conn: AsyncConnection, results: Sequence[tuple[int, ApiResult]]) -> None:
+        """Insert the images (as driver SQL: there are many) and descriptions of answers."""
+        image_rows = [
+            (
+                job_id,
+                image.index,
+                image.url,
+                image.prompt,
+                image.resolution,
+                image.seed,
+                image.is_image_safe,
+                image.style_type,
+                IMAGE_WITHHELD if image.withheld else IMAGE_PENDING,
+            )
+            for job_id, result in results
+            for image in result.images
+        ]
+        if image_rows:
+            await conn.exec_driver_sql(self._driver.insert_image, image_rows)
+        text_rows = [
+            {"job_id": job_id, "index": i, "text": text}
+            for job_id, result in results
+            for i, text in enumerate(result.descriptions)
+        ]
+        if text_rows:
+            await conn.execute(insert(descriptions), text_rows)
+
+    async def complete_jobs(self, owner: str, completions: Sequence[Completion]) -> set[int]:
+        """Finish jobs: record downloads (and the response if not yet), plan children, mark done.
+
+        Returns the ids completed; the others' leases were lost.
+        """
+        now = time.time()
+        async with self._write() as conn:
+            owned = await self._owned(conn, owner, [c.job_id for c in completions])
+            done = list({c.job_id: c for c in completions if c.job_id in owned}.values())
+            if not done:
+                return set()
+            fresh = [
+                c.response for c in done if c.response is not None and owned[c.job_id].response_at is None
+            ]
+            moves = await self._store_responses(conn, owned, fresh, mark_paid=False)
+            paid = {r.job_id: r.cost_micros for r in fresh}
+            # a job that ends without a paid answer now gives what its claim reserved back
+            for c in done:
+                row = owned[c.job_id]
+                if c.job_id not in paid and row.reserved_micros:
+                    spent, reserved = moves.get(row.manifest_id, (0, 0))
+                    moves[row.manifest_id] = (spent, reserved - row.reserved_micros)
+            outcomes = [
+                (o.state, o.path, o.sha256, o.bytes, o.width, o.height, o.error, c.job_id, o.index)
+                for c in done
+                for o in c.downloads
+            ]
+            if outcomes:
+                await conn.exec_driver_sql(self._driver.downloaded, outcomes)
+            children = [
+                job_row_values(owned[c.job_id].manifest_id, child, to_micros(child.cost_usd), c.job_id)
+                for c in done
+                for child in c.children
+            ]
+            if children:
+                await self._insert_rows(conn, children)
+            endings = grouped(
+                (
+                    (
+                        FAILED if c.failure_kind else SUCCEEDED,
+                        c.failure_kind,
+                        c.failure_message,
+                        paid.get(c.job_id),
+                    ),
+                    c.job_id,
+                )
+                for c in done
+            )
+            for (state, kind, message, cost), job_ids in endings.items():
+                for part in id_chunks(job_ids):
+                    await conn.execute(
+                        self._sql.finished,
+                        {
+                            "b_ids": part,
+                            "b_state": state,
+                            "b_kind": kind,
+                            "b_message": message,
+                            "b_cost": cost or 0,
+                            "b_paid_at": None if cost is None else now,
+                            "b_now": now,
+                        },
+                    )
+            await self._move_money(conn, moves)
+        return {c.job_id for c in done}
+
+    async def settle_attempts(self, owner: str, outcomes: Sequence[Outcome], *, final: bool) -> set[int]:
+        """Record failed attempts: reschedule them (``final=False``) or fail the jobs for good.
+
+        A rescheduled job goes back to pending with its ``next_attempt_at``;
+        its budget reservation is released either way.
+        """
+        now = time.time()
+        async with self._write() as conn:
+            owned = await self._owned(conn, owner, [o.job_id for o in outcomes])
+            kept = list({o.job_id: o for o in outcomes if o.job_id in owned}.values())
+            if not kept:
+                return set()
+            ended = [
+                {
+                    "b_id": o.attempt_id,
+                    "b_status": o.http_status,
+                    "b_kind": o.error_kind,
+                    "b_message": o.message[:2000],
+                    "b_doubt": o.in_doubt,
+                    "b_now": now,
+                }
+                for o in kept
+                if o.attempt_id is not None
+            ]
+            if ended:
+                await conn.execute(self._sql.attempt_failed, ended)
+            await conn.execute(
+                self._sql.failed if final else self._sql.rescheduled,
+                [
+                    {
+                        "b_id": o.job_id,
+                        "b_kind": o.error_kind,
+                        "b_message": o.message[:2000],
+                        "b_next": o.next_attempt_at or now,
+                        "b_now": now,
+                    }
+                    for o in kept
+                ],
+            )
+            await self._release_reservations(conn, [owned[o.job_id] for o in kept])
+        return {o.job_id for o in kept}
+
+    async def release_jobs(self, owner: str, job_ids: Sequence[int] | None) -> None:
+        """Give leased jobs back as pending, untouched (shutdown, or a run-stopping error).
+
+        Attempts of these jobs without a recorded outcome are marked in doubt:
+        the request may have reached the server. ``job_ids=None``: every job
+        ``owner`` still holds.
+        """
+        now = time.time()
+        async with self._write() as conn:
+            if job_ids is None:
+                held = await conn.execute(
+                    select(jobs.c.id).where(jobs.c.lease_owner == owner, jobs.c.state == RUNNING)
+                )
+                job_ids = [r.id for r in held]
+            owned = await self._owned(conn, owner, job_ids)
+            if not owned:
+                return
+            await self._release_reservations(conn, list(owned.values()))
+            ids = list(owned)
+            for part in id_chunks(ids):
+                await conn.execute(
+                    update(attempts)
+                    .where(attempts.c.job_id.in_(part), attempts.c.ended_at.is_(None))
+                    .values(
+                        ended_at=now,
+                        in_doubt=attempts.c.sent,
+                        error_kind="cancelled",
+                        message="run stopped",
+                    )
+                )
+                values: dict[str, Any] = {
+                    "state": PENDING,
+                    "lease_owner": None,
+                    "lease_expires_at": None,
+                    "reserved_micros": 0,
+                    "updated_at": now,
+                }
+                await conn.execute(update(jobs).where(jobs.c.id.in_(part)).values(**values))
+
+    async def images_of(self, job_id: int) -> list[StoredImage]:
+        """The recorded images of a job, by index."""
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(images).where(images.c.job_id == job_id).order_by(images.c.index)
+            )
+            return [_stored_image(r) for r in rows]
+
+    async def descriptions_of(self, job_id: int) -> list[str]:
+        """The recorded descriptions of a job, by index."""
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(descriptions.c.text)
+                .where(descriptions.c.job_id == job_id)
+                .order_by(descriptions.c.index)
+            )
+            return [r.text for r in rows]
+
+    async def pending_work(self, manifest_id: int | None = None) -> tuple[int, int, float | None]:
+        """Pending and running job counts, and the earliest time a pending job is due."""
+        where = [jobs.c.manifest_id == manifest_id] if manifest_id is not None else []
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(jobs.c.state, func.count(), func.min(jobs.c.next_attempt_at))
+                .where(jobs.c.state.in_((PENDING, RUNNING)), *where)
+                .group_by(jobs.c.state)
+            )
+            pending, running, due = 0, 0, None
+            for state, count, earliest in rows:
+                if state == PENDING:
+                    pending, due = int(count), earliest
+                else:
+                    running = int(count)
+        return pending, running, due
+
+    async def reset_jobs(self, manifest_id: int | None, *, states: Sequence[str], reason: str | None) -> int:
+        """Put matching jobs back to pending (``retry``); expired results are regenerated."""
+        conditions: list[ColumnElement[bool]] = [jobs.c.state.in_(states)]
+        if manifest_id is not None:
+            conditions.append(jobs.c.manifest_id == manifest_id)
+        if reason is not None:
+            conditions.append(jobs.c.error_kind == reason)
+        now = time.time()
+        async with self._write() as conn:
+            ids = [r.id for r in await conn.execute(self._locked(select(jobs.c.id).where(and_(*conditions))))]
+            for part in id_chunks(ids):
+                expired = [
+                    r.id
+                    for r in await conn.execute(
+                        select(jobs.c.id).where(jobs.c.id.in_(part), jobs.c.error_kind == "url_expired")
+                    )
+                ]
+                if expired:
+                    await conn.execute(delete(images).where(images.c.job_id.in_(expired)))
+                    await conn.execute(delete(descriptions).where(descriptions.c.job_id.in_(expired)))
+                    await conn.execute(update(jobs).where(jobs.c.id.in_(expired)).values(response_at=None))
+                await conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id.in_(part))
+                    .values(
+                        state=PENDING,
+                        attempts=0,
+                        next_attempt_at=now,
+                        # no owner outside `running`: the lease checks rely on it
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        error_kind=None,
+                        error_message=None,
+                        finished_at=None,
+                        updated_at=now,
+                    )
+                )
+        return len(ids)
+
+
+def _stored_image(row: Any) -> StoredImage:
+    return StoredImage(
+        job_id=row.job_id,
+        index=row.index,
+        remote_url=row.remote_url,
+        prompt=row.prompt,
+        resolution=row.resolution,
+        seed=row.seed,
+        is_image_safe=row.is_image_safe,
+        state=row.state,
+        local_path=row.local_path,
+        sha256=row.sha256,
+    )
