@@ -1,0 +1,276 @@
+"""Every performance figure of docs/performance.md, measured side by side in one run.
+
+    python bench/run_all.py [--quick] [--no-pg] [--out bench/results.json]
+
+1. Throughput against the ideal C/L and against the naive script (bench/naive_baseline.py)
+   at C = 10, 50, 200 and L = 50 ms, 500 ms (fake server in a subprocess, SQLite ledger).
+2. Runner overhead at zero latency: jobs/s and CPU seconds per 1,000 jobs.
+3. Planning 1,000,000 jobs (`ideobatch plan --save` in a subprocess): jobs/s, peak RSS.
+4. A re-run of a finished 100,000-job manifest: seconds until it reports nothing to do.
+5. Workers on PostgreSQL (1, 2, 4), from bench/workers.py.
+
+Results go to bench/results.json and bench/throughput.png (matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from naive_baseline import naive_run
+from throughput import KEY, start_server
+
+from pipeline.running import RunOptions, run_manifest
+
+HERE = Path(__file__).resolve().parent
+CONCURRENCY = (10, 50, 200)
+LATENCY_MS = (50, 500)
+
+
+async def set_latency(url: str, latency_ms: float) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/_control", json={"latency_ms": latency_ms, "latency_dist": "fixed"}) as response,
+    ):
+        response.raise_for_status()
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def runner_point(url: str, jobs: int, concurrency: int) -> tuple[float, float]:
+    """(jobs/s, CPU seconds of this process) for `ideobatch run` in-process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        manifest = folder / "bench.yaml"
+        manifest.write_text(
+            f"version: 1\nname: bench\nlimits: {{concurrency: {concurrency}}}\n"
+            f"jobs:\n  - {{op: generate, prompt: run all bench, model: V_2_TURBO, repeat: {jobs}}}\n"
+        )
+        before = cpu_seconds()
+        code, summary = await run_manifest(
+            RunOptions(
+                str(manifest),
+                f"sqlite:///{folder}/ledger.db",
+                out_dir=str(folder / "out"),
+                quiet=True,
+                base_url=url,
+            )
+        )
+        cpu = cpu_seconds() - before
+    if code != 0 or summary["jobs"]["succeeded"] != jobs:
+        raise RuntimeError(f"run failed: {summary['jobs']}")
+    return jobs / summary["duration_s"], cpu
+
+
+async def naive_point(url: str, jobs: int, concurrency: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        seconds = await naive_run(url, KEY, jobs, concurrency, Path(tmp))
+    return jobs / seconds
+
+
+async def throughput_grid(url: str, quick: bool) -> list[dict[str, Any]]:
+    points = []
+    for latency in LATENCY_MS:
+        await set_latency(url, latency)
+        for concurrency in CONCURRENCY:
+            ideal = concurrency / (latency / 1000)
+            jobs = int(min(3000, max(200, ideal * (4 if quick else 8))))
+            runner, _cpu = await runner_point(url, jobs, concurrency)
+            naive = await naive_point(url, jobs, concurrency)
+            point = {
+                "latency_ms": latency,
+                "concurrency": concurrency,
+                "jobs": jobs,
+                "ideal": ideal,
+                "runner": runner,
+                "naive": naive,
+                "runner_vs_ideal": runner / ideal,
+                "runner_vs_naive": runner / naive,
+            }
+            points.append(point)
+            print(
+                f"L={latency:>3}ms C={concurrency:>3}: runner {runner:7.1f} jobs/s  naive {naive:7.1f}  "
+                f"ideal {ideal:7.1f}  runner/ideal {runner / ideal:.3f}  runner/naive {runner / naive:.3f}",
+                flush=True,
+            )
+    return points
+
+
+async def zero_latency(url: str, quick: bool) -> dict[str, Any]:
+    await set_latency(url, 0)
+    jobs = 1000 if quick else 3000
+    rate, cpu = await runner_point(url, jobs, 50)
+    naive = await naive_point(url, jobs, 50)
+    result = {
+        "jobs": jobs,
+        "concurrency": 50,
+        "runner_jobs_per_s": rate,
+        "naive_jobs_per_s": naive,
+        "cpu_s_per_1000_jobs": cpu / jobs * 1000,
+    }
+    print(
+        f"zero latency: runner {rate:.0f} jobs/s ({cpu / jobs * 1000:.2f} CPU s per 1,000 jobs), "
+        f"naive {naive:.0f} jobs/s",
+        flush=True,
+    )
+    return result
+
+
+def big_manifest(folder: Path, jobs: int, name: str) -> Path:
+    prompts = 10_000
+    repeat = max(1, jobs // (prompts * 20))
+    (folder / "prompts.txt").write_text(
+        "".join(f"catalog photo {i} of a ceramic mug\n" for i in range(prompts))
+    )
+    manifest = folder / f"{name}.yaml"
+    manifest.write_text(
+        f"version: 1\nname: {name}\ndefaults: {{model: V_2_TURBO}}\njobs:\n  - op: generate\n"
+        f"    prompts: prompts.txt\n    repeat: {repeat}\n    matrix:\n"
+        "      style_type: [REALISTIC, ANIME, DESIGN, RENDER_3D, GENERAL]\n"
+        "      aspect_ratio: [ASPECT_1_1, ASPECT_16_9, ASPECT_9_16, ASPECT_4_3]\n"
+    )
+    return manifest
+
+
+async def cli(*args: str, cwd: Path) -> tuple[int, float]:
+    """Run `ideobatch ARGS`; returns (exit code, seconds)."""
+    env = dict(os.environ, CRAZYROUTER_API_KEY=KEY)
+    started = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        *args,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _out, err = await process.communicate()
+    if process.returncode not in (0, 1):
+        raise RuntimeError(err.decode()[-2000:])
+    return process.returncode or 0, time.perf_counter() - started
+
+
+async def planning(jobs: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        manifest = big_manifest(folder, jobs, "plan-bench")
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        _code, seconds = await cli(
+            "plan", str(manifest), "--save", "--ledger", f"sqlite:///{folder}/l.db", cwd=folder
+        )
+        rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    result = {
+        "jobs": jobs,
+        "seconds": seconds,
+        "jobs_per_s": jobs / seconds,
+        "peak_rss_mb": rss_mb,
+        "rss_note": "" if rss_mb * 1024 > before else "peak RSS of an earlier child",
+    }
+    print(
+        f"planning {jobs:,} jobs (plan --save, process start included): {jobs / seconds:,.0f} jobs/s, "
+        f"peak RSS {rss_mb:.0f} MB",
+        flush=True,
+    )
+    return result
+
+
+async def finished_rerun(url: str, jobs: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        manifest = big_manifest(folder, jobs, "rerun-bench")
+        text = manifest.read_text().replace("defaults:", f"provider: {{base_url: '{url}'}}\ndefaults:")
+        manifest.write_text(text)
+        ledger = f"sqlite:///{folder}/l.db"
+        await cli("plan", str(manifest), "--save", "--ledger", ledger, cwd=folder)
+        with sqlite3.connect(folder / "l.db") as conn:  # stand-in for a finished run
+            conn.execute("UPDATE jobs SET state = 'succeeded', finished_at = 1")
+        code, seconds = await cli("run", str(manifest), "--ledger", ledger, "--quiet", cwd=folder)
+    print(
+        f"re-run of a finished {jobs:,}-job manifest: nothing to do after {seconds:.2f}s (exit {code})",
+        flush=True,
+    )
+    return {"jobs": jobs, "seconds": seconds, "exit": code}
+
+
+def plot(points: list[dict[str, Any]], target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(LATENCY_MS), figsize=(11, 4.2), sharey=False)
+    for axis, latency in zip(axes, LATENCY_MS, strict=True):
+        rows = [p for p in points if p["latency_ms"] == latency]
+        xs = [p["concurrency"] for p in rows]
+        axis.plot(xs, [p["ideal"] for p in rows], "k--", label="ideal C/L")
+        axis.plot(xs, [p["runner"] for p in rows], "o-", label="ideobatch run")
+        axis.plot(xs, [p["naive"] for p in rows], "s:", label="naive script")
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_xticks(xs, [str(x) for x in xs])
+        axis.set_title(f"latency {latency} ms")
+        axis.set_xlabel("concurrency (images in flight)")
+        axis.set_ylabel("jobs per second")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend()
+    figure.suptitle("Throughput against the fake server (2-core machine, SQLite ledger, downloads included)")
+    figure.tight_layout()
+    figure.savefig(target, dpi=110)
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer jobs per point")
+    parser.add_argument("--no-pg", action="store_true", help="skip the PostgreSQL workers")
+    parser.add_argument("--out", default=str(HERE / "results.json"))
+    args = parser.parse_args()
+    os.environ["CRAZYROUTER_API_KEY"] = KEY
+    results: dict[str, Any] = {
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    server, url = await start_server(0)
+    try:
+        results["throughput"] = await throughput_grid(url, args.quick)
+        results["zero_latency"] = await zero_latency(url, args.quick)
+        results["rerun_finished"] = await finished_rerun(url, 100_000)
+    finally:
+        server.terminate()
+        await server.wait()
+    results["planning"] = await planning(1_000_000)
+    if not args.no_pg:
+        from workers import bench as workers_bench
+
+        rates = await workers_bench(1000 if args.quick else 2000, 0, 8, [1, 2, 4])
+        results["workers_postgres"] = {str(k): v for k, v in rates.items()}
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    plot(results["throughput"], HERE / "throughput.png")
+    print(f"results: {args.out}; plot: {HERE / 'throughput.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
