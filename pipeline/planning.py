@@ -6,12 +6,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import LedgerError
+from pipeline.errors import LedgerError, ManifestError
 from pipeline.expand import PlannedJob, expand
+from pipeline.fingerprint import plan_fingerprint
 from pipeline.ledger.engine import async_url
 from pipeline.ledger.records import ManifestRecord, PlanCounts, to_micros, to_usd
 from pipeline.ledger.repository import Ledger, opened_ledger
-from pipeline.manifest import LoadedManifest
+from pipeline.manifest import LoadedManifest, load_manifest
 from pipeline.settings import RunSettings
 from pipeline.validation import load_valid
 
@@ -102,28 +103,61 @@ async def plan_report(manifest: str, ledger_url: str) -> dict[str, Any]:
 
 async def plan_into(
     ledger: Ledger, loaded: LoadedManifest, settings: RunSettings
-) -> tuple[ManifestRecord, PlanCounts]:
-    """Store the manifest's settings and stream its jobs into the ledger (idempotent)."""
+) -> tuple[ManifestRecord, PlanCounts | None]:
+    """Store the manifest's settings and stream its jobs into the ledger (idempotent).
+
+    When nothing the jobs come from has changed since the last complete plan
+    (`pipeline.fingerprint`), only the settings are stored: validation and
+    expansion are skipped, and the counts are None. Otherwise the manifest is
+    validated in full (``loaded`` may be structure-only) and re-planned.
+    """
+    fingerprint = plan_fingerprint(loaded)
+    config = {**settings.to_config(), "plan_fingerprint": fingerprint}
     budget = settings.limits.budget_usd
+    stored = await ledger.get_manifest(settings.name)
+    unchanged = stored is not None and stored.plan_complete and stored.plan_fingerprint == fingerprint
+    if not unchanged:
+        loaded, _counts = load_valid(str(loaded.path))
     record = await ledger.save_manifest(
         name=settings.name,
         sha256=loaded.sha256,
         path=str(loaded.path.resolve()),
         base_dir=settings.base_dir,
-        config=settings.to_config(),
+        config=config if unchanged else settings.to_config(),
         budget_micros=None if budget is None else to_micros(budget),
+        replanning=not unchanged,
     )
+    if unchanged:
+        return record, None
     counts = await ledger.plan_jobs(record.id, expand(loaded))
+    await ledger.mark_planned(record.id, config)
     return record, counts
+
+
+def load_structure(path: str) -> LoadedManifest:
+    """The manifest's structure, validated; a structural error reports every problem of the file."""
+    try:
+        return load_manifest(path)
+    except ManifestError:
+        load_valid(path)  # raises with the problems of every section at once
+        raise
 
 
 async def save_plan(manifest: str, ledger_url: str, budget_usd: float | None) -> None:
     """Store the manifest's settings and jobs in the ledger (what `run` does before working)."""
-    loaded, _counts = load_valid(manifest)
+    loaded = load_structure(manifest)
     settings = RunSettings.from_manifest(loaded).with_overrides(budget_usd=budget_usd)
     async with opened_ledger(ledger_url) as ledger:
         _record, counts = await plan_into(ledger, loaded, settings)
-    log.info("saved %s: %d job(s), %d new", settings.name, counts.total, counts.new)
+    log_plan(settings.name, counts)
+
+
+def log_plan(name: str, counts: PlanCounts | None) -> None:
+    """One log line about a plan."""
+    if counts is None:
+        log.info("%s: nothing changed since the last plan", name)
+    else:
+        log.info("planned %s: %d job(s), %d new", name, counts.total, counts.new)
 
 
 def _count_stages(stages: Any) -> int:

@@ -16,12 +16,11 @@ from pipeline.exit_codes import EXIT_ABORTED, EXIT_OK
 from pipeline.leases import DEFAULT_LEASE_S, HOST, reclaim_dead_on_this_host
 from pipeline.ledger.records import ManifestRecord
 from pipeline.ledger.repository import Ledger, opened_ledger
-from pipeline.planning import plan_into
+from pipeline.planning import load_structure, log_plan, plan_into
 from pipeline.progress import Progress
 from pipeline.settings import RunSettings
 from pipeline.signals import Shutdown
 from pipeline.summary import build_summary, exit_code
-from pipeline.validation import load_valid
 from pipeline.worker import JobRunner, RunResult
 
 log = logging.getLogger("ideobatch")
@@ -50,7 +49,7 @@ class RunOptions:
 
 async def run_manifest(options: RunOptions) -> tuple[int, dict[str, Any]]:
     """Plan then work through a manifest; returns the exit code and the summary."""
-    loaded, _counts = load_valid(options.manifest)
+    loaded = load_structure(options.manifest)
     settings = RunSettings.from_manifest(loaded).with_overrides(
         concurrency=options.concurrency,
         budget_usd=options.budget_usd,
@@ -60,7 +59,7 @@ async def run_manifest(options: RunOptions) -> tuple[int, dict[str, Any]]:
     api_key = settings.api_key()
     async with opened_ledger(options.ledger_url) as ledger:
         record, counts = await plan_into(ledger, loaded, settings)
-        log.info("planned %s: %d job(s), %d new", settings.name, counts.total, counts.new)
+        log_plan(settings.name, counts)
         owner = new_owner()
         lock = options.lock or loaded.manifest.lock
         if lock and not await ledger.acquire_lock(record.id, owner, options.lease_s):

@@ -36,6 +36,13 @@ class ManifestRecord:
     budget_micros: int | None
     spent_micros: int
     reserved_micros: int
+    plan_complete: bool = False
+
+    @property
+    def plan_fingerprint(self) -> str | None:
+        """The fingerprint of the inputs the stored plan came from (see `pipeline.fingerprint`)."""
+        value = self.config.get("plan_fingerprint")
+        return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,10 +101,15 @@ class Ledger(Execution, Reports):
         base_dir: str,
         config: dict[str, Any],
         budget_micros: int | None,
+        replanning: bool = True,
     ) -> ManifestRecord:
-        """Create or update the manifest of this name (a re-plan keeps its jobs)."""
+        """Create or update the manifest of this name (a re-plan keeps its jobs).
+
+        ``replanning`` marks the plan incomplete until `plan_jobs` finishes, so
+        that an interrupted plan is never taken for a complete one.
+        """
         now = time.time()
-        values = {
+        values: dict[str, Any] = {
             "sha256": sha256,
             "path": path,
             "base_dir": base_dir,
@@ -112,6 +117,8 @@ class Ledger(Execution, Reports):
             "planned_at": now,
             "budget_micros": budget_micros,
         }
+        if replanning:
+            values["plan_complete"] = False
         async with self._write() as conn:
             row = (
                 await conn.execute(self._locked(select(manifests.c.id).where(manifests.c.name == name)))
@@ -119,7 +126,7 @@ class Ledger(Execution, Reports):
             if row is None:
                 await conn.execute(
                     insert(manifests).values(
-                        name=name, plan_complete=False, spent_micros=0, reserved_micros=0, **values
+                        name=name, spent_micros=0, reserved_micros=0, **{"plan_complete": False, **values}
                     )
                 )
             else:
@@ -127,6 +134,15 @@ class Ledger(Execution, Reports):
         record = await self.get_manifest(name)
         assert record is not None
         return record
+
+    async def mark_planned(self, manifest_id: int, config: dict[str, Any]) -> None:
+        """Record that the manifest's jobs are all in the ledger, with the settings they came from."""
+        async with self._write() as conn:
+            await conn.execute(
+                update(manifests)
+                .where(manifests.c.id == manifest_id)
+                .values(plan_complete=True, config=canonical_json(config))
+            )
 
     async def get_manifest(self, name: str) -> ManifestRecord | None:
         """The manifest of this name, or None."""
@@ -311,6 +327,7 @@ def _manifest_record(row: Any) -> ManifestRecord:
         budget_micros=row.budget_micros,
         spent_micros=row.spent_micros,
         reserved_micros=row.reserved_micros,
+        plan_complete=bool(row.plan_complete),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -208,3 +209,25 @@ async def test_concurrency_counts_images_not_requests(tmp_path: Path, fake_serve
     code, _summary = await run(manifest, fake_server, tmp_path)
     assert code == 0
     assert fake_server.state.stats()["max_inflight_images"] == 8
+
+
+async def test_unchanged_manifest_is_not_planned_again(
+    tmp_path: Path, fake_server: FakeServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A re-run with nothing changed skips validation and expansion; a changed input re-plans."""
+    caplog.set_level(logging.INFO, logger="ideobatch")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("one\ntwo\n")
+    manifest = write_manifest(tmp_path, "- op: generate\n  prompts: p.txt\n")
+    await run(manifest, fake_server, tmp_path)
+    assert "planned t: 2 job(s), 2 new" in caplog.text
+    caplog.clear()
+    code, _ = await run(manifest, fake_server, tmp_path)
+    assert code == 0
+    assert "t: nothing changed since the last plan" in caplog.text
+    caplog.clear()
+    prompts.write_text("one\ntwo\nthree\n")
+    code, summary = await run(manifest, fake_server, tmp_path)
+    assert "planned t: 3 job(s), 1 new" in caplog.text
+    assert summary["jobs"]["succeeded"] == 3
+    assert len(fake_server.state.log) == 3
