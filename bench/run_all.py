@@ -9,7 +9,7 @@
 4. A re-run of a finished 100,000-job manifest: seconds until it reports nothing to do.
 5. Workers on PostgreSQL (1, 2, 4), from bench/workers.py.
 
-Results go to bench/results.json and bench/throughput.png (matplotlib).
+Results go to bench/results.json and docs/throughput.png (matplotlib).
 """
 
 from __future__ import annotations
@@ -267,8 +267,8 @@ async def main() -> int:
         rates = await workers_bench(1000 if args.quick else 2000, 0, 8, [1, 2, 4])
         results["workers_postgres"] = {str(k): v for k, v in rates.items()}
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    plot(results["throughput"], HERE / "throughput.png")
-    print(f"results: {args.out}; plot: {HERE / 'throughput.png'}")
+    plot(results["throughput"], HERE.parent / "docs" / "throughput.png")
+    print(f"results: {args.out}; plot: docs/throughput.png")
     return 0
 
 

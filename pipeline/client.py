@@ -35,6 +35,8 @@ from pipeline.wire import (
 )
 
 T = TypeVar("T")
+#: keys at least this long are cut out of recorded error messages
+MIN_SCRUB_CHARS = 8
 #: the largest successful API body we read (a response is a few KB)
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 
@@ -114,7 +116,8 @@ class IdeogramClient:
 
     def _scrubbed(self, error: ApiError) -> ApiError:
         """The error with our key cut out of its message (a server may quote request headers)."""
-        if self._secret and self._secret in error.message:
+        # a key this short would cut ordinary words out of messages; real keys are long
+        if len(self._secret) >= MIN_SCRUB_CHARS and self._secret in error.message:
             error.message = error.message.replace(self._secret, "[redacted]")
             error.args = (error.message,)
         return error
