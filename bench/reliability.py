@@ -17,7 +17,6 @@ import asyncio
 import hashlib
 import json
 import logging
-import os
 import random
 import signal
 import sqlite3
@@ -26,9 +25,10 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from common import KEY, spawn
+
 from pipeline.fake_server import FakeServer, FaultConfig
 
-KEY = "chaos-key"
 FAULTS = {
     "latency_ms": 40,
     "latency_jitter_ms": 30,
@@ -45,17 +45,7 @@ FAULTS = {
 
 
 async def cli(*args: str, cwd: Path, wait: bool = True) -> tuple[int, str, asyncio.subprocess.Process]:
-    env = dict(os.environ, CRAZYROUTER_API_KEY=KEY, IDEOBATCH_TESTING_WAIT_SCALE="0")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pipeline.cli",
-        *args,
-        cwd=cwd,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    process = await spawn(*args, cwd=cwd, stderr=asyncio.subprocess.DEVNULL)
     if not wait:
         return 0, "", process
     out, _ = await process.communicate()

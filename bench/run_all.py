@@ -31,10 +31,8 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import KEY, run_generate_jobs, spawn, start_server
 from naive_baseline import naive_run
-from throughput import KEY, start_server
-
-from pipeline.running import RunOptions, run_manifest
 
 HERE = Path(__file__).resolve().parent
 CONCURRENCY = (10, 50, 200)
@@ -56,27 +54,9 @@ def cpu_seconds() -> float:
 
 async def runner_point(url: str, jobs: int, concurrency: int) -> tuple[float, float]:
     """(jobs/s, CPU seconds of this process) for `ideobatch run` in-process."""
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        manifest = folder / "bench.yaml"
-        manifest.write_text(
-            f"version: 1\nname: bench\nlimits: {{concurrency: {concurrency}}}\n"
-            f"jobs:\n  - {{op: generate, prompt: run all bench, model: V_2_TURBO, repeat: {jobs}}}\n"
-        )
-        before = cpu_seconds()
-        code, summary = await run_manifest(
-            RunOptions(
-                str(manifest),
-                f"sqlite:///{folder}/ledger.db",
-                out_dir=str(folder / "out"),
-                quiet=True,
-                base_url=url,
-            )
-        )
-        cpu = cpu_seconds() - before
-    if code != 0 or summary["jobs"]["succeeded"] != jobs:
-        raise RuntimeError(f"run failed: {summary['jobs']}")
-    return jobs / summary["duration_s"], cpu
+    before = cpu_seconds()
+    summary = await run_generate_jobs(url, jobs, concurrency)
+    return jobs / summary["duration_s"], cpu_seconds() - before
 
 
 async def naive_point(url: str, jobs: int, concurrency: int) -> float:
@@ -151,18 +131,8 @@ def big_manifest(folder: Path, jobs: int, name: str) -> Path:
 
 async def cli(*args: str, cwd: Path) -> tuple[int, float]:
     """Run `ideobatch ARGS`; returns (exit code, seconds)."""
-    env = dict(os.environ, CRAZYROUTER_API_KEY=KEY)
     started = time.perf_counter()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pipeline.cli",
-        *args,
-        cwd=cwd,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await spawn(*args, cwd=cwd, stdout=asyncio.subprocess.DEVNULL)
     _out, err = await process.communicate()
     if process.returncode not in (0, 1):
         raise RuntimeError(err.decode()[-2000:])

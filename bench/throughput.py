@@ -13,69 +13,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from pipeline.running import RunOptions, run_manifest
+from common import KEY, run_generate_jobs, start_server
 
 TARGET_RATIO = 0.90
-KEY = "bench-key"
-LISTENING = re.compile(r"listening on (http://\S+)")
-
-
-async def start_server(latency_ms: float) -> tuple[asyncio.subprocess.Process, str]:
-    """`ideobatch fake-server` in a subprocess, and its URL."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pipeline.cli",
-        "fake-server",
-        "--port",
-        "0",
-        "--api-key",
-        KEY,
-        "--latency",
-        str(latency_ms),
-        "--latency-dist",
-        "fixed",
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
-    match = LISTENING.search(line)
-    if match is None:
-        process.kill()
-        raise RuntimeError(f"fake server did not start: {line!r}")
-    return process, match.group(1)
 
 
 async def one_point(url: str, jobs: int, concurrency: int, latency_ms: float) -> tuple[float, float]:
     """Run `jobs` jobs at `concurrency`; returns (jobs/s, ratio to ideal)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        manifest = folder / "bench.yaml"
-        manifest.write_text(
-            f"version: 1\nname: bench-{concurrency}\nprovider: {{kind: crazyrouter}}\n"
-            f"limits: {{concurrency: {concurrency}}}\n"
-            "jobs:\n  - op: generate\n    prompt: throughput bench\n    model: V_2_TURBO\n"
-            f"    repeat: {jobs}\n"
-        )
-        started = time.perf_counter()
-        code, summary = await run_manifest(
-            RunOptions(
-                str(manifest),
-                f"sqlite:///{folder}/ledger.db",
-                out_dir=str(folder / "out"),
-                quiet=True,
-                base_url=url,
-            )
-        )
-        wall = time.perf_counter() - started
-    if code != 0 or summary["jobs"]["succeeded"] != jobs:
-        raise RuntimeError(f"run failed: exit {code}, {summary['jobs']}")
+    started = time.perf_counter()
+    summary = await run_generate_jobs(url, jobs, concurrency)
+    wall = time.perf_counter() - started
     elapsed = summary["duration_s"]
     rate = jobs / elapsed
     ideal = concurrency / (latency_ms / 1000)

@@ -14,62 +14,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 import asyncpg
+from common import spawn, start_server
 from sqlalchemy import make_url
 
-KEY = "bench-key"
-LISTENING = re.compile(r"listening on (http://\S+)")
 ADMIN = os.environ.get("IDEOBATCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 async def cli(*args: str, cwd: Path) -> asyncio.subprocess.Process:
-    env = dict(os.environ, CRAZYROUTER_API_KEY=KEY)
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pipeline.cli",
-        *args,
-        cwd=cwd,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    return await spawn(*args, cwd=cwd)
 
 
 async def done(process: asyncio.subprocess.Process) -> None:
     _out, err = await process.communicate()
     if process.returncode not in (0,):
         raise RuntimeError(f"exit {process.returncode}: {err.decode()[-2000:]}")
-
-
-async def fake_server(latency_ms: float) -> tuple[asyncio.subprocess.Process, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pipeline.cli",
-        "fake-server",
-        "--port",
-        "0",
-        "--api-key",
-        KEY,
-        "--latency",
-        str(latency_ms),
-        "--latency-dist",
-        "fixed",
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
-    match = LISTENING.search(line)
-    if match is None:
-        raise RuntimeError(f"fake server did not start: {line!r}")
-    return process, match.group(1)
 
 
 async def measure(ledger: str, name: str) -> tuple[int, float]:
@@ -116,7 +80,7 @@ async def bench(jobs: int, latency_ms: float, concurrency: int, counts: list[int
     admin = await asyncpg.connect(ADMIN)
     await admin.execute(f'CREATE DATABASE "{database}"')
     ledger = make_url(ADMIN).set(database=database).render_as_string(hide_password=False)
-    server, url = await fake_server(latency_ms)
+    server, url = await start_server(latency_ms)
     rates: dict[int, float] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -34,6 +34,14 @@ ledger_option = click.option(
     show_default=True,
     help="Ledger URL: sqlite:///path or postgresql://user@host/db (env IDEOBATCH_LEDGER).",
 )
+lease_option = click.option(
+    "--lease",
+    "lease_s",
+    type=click.FloatRange(1),
+    default=DEFAULT_LEASE_S,
+    show_default=True,
+    help="Seconds a claimed job stays leased without a heartbeat.",
+)
 json_option = click.option(
     "--json",
     "as_json",
@@ -130,14 +138,7 @@ def main() -> None:
 @click.option("--base-url", help="API base URL (overrides provider.base_url; e.g. a fake server).")
 @click.option("--quiet", is_flag=True, help="No progress bar; warnings and the summary only.")
 @click.option("--lock", is_flag=True, help="Refuse to start (exit 4) while another run holds this manifest.")
-@click.option(
-    "--lease",
-    "lease_s",
-    type=click.FloatRange(1),
-    default=DEFAULT_LEASE_S,
-    show_default=True,
-    help="Seconds a claimed job stays leased without a heartbeat.",
-)
+@lease_option
 @json_option
 def run(
     manifest: str,
@@ -273,14 +274,7 @@ def gallery(manifest: str | None, ledger_url: str, out_file: str | None) -> None
     "--follow", is_flag=True, help="Keep waiting for new work instead of exiting when none is left."
 )
 @click.option("--quiet", is_flag=True, help="No progress bar; warnings only.")
-@click.option(
-    "--lease",
-    "lease_s",
-    type=click.FloatRange(1),
-    default=DEFAULT_LEASE_S,
-    show_default=True,
-    help="Seconds a claimed job stays leased without a heartbeat.",
-)
+@lease_option
 def worker(ledger_url: str, follow: bool, quiet: bool, lease_s: float) -> None:
     """Claim and execute pending jobs of every planned manifest (many machines, one ledger)."""
     from pipeline.running import run_worker

@@ -22,6 +22,7 @@ import aiohttp
 
 from pipeline.errors import BadImage, DownloadRetryable, UrlExpired
 from pipeline.images import EXTENSIONS, image_size_from_bytes, sniff_image_type
+from pipeline.leases import pid_alive
 from pipeline.wire import USER_AGENT, retry_after_seconds
 
 #: no produced image is larger than this (Ideogram's upscales are a few MB)
@@ -57,16 +58,6 @@ def temp_name(final: Path) -> Path:
     )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_temp_files(root: Path) -> int:
     """Remove temporary files of dead processes under ``root``; returns how many."""
     removed = 0
@@ -80,7 +71,7 @@ def clean_temp_files(root: Path) -> int:
         except (IndexError, ValueError):
             continue
         if host == _HOST:
-            stale = pid != os.getpid() and not _pid_alive(pid)
+            stale = pid != os.getpid() and not pid_alive(pid)
         else:
             stale = now - path.stat().st_mtime > STALE_TEMP_S
         if stale:

@@ -17,9 +17,11 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, cast
 
 from PIL import Image
+
+from pipeline.images import sniff_image_type
 
 #: reported resolution of each legacy aspect ratio (ASSUMPTION, see module docstring)
 ASPECT_RESOLUTIONS: dict[str, tuple[int, int]] = {
@@ -127,14 +129,9 @@ def render_sample(name: str, width: int, height: int, fmt: ImageFormat) -> bytes
 
 
 def sniff_format(data: bytes) -> ImageFormat | None:
-    """JPEG, PNG or WebP by magic bytes; None for anything else."""
-    if data.startswith(PNG_SIGNATURE):
-        return "png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return None
+    """JPEG, PNG or WebP by magic bytes (as the runner checks them); None for anything else."""
+    kind = sniff_image_type(data[:32])
+    return cast(ImageFormat, kind) if kind is not None else None
 
 
 class UndecodableImage(ValueError):

@@ -142,15 +142,8 @@ class Execution(LedgerBase):
             ids = [r.id for r in rows]
             await self._release_reservations(conn, rows)
             for part in id_chunks(ids):
-                await conn.execute(
-                    update(attempts)
-                    .where(attempts.c.job_id.in_(part), attempts.c.ended_at.is_(None))
-                    .values(
-                        ended_at=now,
-                        in_doubt=attempts.c.sent,
-                        error_kind="lease_expired",
-                        message="the worker stopped before recording an answer",
-                    )
+                await _end_unanswered(
+                    conn, part, now, "lease_expired", "the worker stopped before recording an answer"
                 )
                 await conn.execute(
                     update(jobs)
@@ -403,16 +396,7 @@ class Execution(LedgerBase):
             await self._release_reservations(conn, list(owned.values()))
             ids = list(owned)
             for part in id_chunks(ids):
-                await conn.execute(
-                    update(attempts)
-                    .where(attempts.c.job_id.in_(part), attempts.c.ended_at.is_(None))
-                    .values(
-                        ended_at=now,
-                        in_doubt=attempts.c.sent,
-                        error_kind="cancelled",
-                        message="run stopped",
-                    )
-                )
+                await _end_unanswered(conn, part, now, "cancelled", "run stopped")
                 values: dict[str, Any] = {
                     "state": PENDING,
                     "lease_owner": None,
@@ -509,4 +493,15 @@ def _stored_image(row: Any) -> StoredImage:
         state=row.state,
         local_path=row.local_path,
         sha256=row.sha256,
+    )
+
+
+async def _end_unanswered(
+    conn: AsyncConnection, job_ids: Sequence[int], now: float, kind: str, message: str
+) -> None:
+    """End the jobs' attempts that have no outcome; those that were sent become in doubt."""
+    await conn.execute(
+        update(attempts)
+        .where(attempts.c.job_id.in_(job_ids), attempts.c.ended_at.is_(None))
+        .values(ended_at=now, in_doubt=attempts.c.sent, error_kind=kind, message=message)
     )
