@@ -170,7 +170,11 @@ def _with_retry_after(response: web.Response, state: ServerState) -> web.Respons
 def _success(request: web.Request, state: ServerState, dialect: Dialect, call: Call) -> web.Response:
     if call.op == "describe":
         assert call.source is not None
-        return dialect.describe_response(call.op, describe(call.source))
+        texts = describe(call.source)
+        wanted = state.config.descriptions_per_image
+        if wanted is not None:
+            texts = (texts * wanted)[:wanted]
+        return dialect.describe_response(call.op, texts)
     return dialect.images_response(call.op, state.now(), _images(request, state, call))
 
 

@@ -73,6 +73,8 @@ class FaultConfig(BaseModel):
     rate_download_truncate: Rate = Field(default=0.0, ge=0, le=1)
     rate_download_html: Rate = Field(default=0.0, ge=0, le=1)
     rate_download_reset: Rate = Field(default=0.0, ge=0, le=1)
+    #: descriptions per described image: None lets the image decide (one or two, like Ideogram)
+    descriptions_per_image: int | None = Field(default=None, ge=1, le=4)
     #: share of image GETs answered with a tiny PNG whose header claims 12000x12000 pixels
     rate_download_bomb: Rate = Field(default=0.0, ge=0, le=1)
     #: a misbehaving proxy: 5xx pages quote the request's auth header back (secrets tests)

@@ -29,7 +29,8 @@ def catalog_images(folder: Path, count: int, start: int = 0) -> list[Path]:
 async def test_describe_then_generate_one_child_per_description(
     tmp_path: Path, fake_server: FakeServer
 ) -> None:
-    """describe 5 images: each description becomes the prompt of one generate job."""
+    """describe 5 images (one description each): 5 generate jobs, each prompted by its description."""
+    fake_server.set_faults(descriptions_per_image=1)
     catalog_images(tmp_path, 5)
     manifest = write_manifest(
         tmp_path,
@@ -45,7 +46,7 @@ async def test_describe_then_generate_one_child_per_description(
     code, summary = await run(manifest, fake_server, tmp_path)
     assert code == 0, summary
     descriptions = [text for (text,) in rows(tmp_path, "SELECT text FROM descriptions")]
-    assert len(descriptions) >= 5
+    assert len(descriptions) == 5
     assert summary["by_op"]["describe"]["succeeded"] == 5
     assert summary["by_op"]["generate"]["succeeded"] == len(descriptions)
     prompts = [
@@ -121,3 +122,17 @@ async def test_catalog_rerun_processes_only_new_rows(tmp_path: Path, fake_server
     Image.new("RGB", (33, 33), (1, 2, 3)).save(images[0])  # the file changed: new bytes, new work
     code, _ = await run(manifest, fake_server, tmp_path)
     assert len(fake_server.state.log) == 26
+
+
+async def test_two_descriptions_give_two_children(tmp_path: Path, fake_server: FakeServer) -> None:
+    """When describe answers with two descriptions, the stage gets one child job per description."""
+    fake_server.set_faults(descriptions_per_image=2)
+    catalog_images(tmp_path, 1)
+    manifest = write_manifest(
+        tmp_path,
+        "- op: describe\n  images: 'catalog/*.png'\n"
+        "  then:\n    - op: generate\n      prompt: '{description}'\n",
+    )
+    code, summary = await run(manifest, fake_server, tmp_path)
+    assert code == 0
+    assert summary["by_op"]["generate"]["succeeded"] == 2
