@@ -11,6 +11,7 @@ Gateway failures (5xx) are HTML in both, as a load balancer would send them.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -61,7 +62,7 @@ def _size(value: tuple[int, int]) -> str:
     return f"{value[0]}x{value[1]}"
 
 
-class Dialect:
+class Dialect(ABC):
     """Behaviour shared by both dialects; subclasses fill in the differences."""
 
     name: str = ""
@@ -74,25 +75,30 @@ class Dialect:
         Auth.INVALID: "Not authorized to generate an image.",
     }
 
+    @abstractmethod
     def authenticate(self, headers: Mapping[str, str], api_key: str) -> Auth:
         """Whether the request carries the right key in this dialect's header."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def auth_status(self, op: str) -> int:
         """The status of a call with a missing or wrong key."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def created(self, now: float) -> str | int:
         """The ``created`` value of a successful response."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def image_object(self, image: ImageResult) -> dict[str, Any]:
         """One entry of ``data``."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def failure(self, failure: Failure, message: str, op: str, *, inflight_limit: int = 0) -> web.Response:
         """The response of a failed call."""
-        raise NotImplementedError
+        ...
 
     def headers(self, op: str) -> dict[str, str]:
         """Headers every response of this dialect carries."""
