@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -74,3 +75,14 @@ def manifest_for(folder: Path, server: FakeServer, body: str, *, name: str = "ac
         f"{extra}jobs:\n{body}"
     )
     return path
+
+
+def succeeded(folder: Path) -> int:
+    """Jobs the ledger has finished (read while the runner writes: SQLite WAL allows it)."""
+    if not (folder / "ledger.db").exists():
+        return 0
+    with sqlite3.connect(folder / "ledger.db", timeout=10) as conn:
+        try:
+            return int(conn.execute("SELECT count(*) FROM jobs WHERE state = 'succeeded'").fetchone()[0])
+        except sqlite3.OperationalError:  # the schema is being created
+            return 0

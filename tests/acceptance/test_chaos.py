@@ -12,19 +12,9 @@ import sqlite3
 from pathlib import Path
 
 from pipeline.fake_server import FakeServer
-from tests.acceptance.conftest import ideobatch, manifest_for, start
+from tests.acceptance.conftest import ideobatch, manifest_for, start, succeeded
 
 CHAOS_SEED = 4242
-
-
-def succeeded(folder: Path) -> int:
-    if not (folder / "ledger.db").exists():
-        return 0
-    with sqlite3.connect(folder / "ledger.db", timeout=10) as conn:
-        try:
-            return int(conn.execute("SELECT count(*) FROM jobs WHERE state = 'succeeded'").fetchone()[0])
-        except sqlite3.OperationalError:
-            return 0
 
 
 async def test_every_fault_at_once_with_kills(tmp_path: Path, server: FakeServer) -> None:

@@ -11,24 +11,13 @@ import sqlite3
 from pathlib import Path
 
 from pipeline.fake_server import FakeServer
-from tests.acceptance.conftest import finish, ideobatch, manifest_for, start, status_json
+from tests.acceptance.conftest import finish, ideobatch, manifest_for, start, status_json, succeeded
 
 KILL_SEED = 20261125
 
 
 def ledger_file(folder: Path) -> str:
     return f"sqlite:///{folder}/ledger.db"
-
-
-def succeeded(folder: Path) -> int:
-    """Jobs the ledger has finished (read while the runner writes: SQLite WAL allows it)."""
-    if not (folder / "ledger.db").exists():
-        return 0
-    with sqlite3.connect(folder / "ledger.db", timeout=10) as conn:
-        try:
-            return int(conn.execute("SELECT count(*) FROM jobs WHERE state = 'succeeded'").fetchone()[0])
-        except sqlite3.OperationalError:  # the schema is being created
-            return 0
 
 
 def unanswered_attempts(folder: Path) -> int:
