@@ -9,9 +9,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import (
-    Select,
-)
+from sqlalchemy import Connection, Select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipeline.expand import PlannedJob
@@ -21,8 +19,10 @@ from pipeline.ledger.statements import DriverSql, statements
 from pipeline.ledger.tables import (
     PENDING,
 )
+from pipeline.ledger.writer import SqliteWriter, Work, run_write
 
 Key = TypeVar("Key")
+T = TypeVar("T")
 
 #: SQLite allows 32766 bound parameters; stay well under it in IN (...) lists
 ID_CHUNK = 900
@@ -54,6 +54,20 @@ class LedgerBase:
         self._write_gate: asyncio.Lock | contextlib.nullcontext[None] = (
             asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
         )
+        self._sqlite_writer = SqliteWriter(url) if self.is_sqlite else None
+
+    async def _transact(self, work: Work[T]) -> T:
+        """Run ``work`` (a function of a sync `Connection`) as one write transaction."""
+        async with self._write_gate:
+            return await run_write(self.engine, self._sqlite_writer, work)
+
+    async def _dispose(self) -> None:
+        """Close every connection of the ledger."""
+        try:
+            if self._sqlite_writer is not None:
+                await self._sqlite_writer.close()
+        finally:
+            await self.engine.dispose()
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -75,9 +89,9 @@ class LedgerBase:
             return query
         return query.with_for_update(skip_locked=skip_locked)
 
-    async def _insert_rows(self, conn: AsyncConnection, rows: list[tuple[Any, ...]]) -> None:
+    def _insert_rows(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
         """Insert job rows (`job_row_values`); keys the manifest already has are left alone."""
-        await conn.exec_driver_sql(self._driver.insert_job, rows)
+        conn.exec_driver_sql(self._driver.insert_job, rows)
 
 
 def job_row_values(

@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, event, make_url
+from sqlalchemy import Connection, Engine, event, make_url
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -56,13 +57,26 @@ def create_engine(url: str) -> AsyncEngine:
         assert target.database is not None
         Path(target.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(target, pool_size=4, max_overflow=4, connect_args={"timeout": 60})
-        _configure_sqlite(engine)
+        _configure_sqlite(engine.sync_engine)
         return engine
     return create_async_engine(target, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def create_sqlite_writer_engine(url: str) -> Engine:
+    """A synchronous (pysqlite) engine on a SQLite ledger, with the same settings.
+
+    Used from one dedicated thread (`ledger.writer.SqliteWriter`), so that a
+    whole transaction costs one hop between threads instead of several per
+    statement.
+    """
+    target = async_url(url).set(drivername="sqlite+pysqlite")
+    engine = create_sync_engine(target, pool_size=1, max_overflow=0, connect_args={"timeout": 60})
+    _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # SQLAlchemy, not the driver, emits BEGIN (so it can be BEGIN IMMEDIATE)
         dbapi_connection.isolation_level = None
@@ -73,7 +87,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         write = conn.get_execution_options().get("ideobatch_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     and_,
     delete,
     func,
@@ -20,7 +21,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pipeline.ledger.base import LedgerBase, grouped, id_chunks, job_row_values
 from pipeline.ledger.records import (
@@ -58,35 +58,38 @@ class Execution(LedgerBase):
         now = time.time() if now is None else now
         if limit <= 0:
             return Claim([])
+        claim = await self._transact(lambda conn: self._claim(conn, manifest_id, owner, limit, lease_s, now))
+        claim.jobs.sort(key=lambda j: (j.rank, j.id))
+        return claim
+
+    def _claim(
+        self, conn: Connection, manifest_id: int, owner: str, limit: int, lease_s: float, now: float
+    ) -> Claim:
         sql = self._sql
-        async with self._write() as conn:
-            candidates = (
-                await conn.execute(sql.due, {"b_manifest": manifest_id, "b_now": now, "b_limit": limit})
-            ).all()
-            if not candidates:
-                return Claim([])
-            chosen, blocked, reserve = await self._within_budget(conn, manifest_id, candidates)
-            if not chosen:
-                return Claim([], budget_blocked=blocked)
-            lease = sql.lease_reserving if reserve else sql.lease
-            params = {"b_owner": owner, "b_expires": now + lease_s, "b_now": now}
-            claimed: list[ClaimedJob] = []
-            for part in id_chunks(chosen):
-                rows = await conn.execute(lease, {**params, "b_ids": part})
-                claimed.extend(claimed_from_row(r) for r in rows)
-            if reserve:
-                await self._move_money(conn, {manifest_id: (0, reserve)})
-        claimed.sort(key=lambda j: (j.rank, j.id))
+        candidates = conn.execute(sql.due, {"b_manifest": manifest_id, "b_now": now, "b_limit": limit}).all()
+        if not candidates:
+            return Claim([])
+        chosen, blocked, reserve = self._within_budget(conn, manifest_id, candidates)
+        if not chosen:
+            return Claim([], budget_blocked=blocked)
+        lease = sql.lease_reserving if reserve else sql.lease
+        params = {"b_owner": owner, "b_expires": now + lease_s, "b_now": now}
+        claimed: list[ClaimedJob] = []
+        for part in id_chunks(chosen):
+            rows = conn.execute(lease, {**params, "b_ids": part})
+            claimed.extend(claimed_from_row(r) for r in rows)
+        if reserve:
+            self._move_money(conn, {manifest_id: (0, reserve)})
         return Claim(claimed, budget_blocked=blocked)
 
-    async def _within_budget(
-        self, conn: AsyncConnection, manifest_id: int, candidates: Sequence[Any]
+    def _within_budget(
+        self, conn: Connection, manifest_id: int, candidates: Sequence[Any]
     ) -> tuple[list[int], bool, int]:
         # without a budget nothing is reserved, and claims need not queue on the manifest row
         params = {"b_manifest": manifest_id}
-        if (await conn.execute(self._sql.budget, params)).scalar_one() is None:
+        if (conn.execute(self._sql.budget, params)).scalar_one() is None:
             return [c.id for c in candidates], False, 0
-        row = (await conn.execute(self._sql.money_locked, params)).one()
+        row = (conn.execute(self._sql.money_locked, params)).one()
         if row.budget_micros is None:
             return [c.id for c in candidates], False, 0
         room = row.budget_micros - row.spent_micros - row.reserved_micros
@@ -104,19 +107,22 @@ class Execution(LedgerBase):
     async def renew_leases(self, owner: str, lease_s: float) -> set[int]:
         """Extend every lease ``owner`` holds; returns the ids still held."""
         now = time.time()
-        async with self._write() as conn:
-            rows = await conn.execute(
+
+        def renew(conn: Connection) -> set[int]:
+            rows = conn.execute(
                 update(jobs)
                 .where(jobs.c.lease_owner == owner, jobs.c.state == RUNNING)
                 .values(lease_expires_at=now + lease_s)
                 .returning(jobs.c.id)
             )
             held = {r.id for r in rows}
-            await conn.execute(update(runs).where(runs.c.owner == owner).values(heartbeat_at=now))
-            await conn.execute(
+            conn.execute(update(runs).where(runs.c.owner == owner).values(heartbeat_at=now))
+            conn.execute(
                 update(manifests).where(manifests.c.lock_owner == owner).values(lock_expires_at=now + lease_s)
             )
-        return held
+            return held
+
+        return await self._transact(renew)
 
     async def reclaim_expired(self, now: float | None = None, owners: Sequence[str] = ()) -> int:
         """Return jobs whose lease expired to pending; their unanswered attempts become in doubt.
@@ -126,26 +132,25 @@ class Execution(LedgerBase):
         """
         now = time.time() if now is None else now
         stale = jobs.c.lease_owner.in_(owners) if owners else jobs.c.lease_expires_at < now
-        async with self._write() as conn:
-            rows = (
-                await conn.execute(
-                    self._locked(
-                        select(jobs.c.id, jobs.c.manifest_id, jobs.c.reserved_micros).where(
-                            jobs.c.state == RUNNING, stale
-                        ),
-                        skip_locked=True,
-                    )
+
+        def reclaim(conn: Connection) -> int:
+            rows = conn.execute(
+                self._locked(
+                    select(jobs.c.id, jobs.c.manifest_id, jobs.c.reserved_micros).where(
+                        jobs.c.state == RUNNING, stale
+                    ),
+                    skip_locked=True,
                 )
             ).all()
             if not rows:
                 return 0
             ids = [r.id for r in rows]
-            await self._release_reservations(conn, rows)
+            self._release_reservations(conn, rows)
             for part in id_chunks(ids):
-                await _end_unanswered(
+                _end_unanswered(
                     conn, part, now, "lease_expired", "the worker stopped before recording an answer"
                 )
-                await conn.execute(
+                conn.execute(
                     update(jobs)
                     .where(jobs.c.id.in_(part))
                     .values(
@@ -158,15 +163,17 @@ class Execution(LedgerBase):
                 )
             return len(ids)
 
-    async def _release_reservations(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
+        return await self._transact(reclaim)
+
+    def _release_reservations(self, conn: Connection, rows: Sequence[Any]) -> None:
         moves: dict[int, tuple[int, int]] = {}
         for row in rows:
             if row.reserved_micros:
                 _, reserved = moves.get(row.manifest_id, (0, 0))
                 moves[row.manifest_id] = (0, reserved - row.reserved_micros)
-        await self._move_money(conn, moves)
+        self._move_money(conn, moves)
 
-    async def _move_money(self, conn: AsyncConnection, moves: dict[int, tuple[int, int]]) -> None:
+    def _move_money(self, conn: Connection, moves: dict[int, tuple[int, int]]) -> None:
         """Add (spent, reserved) deltas to manifests; callers do it last, as the manifest row is hot."""
         rows = [
             {"b_manifest": manifest_id, "b_spent": spent, "b_reserved": reserved}
@@ -174,13 +181,13 @@ class Execution(LedgerBase):
             if spent or reserved
         ]
         if rows:
-            await conn.execute(self._sql.move_money, rows)
+            conn.execute(self._sql.move_money, rows)
 
-    async def _owned(self, conn: AsyncConnection, owner: str, ids: Sequence[int]) -> dict[int, Any]:
+    def _owned(self, conn: Connection, owner: str, ids: Sequence[int]) -> dict[int, Any]:
         """The rows among ``ids`` still leased to ``owner`` (locked until commit)."""
         found: dict[int, Any] = {}
         for part in id_chunks(list(dict.fromkeys(ids))):
-            rows = await conn.execute(self._sql.owned, {"b_ids": part, "b_owner": owner})
+            rows = conn.execute(self._sql.owned, {"b_ids": part, "b_owner": owner})
             found.update({r.id: r for r in rows})
         return found
 
@@ -192,29 +199,35 @@ class Execution(LedgerBase):
         """
         now = time.time()
         wanted = list(dict.fromkeys(job_ids))
-        result: dict[int, int] = {}
-        async with self._write() as conn:
+
+        def record(conn: Connection) -> dict[int, int]:
+            result: dict[int, int] = {}
             for part in id_chunks(wanted):
                 # one statement: an attempt for each job still leased to `owner`
-                created = await conn.execute(
+                created = conn.execute(
                     self._sql.new_attempts, {"b_ids": part, "b_owner": owner, "b_run": run_id, "b_now": now}
                 )
                 result.update({row.job_id: int(row.id) for row in created})
             for part in id_chunks(list(result)):
-                await conn.execute(self._sql.count_attempts, {"b_ids": part, "b_now": now})
-        return result
+                conn.execute(self._sql.count_attempts, {"b_ids": part, "b_now": now})
+            return result
+
+        return await self._transact(record)
 
     async def record_responses(self, owner: str, responses: Sequence[Response]) -> set[int]:
         """Record paid answers (images still to download); returns the job ids recorded."""
-        async with self._write() as conn:
-            owned = await self._owned(conn, owner, [r.job_id for r in responses])
-            kept = list({r.job_id: r for r in responses if r.job_id in owned}.values())
-            moves = await self._store_responses(conn, owned, kept, mark_paid=True)
-            await self._move_money(conn, moves)
-        return {r.job_id for r in kept}
 
-    async def _store_responses(
-        self, conn: AsyncConnection, owned: dict[int, Any], responses: Sequence[Response], *, mark_paid: bool
+        def record(conn: Connection) -> set[int]:
+            owned = self._owned(conn, owner, [r.job_id for r in responses])
+            kept = list({r.job_id: r for r in responses if r.job_id in owned}.values())
+            moves = self._store_responses(conn, owned, kept, mark_paid=True)
+            self._move_money(conn, moves)
+            return {r.job_id for r in kept}
+
+        return await self._transact(record)
+
+    def _store_responses(
+        self, conn: Connection, owned: dict[int, Any], responses: Sequence[Response], *, mark_paid: bool
     ) -> dict[int, tuple[int, int]]:
         """Write answers in a few statements: attempts ended, results inserted, jobs marked paid.
 
@@ -230,19 +243,19 @@ class Execution(LedgerBase):
         by_status = grouped((r.http_status, r.attempt_id) for r in responses if r.attempt_id is not None)
         for status, attempt_ids in by_status.items():
             for part in id_chunks(attempt_ids):
-                await conn.execute(self._sql.answered, {"b_ids": part, "b_status": status, "b_now": now})
-        await self._insert_results(conn, [(r.job_id, r.result) for r in responses])
+                conn.execute(self._sql.answered, {"b_ids": part, "b_status": status, "b_now": now})
+        self._insert_results(conn, [(r.job_id, r.result) for r in responses])
         if mark_paid:
             for cost, job_ids in grouped((r.cost_micros, r.job_id) for r in responses).items():
                 for part in id_chunks(job_ids):
-                    await conn.execute(self._sql.paid, {"b_ids": part, "b_cost": cost, "b_now": now})
+                    conn.execute(self._sql.paid, {"b_ids": part, "b_cost": cost, "b_now": now})
         for response in responses:
             row = owned[response.job_id]
             spent, reserved = moves.get(row.manifest_id, (0, 0))
             moves[row.manifest_id] = (spent + response.cost_micros, reserved - row.reserved_micros)
         return moves
 
-    async def _insert_results(self, conn: AsyncConnection, results: Sequence[tuple[int, ApiResult]]) -> None:
+    def _insert_results(self, conn: Connection, results: Sequence[tuple[int, ApiResult]]) -> None:
         """Insert the images (as driver SQL: there are many) and descriptions of answers."""
         image_rows = [
             (
@@ -260,14 +273,14 @@ class Execution(LedgerBase):
             for image in result.images
         ]
         if image_rows:
-            await conn.exec_driver_sql(self._driver.insert_image, image_rows)
+            conn.exec_driver_sql(self._driver.insert_image, image_rows)
         text_rows = [
             {"job_id": job_id, "index": i, "text": text}
             for job_id, result in results
             for i, text in enumerate(result.descriptions)
         ]
         if text_rows:
-            await conn.execute(insert(descriptions), text_rows)
+            conn.execute(insert(descriptions), text_rows)
 
     async def complete_jobs(self, owner: str, completions: Sequence[Completion]) -> set[int]:
         """Finish jobs: record downloads (and the response if not yet), plan children, mark done.
@@ -275,15 +288,16 @@ class Execution(LedgerBase):
         Returns the ids completed; the others' leases were lost.
         """
         now = time.time()
-        async with self._write() as conn:
-            owned = await self._owned(conn, owner, [c.job_id for c in completions])
+
+        def work(conn: Connection) -> set[int]:
+            owned = self._owned(conn, owner, [c.job_id for c in completions])
             done = list({c.job_id: c for c in completions if c.job_id in owned}.values())
             if not done:
                 return set()
             fresh = [
                 c.response for c in done if c.response is not None and owned[c.job_id].response_at is None
             ]
-            moves = await self._store_responses(conn, owned, fresh, mark_paid=False)
+            moves = self._store_responses(conn, owned, fresh, mark_paid=False)
             paid = {r.job_id: r.cost_micros for r in fresh}
             # a job that ends without a paid answer now gives what its claim reserved back
             for c in done:
@@ -297,14 +311,14 @@ class Execution(LedgerBase):
                 for o in c.downloads
             ]
             if outcomes:
-                await conn.exec_driver_sql(self._driver.downloaded, outcomes)
+                conn.exec_driver_sql(self._driver.downloaded, outcomes)
             children = [
                 job_row_values(owned[c.job_id].manifest_id, child, to_micros(child.cost_usd), c.job_id)
                 for c in done
                 for child in c.children
             ]
             if children:
-                await self._insert_rows(conn, children)
+                self._insert_rows(conn, children)
             endings = grouped(
                 (
                     (
@@ -319,7 +333,7 @@ class Execution(LedgerBase):
             )
             for (state, kind, message, cost), job_ids in endings.items():
                 for part in id_chunks(job_ids):
-                    await conn.execute(
+                    conn.execute(
                         self._sql.finished,
                         {
                             "b_ids": part,
@@ -331,8 +345,10 @@ class Execution(LedgerBase):
                             "b_now": now,
                         },
                     )
-            await self._move_money(conn, moves)
-        return {c.job_id for c in done}
+            self._move_money(conn, moves)
+            return {c.job_id for c in done}
+
+        return await self._transact(work)
 
     async def settle_attempts(self, owner: str, outcomes: Sequence[Outcome], *, final: bool) -> set[int]:
         """Record failed attempts: reschedule them (``final=False``) or fail the jobs for good.
@@ -341,8 +357,9 @@ class Execution(LedgerBase):
         its budget reservation is released either way.
         """
         now = time.time()
-        async with self._write() as conn:
-            owned = await self._owned(conn, owner, [o.job_id for o in outcomes])
+
+        def work(conn: Connection) -> set[int]:
+            owned = self._owned(conn, owner, [o.job_id for o in outcomes])
             kept = list({o.job_id: o for o in outcomes if o.job_id in owned}.values())
             if not kept:
                 return set()
@@ -359,8 +376,8 @@ class Execution(LedgerBase):
                 if o.attempt_id is not None
             ]
             if ended:
-                await conn.execute(self._sql.attempt_failed, ended)
-            await conn.execute(
+                conn.execute(self._sql.attempt_failed, ended)
+            conn.execute(
                 self._sql.failed if final else self._sql.rescheduled,
                 [
                     {
@@ -373,8 +390,10 @@ class Execution(LedgerBase):
                     for o in kept
                 ],
             )
-            await self._release_reservations(conn, [owned[o.job_id] for o in kept])
-        return {o.job_id for o in kept}
+            self._release_reservations(conn, [owned[o.job_id] for o in kept])
+            return {o.job_id for o in kept}
+
+        return await self._transact(work)
 
     async def release_jobs(self, owner: str, job_ids: Sequence[int] | None) -> None:
         """Give leased jobs back as pending, untouched (shutdown, or a run-stopping error).
@@ -384,19 +403,21 @@ class Execution(LedgerBase):
         ``owner`` still holds.
         """
         now = time.time()
-        async with self._write() as conn:
-            if job_ids is None:
-                held = await conn.execute(
+
+        def work(conn: Connection) -> None:
+            wanted = job_ids
+            if wanted is None:
+                held = conn.execute(
                     select(jobs.c.id).where(jobs.c.lease_owner == owner, jobs.c.state == RUNNING)
                 )
-                job_ids = [r.id for r in held]
-            owned = await self._owned(conn, owner, job_ids)
+                wanted = [r.id for r in held]
+            owned = self._owned(conn, owner, wanted)
             if not owned:
                 return
-            await self._release_reservations(conn, list(owned.values()))
+            self._release_reservations(conn, list(owned.values()))
             ids = list(owned)
             for part in id_chunks(ids):
-                await _end_unanswered(conn, part, now, "cancelled", "run stopped")
+                _end_unanswered(conn, part, now, "cancelled", "run stopped")
                 values: dict[str, Any] = {
                     "state": PENDING,
                     "lease_owner": None,
@@ -404,7 +425,9 @@ class Execution(LedgerBase):
                     "reserved_micros": 0,
                     "updated_at": now,
                 }
-                await conn.execute(update(jobs).where(jobs.c.id.in_(part)).values(**values))
+                conn.execute(update(jobs).where(jobs.c.id.in_(part)).values(**values))
+
+        return await self._transact(work)
 
     async def images_of(self, job_id: int) -> list[StoredImage]:
         """The recorded images of a job, by index."""
@@ -449,20 +472,21 @@ class Execution(LedgerBase):
         if reason is not None:
             conditions.append(jobs.c.error_kind == reason)
         now = time.time()
-        async with self._write() as conn:
-            ids = [r.id for r in await conn.execute(self._locked(select(jobs.c.id).where(and_(*conditions))))]
+
+        def work(conn: Connection) -> int:
+            ids = [r.id for r in conn.execute(self._locked(select(jobs.c.id).where(and_(*conditions))))]
             for part in id_chunks(ids):
                 expired = [
                     r.id
-                    for r in await conn.execute(
+                    for r in conn.execute(
                         select(jobs.c.id).where(jobs.c.id.in_(part), jobs.c.error_kind == "url_expired")
                     )
                 ]
                 if expired:
-                    await conn.execute(delete(images).where(images.c.job_id.in_(expired)))
-                    await conn.execute(delete(descriptions).where(descriptions.c.job_id.in_(expired)))
-                    await conn.execute(update(jobs).where(jobs.c.id.in_(expired)).values(response_at=None))
-                await conn.execute(
+                    conn.execute(delete(images).where(images.c.job_id.in_(expired)))
+                    conn.execute(delete(descriptions).where(descriptions.c.job_id.in_(expired)))
+                    conn.execute(update(jobs).where(jobs.c.id.in_(expired)).values(response_at=None))
+                conn.execute(
                     update(jobs)
                     .where(jobs.c.id.in_(part))
                     .values(
@@ -478,7 +502,9 @@ class Execution(LedgerBase):
                         updated_at=now,
                     )
                 )
-        return len(ids)
+            return len(ids)
+
+        return await self._transact(work)
 
 
 def _stored_image(row: Any) -> StoredImage:
@@ -496,11 +522,9 @@ def _stored_image(row: Any) -> StoredImage:
     )
 
 
-async def _end_unanswered(
-    conn: AsyncConnection, job_ids: Sequence[int], now: float, kind: str, message: str
-) -> None:
+def _end_unanswered(conn: Connection, job_ids: Sequence[int], now: float, kind: str, message: str) -> None:
     """End the jobs' attempts that have no outcome; those that were sent become in doubt."""
-    await conn.execute(
+    conn.execute(
         update(attempts)
         .where(attempts.c.job_id.in_(job_ids), attempts.c.ended_at.is_(None))
         .values(ended_at=now, in_doubt=attempts.c.sent, error_kind=kind, message=message)

@@ -79,16 +79,16 @@ class Ledger(Execution, Reports):
                         f"{head}: run `ideobatch db upgrade --ledger URL` first"
                     )
         except (OSError, DBAPIError) as exc:
-            await engine.dispose()
+            await ledger._dispose()
             raise LedgerError(f"cannot open the ledger: {_db_message(exc)}") from exc
         except BaseException:
-            await engine.dispose()
+            await ledger._dispose()
             raise
         return ledger
 
     async def close(self) -> None:
-        """Release the connection pool."""
-        await self.engine.dispose()
+        """Release the connection pools."""
+        await self._dispose()
 
     # --- manifests and planning -------------------------------------------------------
 
@@ -210,8 +210,7 @@ class Ledger(Execution, Reports):
         return counts
 
     async def _insert_jobs(self, rows: list[tuple[Any, ...]]) -> None:
-        async with self._write() as conn:
-            await self._insert_rows(conn, rows)
+        await self._transact(lambda conn: self._insert_rows(conn, rows))
 
     async def _count_jobs(self, manifest_id: int) -> int:
         async with self._read() as conn:

@@ -1,0 +1,69 @@
+"""Write transactions as plain functions: one thread hop per transaction on SQLite.
+
+The async SQLite driver (aiosqlite) hands every DBAPI call — cursor, execute,
+fetch, close, BEGIN, COMMIT — to its thread and back, so a transaction of a
+few statements costs a dozen round trips through a busy event loop. The
+ledger's write verbs are therefore written as synchronous functions of a
+`Connection`, and run:
+
+- on SQLite, whole, on one dedicated thread with a synchronous engine (the
+  thread releases the GIL while SQLite works, so the event loop goes on);
+- on PostgreSQL, through the async engine's ``run_sync`` (asyncpg is already
+  one network round trip per statement).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pipeline.ledger import engine as engines
+
+T = TypeVar("T")
+
+#: a write transaction's body
+Work = Callable[[Connection], T]
+
+
+class SqliteWriter:
+    """A synchronous engine on a SQLite ledger whose transactions run on one thread, in turn."""
+
+    def __init__(self, url: str) -> None:
+        self._engine = engines.create_sqlite_writer_engine(url)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ideobatch-ledger")
+
+    async def run(self, work: Work[T]) -> T:
+        """Run ``work`` in a ``BEGIN IMMEDIATE`` transaction; committed when it returns.
+
+        If the caller is cancelled meanwhile, the transaction still ends (commits
+        or rolls back) on its own: either way the ledger is consistent.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._transaction, work)
+
+    def _transaction(self, work: Work[T]) -> T:
+        with self._engine.connect() as conn:
+            conn = conn.execution_options(**engines.WRITE)
+            with conn.begin():
+                return work(conn)
+
+    async def close(self) -> None:
+        """Close the connection (on its own thread, as pysqlite requires) and stop the thread."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._thread, self._engine.dispose)
+        finally:
+            self._thread.shutdown(wait=True)
+
+
+async def run_write(engine: AsyncEngine, sqlite: SqliteWriter | None, work: Work[T]) -> T:
+    """Run ``work`` as one write transaction on whichever backend the ledger has."""
+    if sqlite is not None:
+        return await sqlite.run(work)
+    async with engine.connect() as conn, conn.begin():
+        return await conn.run_sync(work)
