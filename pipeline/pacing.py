@@ -11,20 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 
 #: a 429 burst lowers the limit once per this many seconds, not once per rejected call
 DECREASE_COOLDOWN_S = 1.0
 
 
 class ImageSlots:
-    """A counting limiter in images with an adaptive ceiling."""
+    """A counting limiter in images with an adaptive ceiling; waiters are served in order.
+
+    A release hands the freed places straight to the waiters at the head of
+    the queue (no barging, no herd of woken tasks re-checking a condition), so
+    its cost does not grow with the number of jobs waiting.
+    """
 
     def __init__(self, ceiling: int) -> None:
         self.ceiling = max(1, ceiling)
         self._limit = float(self.ceiling)
         self.in_use = 0
         self.peak = 0
-        self._changed = asyncio.Condition()
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._last_decrease = 0.0
 
     @property
@@ -36,18 +42,43 @@ class ImageSlots:
         # a request larger than the limit goes alone rather than never
         return self.in_use + images <= self.limit or self.in_use == 0
 
-    async def acquire(self, images: int) -> None:
-        """Wait until ``images`` places are free, then take them."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._fits(images))
-            self.in_use += images
-            self.peak = max(self.peak, self.in_use)
+    def _take(self, images: int) -> None:
+        self.in_use += images
+        self.peak = max(self.peak, self.in_use)
 
-    async def release(self, images: int) -> None:
-        """Give places back."""
-        async with self._changed:
-            self.in_use -= images
-            self._changed.notify_all()
+    async def acquire(self, images: int) -> None:
+        """Wait until ``images`` places are free (and every earlier waiter is served), then take them."""
+        if not self._waiters and self._fits(images):
+            self._take(images)
+            return
+        entry = (images, asyncio.get_running_loop().create_future())
+        self._waiters.append(entry)
+        try:
+            await entry[1]
+        except asyncio.CancelledError:
+            if entry[1].done() and not entry[1].cancelled():
+                self.release(images)  # granted, but cancelled before it could be used
+            else:
+                self._waiters.remove(entry)
+                self._serve()
+            raise
+
+    def release(self, images: int) -> None:
+        """Give places back; they go to the waiters at the head of the queue."""
+        self.in_use -= images
+        self._serve()
+
+    def _serve(self) -> None:
+        while self._waiters:
+            images, future = self._waiters[0]
+            if future.done():
+                self._waiters.popleft()
+                continue
+            if not self._fits(images):
+                return
+            self._waiters.popleft()
+            self._take(images)
+            future.set_result(None)
 
     def on_rate_limited(self) -> None:
         """The server said too many in flight: halve the limit (once per cooldown)."""
@@ -60,6 +91,7 @@ class ImageSlots:
         """A call went through: creep back towards the ceiling (+1 per limit's worth of calls)."""
         if self._limit < self.ceiling:
             self._limit = min(float(self.ceiling), self._limit + 1.0 / self._limit)
+            self._serve()
 
 
 class TokenBucket:

@@ -330,7 +330,7 @@ class JobRunner:
             await self._transient(job, attempt_id, exc)
             return None
         finally:
-            await self.slots.release(images)
+            self.slots.release(images)
         self.slots.on_success()
         return result, attempt_id
 
