@@ -448,6 +448,8 @@ class JobRunner:
         template = unique_template(self.settings.name_template, multi_image=len(images) > 1)
         self._downloading += 1
         try:
+            if len(images) == 1:  # the common case, without a task per image
+                return [await self._download(job, images[0], template)]
             return list(await asyncio.gather(*(self._download(job, image, template) for image in images)))
         finally:
             self._downloading -= 1
