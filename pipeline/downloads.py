@@ -173,8 +173,12 @@ class Downloader:
 def _place(body: bytes | None, temp: Path, final: Path) -> None:
     """Write ``body`` to ``temp`` (unless it is there already) and rename it to ``final``."""
     if body is not None:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with temp.open("wb") as handle:
+        try:
+            handle = temp.open("wb")
+        except FileNotFoundError:  # the first image of its folder (a mkdir per image costs a syscall)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            handle = temp.open("wb")
+        with handle:
             handle.write(body)
     os.replace(temp, final)
 

@@ -108,19 +108,25 @@ class Execution(LedgerBase):
         """Extend every lease ``owner`` holds; returns the ids still held."""
         now = time.time()
 
+        # PostgreSQL: the manifest row first and job rows without waiting (SKIP LOCKED), so
+        # renewal never holds a job row that this worker's write-backs wait for, nor waits
+        # on one they hold (a row skipped now is renewed next time, well before it expires)
+        mine = self._locked(
+            select(jobs.c.id).where(jobs.c.lease_owner == owner, jobs.c.state == RUNNING), skip_locked=True
+        )
+
         def renew(conn: Connection) -> set[int]:
-            rows = conn.execute(
-                update(jobs)
-                .where(jobs.c.lease_owner == owner, jobs.c.state == RUNNING)
-                .values(lease_expires_at=now + lease_s)
-                .returning(jobs.c.id)
-            )
-            held = {r.id for r in rows}
-            conn.execute(update(runs).where(runs.c.owner == owner).values(heartbeat_at=now))
             conn.execute(
                 update(manifests).where(manifests.c.lock_owner == owner).values(lock_expires_at=now + lease_s)
             )
-            return held
+            conn.execute(update(runs).where(runs.c.owner == owner).values(heartbeat_at=now))
+            rows = conn.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(mine.scalar_subquery()), jobs.c.lease_owner == owner)
+                .values(lease_expires_at=now + lease_s)
+                .returning(jobs.c.id)
+            )
+            return {r.id for r in rows}
 
         return await self._transact(renew)
 

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.ledger import engine as engines
@@ -61,9 +62,27 @@ class SqliteWriter:
             self._thread.shutdown(wait=True)
 
 
+#: PostgreSQL's "deadlock detected" and "could not serialize": the transaction may simply be run again
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+PG_TRIES = 3
+
+
 async def run_write(engine: AsyncEngine, sqlite: SqliteWriter | None, work: Work[T]) -> T:
-    """Run ``work`` as one write transaction on whichever backend the ledger has."""
+    """Run ``work`` as one write transaction on whichever backend the ledger has.
+
+    On PostgreSQL a transaction that the server aborted to break a deadlock
+    (workers' transactions lock rows of one table in different orders) is run
+    again, up to `PG_TRIES` times: it was rolled back whole, and ``work`` only
+    depends on its connection.
+    """
     if sqlite is not None:
         return await sqlite.run(work)
-    async with engine.connect() as conn, conn.begin():
-        return await conn.run_sync(work)
+    tries = 1
+    while True:
+        try:
+            async with engine.connect() as conn, conn.begin():
+                return await conn.run_sync(work)
+        except DBAPIError as exc:
+            if tries >= PG_TRIES or getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
+                raise
+            tries += 1
