@@ -3,11 +3,15 @@
     python bench/run_all.py [--quick] [--no-pg] [--out bench/results.json]
 
 1. Throughput against the ideal C/L and against the naive script (bench/naive_baseline.py)
-   at C = 10, 50, 200 and L = 50 ms, 500 ms (fake server in a subprocess, SQLite ledger).
-2. Runner overhead at zero latency: jobs/s and CPU seconds per 1,000 jobs.
+   at C = 10, 50, 200 and L = 50 ms, 500 ms (fake server in a subprocess, SQLite ledger),
+   runs of at least 2,000 jobs (SPEC §9), with the CPU each side used: the runner (or the
+   naive script) and the fake server share the machine's cores.
+2. Runner overhead at zero latency: jobs/s and CPU seconds per 1,000 jobs, beside the naive script's.
 3. Planning 1,000,000 jobs (`ideobatch plan --save` in a subprocess): jobs/s, peak RSS.
 4. A re-run of a finished 100,000-job manifest: seconds until it reports nothing to do.
-5. Workers on PostgreSQL (1, 2, 4), from bench/workers.py.
+5. Zero latency on SQLite with the same 50 images in flight shared by 1 and 2 `ideobatch worker`
+   processes (one process is bound by its event loop, one core), from bench/workers.py.
+6. Workers on PostgreSQL (1, 2, 4), from bench/workers.py.
 
 Results go to bench/results.json and docs/throughput.png (matplotlib).
 """
@@ -33,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import KEY, run_generate_jobs, spawn, start_server
 from naive_baseline import naive_run
+from workers import bench as workers_bench
+from workers import fresh_ledger, run_workers
 
 HERE = Path(__file__).resolve().parent
 CONCURRENCY = (10, 50, 200)
@@ -52,62 +58,124 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def runner_point(url: str, jobs: int, concurrency: int) -> tuple[float, float]:
-    """(jobs/s, CPU seconds of this process) for `ideobatch run` in-process."""
-    before = cpu_seconds()
+class CpuMeter:
+    """CPU seconds used by this process (threads included) and by the fake server, between two readings."""
+
+    def __init__(self, server_pid: int) -> None:
+        import psutil
+
+        self._server = psutil.Process(server_pid)
+
+    def read(self) -> tuple[float, float]:
+        times = self._server.cpu_times()
+        return cpu_seconds(), times.user + times.system
+
+
+async def measured(meter: CpuMeter, jobs: int, work: Any) -> dict[str, float]:
+    """Run ``work`` (returns seconds taken); jobs/s, and the CPU seconds per 1,000 jobs of each side."""
+    own_before, server_before = meter.read()
+    seconds = await work
+    own_after, server_after = meter.read()
+    own, server = own_after - own_before, server_after - server_before
+    return {
+        "jobs_per_s": jobs / seconds,
+        "client_cpu_s_per_1000": own / jobs * 1000,
+        "server_cpu_s_per_1000": server / jobs * 1000,
+        # cores busy on the machine: the client and the fake server together (2.0 = all of them)
+        "cores_busy": (own + server) / seconds,
+    }
+
+
+async def runner_seconds(url: str, jobs: int, concurrency: int) -> float:
     summary = await run_generate_jobs(url, jobs, concurrency)
-    return jobs / summary["duration_s"], cpu_seconds() - before
+    return float(summary["duration_s"])
 
 
-async def naive_point(url: str, jobs: int, concurrency: int) -> float:
+async def naive_seconds(url: str, jobs: int, concurrency: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        seconds = await naive_run(url, KEY, jobs, concurrency, Path(tmp))
-    return jobs / seconds
+        return await naive_run(url, KEY, jobs, concurrency, Path(tmp))
 
 
-async def throughput_grid(url: str, quick: bool) -> list[dict[str, Any]]:
+def jobs_for(ideal: float, quick: bool) -> int:
+    """Jobs per point: SPEC §9 measures runs of at least 2,000 jobs (--quick: a few seconds' worth)."""
+    if quick:
+        return int(min(3000, max(200, ideal * 4)))
+    return int(max(2000, min(6000, ideal * 8)))
+
+
+async def throughput_grid(url: str, meter: CpuMeter, quick: bool) -> list[dict[str, Any]]:
     points = []
     for latency in LATENCY_MS:
         await set_latency(url, latency)
         for concurrency in CONCURRENCY:
             ideal = concurrency / (latency / 1000)
-            jobs = int(min(3000, max(200, ideal * (4 if quick else 8))))
-            runner, _cpu = await runner_point(url, jobs, concurrency)
-            naive = await naive_point(url, jobs, concurrency)
+            jobs = jobs_for(ideal, quick)
+            runner = await measured(meter, jobs, runner_seconds(url, jobs, concurrency))
+            naive = await measured(meter, jobs, naive_seconds(url, jobs, concurrency))
+            two = None
+            if latency <= TWO_PROCESSES_UP_TO_MS:
+                two = await two_processes(url, jobs, concurrency)
             point = {
                 "latency_ms": latency,
                 "concurrency": concurrency,
                 "jobs": jobs,
                 "ideal": ideal,
-                "runner": runner,
-                "naive": naive,
-                "runner_vs_ideal": runner / ideal,
-                "runner_vs_naive": runner / naive,
+                "runner": runner["jobs_per_s"],
+                "naive": naive["jobs_per_s"],
+                "runner_vs_ideal": runner["jobs_per_s"] / ideal,
+                "runner_vs_naive": runner["jobs_per_s"] / naive["jobs_per_s"],
+                "naive_vs_ideal": naive["jobs_per_s"] / ideal,
+                "runner_cpu": runner,
+                "naive_cpu": naive,
+                # the same images in flight shared by two `ideobatch worker` processes (one ledger)
+                "runner_2_processes": two,
             }
             points.append(point)
             print(
-                f"L={latency:>3}ms C={concurrency:>3}: runner {runner:7.1f} jobs/s  naive {naive:7.1f}  "
-                f"ideal {ideal:7.1f}  runner/ideal {runner / ideal:.3f}  runner/naive {runner / naive:.3f}",
+                f"L={latency:>3}ms C={concurrency:>3} ({jobs} jobs): runner {point['runner']:7.1f} jobs/s  "
+                f"naive {point['naive']:7.1f}  ideal {ideal:7.1f}  "
+                f"runner/ideal {point['runner_vs_ideal']:.3f}  "
+                f"runner/naive {point['runner_vs_naive']:.3f}  naive/ideal {point['naive_vs_ideal']:.3f}  "
+                f"cores busy {runner['cores_busy']:.2f} / {naive['cores_busy']:.2f}"
+                + (f"  2 processes {two:7.1f} jobs/s" if two else ""),
                 flush=True,
             )
     return points
 
 
-async def zero_latency(url: str, quick: bool) -> dict[str, Any]:
+#: latencies at which one process is bound by its event loop, so two are measured too
+TWO_PROCESSES_UP_TO_MS = 50
+
+
+async def two_processes(url: str, jobs: int, concurrency: int) -> float:
+    """Jobs/s of two `ideobatch worker` processes sharing ``concurrency`` images in flight (SQLite)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        async with fresh_ledger(folder, sqlite=True) as ledger:
+            return await run_workers(ledger, url, folder, 2, jobs, max(1, concurrency // 2))
+
+
+async def zero_latency(url: str, meter: CpuMeter, quick: bool) -> dict[str, Any]:
     await set_latency(url, 0)
     jobs = 1000 if quick else 3000
-    rate, cpu = await runner_point(url, jobs, 50)
-    naive = await naive_point(url, jobs, 50)
+    runner = await measured(meter, jobs, runner_seconds(url, jobs, 50))
+    naive = await measured(meter, jobs, naive_seconds(url, jobs, 50))
     result = {
         "jobs": jobs,
         "concurrency": 50,
-        "runner_jobs_per_s": rate,
-        "naive_jobs_per_s": naive,
-        "cpu_s_per_1000_jobs": cpu / jobs * 1000,
+        "runner_jobs_per_s": runner["jobs_per_s"],
+        "naive_jobs_per_s": naive["jobs_per_s"],
+        "cpu_s_per_1000_jobs": runner["client_cpu_s_per_1000"],
+        "naive_cpu_s_per_1000_jobs": naive["client_cpu_s_per_1000"],
+        "runner_cpu": runner,
+        "naive_cpu": naive,
     }
     print(
-        f"zero latency: runner {rate:.0f} jobs/s ({cpu / jobs * 1000:.2f} CPU s per 1,000 jobs), "
-        f"naive {naive:.0f} jobs/s",
+        f"zero latency: runner {runner['jobs_per_s']:.0f} jobs/s "
+        f"({runner['client_cpu_s_per_1000']:.2f} CPU s per 1,000 jobs; fake server "
+        f"{runner['server_cpu_s_per_1000']:.2f}; cores busy {runner['cores_busy']:.2f}), "
+        f"naive {naive['jobs_per_s']:.0f} jobs/s ({naive['client_cpu_s_per_1000']:.2f}; fake server "
+        f"{naive['server_cpu_s_per_1000']:.2f}; cores busy {naive['cores_busy']:.2f})",
         flush=True,
     )
     return result
@@ -194,6 +262,8 @@ def plot(points: list[dict[str, Any]], target: Path) -> None:
         axis.plot(xs, [p["ideal"] for p in rows], "k--", label="ideal C/L")
         axis.plot(xs, [p["runner"] for p in rows], "o-", label="ideobatch run")
         axis.plot(xs, [p["naive"] for p in rows], "s:", label="naive script")
+        if all(p.get("runner_2_processes") for p in rows):
+            axis.plot(xs, [p["runner_2_processes"] for p in rows], "^-", label="ideobatch, 2 processes")
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_xticks(xs, [str(x) for x in xs])
@@ -224,16 +294,20 @@ async def main() -> int:
     }
     server, url = await start_server(0)
     try:
-        results["throughput"] = await throughput_grid(url, args.quick)
-        results["zero_latency"] = await zero_latency(url, args.quick)
+        meter = CpuMeter(server.pid)
+        results["throughput"] = await throughput_grid(url, meter, args.quick)
+        results["zero_latency"] = await zero_latency(url, meter, args.quick)
         results["rerun_finished"] = await finished_rerun(url, 100_000)
     finally:
         server.terminate()
         await server.wait()
     results["planning"] = await planning(1_000_000)
+    # one process is bound by its event loop (one core); the same 50 images in flight
+    # shared by two `ideobatch worker` processes on one SQLite ledger use both cores
+    print("zero latency, SQLite, 50 images in flight shared by 1 or 2 processes:", flush=True)
+    rates = await workers_bench(1000 if args.quick else 6000, 0, 50, [1, 2], sqlite=True, split=True)
+    results["zero_latency_processes_sqlite"] = {str(k): v for k, v in rates.items()}
     if not args.no_pg:
-        from workers import bench as workers_bench
-
         rates = await workers_bench(1000 if args.quick else 2000, 0, 8, [1, 2, 4])
         results["workers_postgres"] = {str(k): v for k, v in rates.items()}
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
