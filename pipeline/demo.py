@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pipeline.errors import UsageError
 from pipeline.fake_server import FakeServer, FaultConfig
 from pipeline.gallery import build_gallery
 from pipeline.running import RunOptions, run_manifest
@@ -14,12 +15,12 @@ DEMO_KEY = "demo-key-not-secret"
 
 
 def demo_manifest() -> Path:
-    """`jobs/demo.yaml` of the source tree (or of the installed package's checkout)."""
+    """`jobs/demo.yaml` of the source tree, or the copy an installed package carries."""
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "jobs" / "demo.yaml", Path.cwd() / "jobs" / "demo.yaml"):
+    for candidate in (here.parent / "jobs" / "demo.yaml", here / "demo_jobs" / "demo.yaml"):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError("jobs/demo.yaml not found: run the demo from an ideobatch checkout")
+    raise UsageError("the demo manifest (jobs/demo.yaml) is missing from this installation")
 
 
 async def run_demo(folder: str, *, quiet: bool = False) -> tuple[int, list[str]]:
