@@ -52,9 +52,9 @@ MEASURE = (
 async def measure(ledger: str, name: str) -> tuple[int, float]:
     """Jobs succeeded, and seconds from the first attempt to the last completion."""
     if ledger.startswith("sqlite:///"):
-        with sqlite3.connect(ledger.removeprefix("sqlite:///")) as db:
+        with contextlib.closing(sqlite3.connect(ledger.removeprefix("sqlite:///"))) as db:
             jobs, seconds = db.execute(MEASURE.format(name="?"), (name,)).fetchone()
-        return int(jobs), float(seconds)
+        return int(jobs), float(seconds or 0.0)
     url = make_url(ledger).set(drivername="postgresql").render_as_string(hide_password=False)
     conn = await asyncpg.connect(url)
     try:

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import itertools
 import os
+import secrets
 import socket
 import time
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ TEMP_PREFIX = ".ideobatch-"
 #: another host's temporary file older than this is considered abandoned
 STALE_TEMP_S = 3600.0
 _HOST = socket.gethostname().replace("-", "_")
+#: with the host name and pid, names this process's temporary files apart from any other's
+#: (containers may share a host name and a pid, and an output volume)
+_PROCESS_TOKEN = secrets.token_hex(3)
 _TEMP_COUNTER = itertools.count()
 
 
@@ -59,7 +63,7 @@ class SavedImage:
 def temp_name(final: Path) -> Path:
     """A temporary path beside ``final``, naming this host and process (unique within both)."""
     return final.with_name(
-        f"{TEMP_PREFIX}{_HOST}-{os.getpid()}-{next(_TEMP_COUNTER)}-{final.name}{TEMP_SUFFIX}"
+        f"{TEMP_PREFIX}{_HOST}-{os.getpid()}-{_PROCESS_TOKEN}{next(_TEMP_COUNTER)}-{final.name}{TEMP_SUFFIX}"
     )
 
 

@@ -10,6 +10,7 @@ again (additive increase, multiplicative decrease).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 
@@ -59,7 +60,9 @@ class ImageSlots:
             if entry[1].done() and not entry[1].cancelled():
                 self.release(images)  # granted, but cancelled before it could be used
             else:
-                self._waiters.remove(entry)
+                # a release may already have dropped this cancelled entry from the head
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(entry)
                 self._serve()
             raise
 

@@ -105,7 +105,12 @@ class Execution(LedgerBase):
         return chosen, False, reserve
 
     async def renew_leases(self, owner: str, lease_s: float) -> set[int]:
-        """Extend every lease ``owner`` holds; returns the ids still held."""
+        """Extend every lease ``owner`` holds; returns the ids renewed.
+
+        On PostgreSQL a job row that another transaction has locked at that
+        moment (this worker's own write-back, say) is left for the next renewal,
+        so it can be missing from the answer although its lease is still held.
+        """
         now = time.time()
 
         # PostgreSQL: the manifest row first and job rows without waiting (SKIP LOCKED), so

@@ -15,6 +15,7 @@ ledger's write verbs are therefore written as synchronous functions of a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -37,15 +38,24 @@ class SqliteWriter:
     def __init__(self, url: str) -> None:
         self._engine = engines.create_sqlite_writer_engine(url)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ideobatch-ledger")
+        self._closed = False
 
     async def run(self, work: Work[T]) -> T:
         """Run ``work`` in a ``BEGIN IMMEDIATE`` transaction; committed when it returns.
 
-        If the caller is cancelled meanwhile, the transaction still ends (commits
-        or rolls back) on its own: either way the ledger is consistent.
+        A caller cancelled before its transaction started cancels it; one
+        cancelled while it runs waits for it to end (commit or roll back: either
+        way the ledger is consistent), so that no other writer of this process
+        starts while the file is still locked.
         """
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._transaction, work)
+        done = self._thread.submit(self._transaction, work)
+        try:
+            return await asyncio.shield(asyncio.wrap_future(done))
+        except asyncio.CancelledError:
+            if not done.cancel():
+                with contextlib.suppress(Exception):
+                    await asyncio.wrap_future(done)
+            raise
 
     def _transaction(self, work: Work[T]) -> T:
         with self._engine.connect() as conn:
@@ -55,11 +65,14 @@ class SqliteWriter:
 
     async def close(self) -> None:
         """Close the connection (on its own thread, as pysqlite requires) and stop the thread."""
-        loop = asyncio.get_running_loop()
+        if self._closed:
+            return
+        self._closed = True
         try:
-            await loop.run_in_executor(self._thread, self._engine.dispose)
+            await asyncio.wrap_future(self._thread.submit(self._engine.dispose))
         finally:
-            self._thread.shutdown(wait=True)
+            # queued work (the dispose included) still runs; the event loop does not wait for it
+            self._thread.shutdown(wait=False)
 
 
 #: PostgreSQL's "deadlock detected" and "could not serialize": the transaction may simply be run again

@@ -135,6 +135,8 @@ async def test_second_signal_cancels_and_leaves_jobs_pending(tmp_path: Path, ser
     assert summary["jobs"]["pending"] == 10
     assert summary["jobs"]["running"] == 0
     assert summary["in_doubt"] == 3
+    assert "Traceback" not in err, err
+    assert "unexpected error" not in err, err
 
 
 async def test_kill_during_downloads_downloads_again_without_paying(

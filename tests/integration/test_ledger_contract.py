@@ -193,6 +193,14 @@ async def record(ledger: Ledger) -> ManifestRecord:
 # --- manifests and planning ----------------------------------------------------------
 
 
+async def test_closing_twice_is_harmless(ledger_url: str) -> None:
+    """`close` after `close` (an error path, then a `finally`) raises nothing."""
+    ledger = await Ledger.open(ledger_url)
+    await save(ledger)
+    await ledger.close()
+    await ledger.close()
+
+
 async def test_save_manifest_creates_then_updates_in_place(ledger: Ledger) -> None:
     """Saving a manifest again updates its settings and keeps its id and its jobs."""
     first = await save(ledger)

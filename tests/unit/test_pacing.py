@@ -90,3 +90,24 @@ async def test_the_limit_halves_on_429_and_creeps_back() -> None:
     for _ in range(100):
         slots.on_success()
     assert slots.limit == 8
+
+
+async def test_cancelling_every_job_at_once_raises_only_cancellation() -> None:
+    """A second Ctrl-C cancels all jobs: holders release while waiters unwind; nothing else is raised."""
+    slots = ImageSlots(5)
+
+    async def job() -> None:
+        await slots.acquire(1)
+        try:
+            await asyncio.sleep(60)
+        finally:
+            slots.release(1)
+
+    tasks = [asyncio.create_task(job()) for _ in range(25)]
+    await settle()
+    for task in tasks:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results), results
+    assert slots.in_use == 0
+    await asyncio.wait_for(slots.acquire(5), 1)
