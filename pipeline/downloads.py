@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import logging
 import os
 import secrets
 import socket
@@ -35,6 +36,9 @@ SPILL_BYTES = 16 * 1024 * 1024
 #: cache takes tens of microseconds, less than handing it to a thread and back (which also
 #: costs context switches and GIL hand-offs); larger bodies are written in a worker thread
 INLINE_WRITE_BYTES = 256 * 1024
+#: an inline write slower than this (a network file system, an overloaded disk) sends every
+#: later write of the run to a worker thread, so the event loop is not held up again
+INLINE_WRITE_SLOW_S = 0.02
 #: enough of a file to read its dimensions from the header
 HEADER_BYTES = 256 * 1024
 TEMP_SUFFIX = ".part"
@@ -42,6 +46,7 @@ TEMP_PREFIX = ".ideobatch-"
 #: another host's temporary file older than this is considered abandoned
 STALE_TEMP_S = 3600.0
 _HOST = socket.gethostname().replace("-", "_")
+log = logging.getLogger("ideobatch")
 #: with the host name and pid, names this process's temporary files apart from any other's
 #: (containers may share a host name and a pid, and an output volume)
 _PROCESS_TOKEN = secrets.token_hex(3)
@@ -95,13 +100,14 @@ class Downloader:
     A body is kept in memory up to `SPILL_BYTES` (every produced image, in
     practice) and written in one go — temporary file, write, atomic rename —
     by a worker thread, or by the event loop itself when it is small
-    (`INLINE_WRITE_BYTES`); a larger body spills to its temporary file as it
-    streams.
+    (`INLINE_WRITE_BYTES`) and the disk is fast (`INLINE_WRITE_SLOW_S`); a
+    larger body spills to its temporary file as it streams.
     """
 
     def __init__(self, session: aiohttp.ClientSession, max_bytes: int | None = None) -> None:
         self._session = session
         self.max_bytes = max_bytes if max_bytes is not None else MAX_IMAGE_BYTES
+        self.inline_writes = True
 
     async def fetch(self, url: str, final_without_ext: Path) -> SavedImage:
         """Download ``url`` to ``final_without_ext`` + the extension its bytes call for."""
@@ -114,8 +120,15 @@ class Downloader:
                 raise BadImage(f"{_safe(url)}: {exc}") from exc
             final = final_without_ext.with_name(f"{final_without_ext.name}.{EXTENSIONS[kind]}")
             whole = body if size == len(body) else None
-            if whole is not None and size <= INLINE_WRITE_BYTES:
+            if whole is not None and size <= INLINE_WRITE_BYTES and self.inline_writes:
+                started = time.monotonic()
                 _place(whole, temp, final)
+                took = time.monotonic() - started
+                if took > INLINE_WRITE_SLOW_S:
+                    self.inline_writes = False
+                    log.info(
+                        "writing an image took %.0f ms: image files are written in a thread now", took * 1e3
+                    )
             else:
                 await asyncio.to_thread(_place, whole, temp, final)
         except BaseException:
