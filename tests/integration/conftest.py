@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from pipeline import retrying
@@ -37,6 +38,13 @@ async def fake_server(api_key: str) -> AsyncIterator[FakeServer]:
     """A fake Ideogram server on a free port, seeded for replayable faults."""
     async with FakeServer(FaultConfig(api_key=api_key, seed=1234)) as server:
         yield server
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP client session, to talk to the fake server directly."""
+    async with aiohttp.ClientSession() as session:
+        yield session
 
 
 def write_manifest(

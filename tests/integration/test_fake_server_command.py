@@ -6,7 +6,6 @@ import asyncio
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -30,12 +29,6 @@ async def start(*args: str) -> tuple[asyncio.subprocess.Process, str]:
     assert match, line
     assert int(match.group(2)) > 0
     return process, match.group(1)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

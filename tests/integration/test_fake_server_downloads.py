@@ -22,15 +22,10 @@ async def server() -> AsyncIterator[FakeServer]:
         yield server
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def image_url(http: aiohttp.ClientSession, server: FakeServer) -> str:
+async def image_url(http: aiohttp.ClientSession, server: FakeServer, key: str = KEY) -> str:
+    """The URL of a freshly generated image (one native generate call)."""
     body = {"image_request": {"prompt": "a kite", "aspect_ratio": "ASPECT_3_1"}}
-    async with http.post(f"{server.url}/generate", json=body, headers={"Api-Key": KEY}) as r:
+    async with http.post(f"{server.url}/generate", json=body, headers={"Api-Key": key}) as r:
         url: str = (await r.json())["data"][0]["url"]
     return url
 

@@ -70,12 +70,6 @@ async def server() -> AsyncIterator[FakeServer]:
         yield server
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 class Exchange:
     """One request as sent, and the response as received."""
 

@@ -33,12 +33,6 @@ async def server() -> AsyncIterator[FakeServer]:
         yield server
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def generate(
     http: aiohttp.ClientSession,
     server: FakeServer,
