@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -46,6 +46,15 @@ from pipeline.ledger.tables import (
     runs,
 )
 from pipeline.results import IMAGE_PENDING, IMAGE_WITHHELD, ApiResult
+
+
+class _HasJobId(Protocol):
+    @property
+    def job_id(self) -> int: ...
+
+
+#: a write-back for one job (a response, a completion, an outcome)
+JobWrite = TypeVar("JobWrite", bound=_HasJobId)
 
 
 class Execution(LedgerBase):
@@ -202,6 +211,13 @@ class Execution(LedgerBase):
             found.update({r.id: r for r in rows})
         return found
 
+    def _owned_writes(
+        self, conn: Connection, owner: str, writes: Sequence[JobWrite]
+    ) -> tuple[dict[int, Any], list[JobWrite]]:
+        """The rows still leased to ``owner``, and the writes for them (the last one per job)."""
+        owned = self._owned(conn, owner, [w.job_id for w in writes])
+        return owned, list({w.job_id: w for w in writes if w.job_id in owned}.values())
+
     async def record_attempts(self, owner: str, run_id: int | None, job_ids: Sequence[int]) -> dict[int, int]:
         """Record that a request is about to be sent for each job; returns attempt ids.
 
@@ -229,8 +245,7 @@ class Execution(LedgerBase):
         """Record paid answers (images still to download); returns the job ids recorded."""
 
         def record(conn: Connection) -> set[int]:
-            owned = self._owned(conn, owner, [r.job_id for r in responses])
-            kept = list({r.job_id: r for r in responses if r.job_id in owned}.values())
+            owned, kept = self._owned_writes(conn, owner, responses)
             moves = self._store_responses(conn, owned, kept, mark_paid=True)
             self._move_money(conn, moves)
             return {r.job_id for r in kept}
@@ -301,8 +316,7 @@ class Execution(LedgerBase):
         now = time.time()
 
         def work(conn: Connection) -> set[int]:
-            owned = self._owned(conn, owner, [c.job_id for c in completions])
-            done = list({c.job_id: c for c in completions if c.job_id in owned}.values())
+            owned, done = self._owned_writes(conn, owner, completions)
             if not done:
                 return set()
             fresh = [
@@ -370,8 +384,7 @@ class Execution(LedgerBase):
         now = time.time()
 
         def work(conn: Connection) -> set[int]:
-            owned = self._owned(conn, owner, [o.job_id for o in outcomes])
-            kept = list({o.job_id: o for o in outcomes if o.job_id in owned}.values())
+            owned, kept = self._owned_writes(conn, owner, outcomes)
             if not kept:
                 return set()
             ended = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import aiohttp
@@ -16,14 +15,13 @@ from tests.integration.conftest import API_KEY
 from tests.integration.test_fake_server_downloads import image_url
 
 
-def watch_writes(monkeypatch: pytest.MonkeyPatch, delay_s: float = 0.0) -> list[str]:
-    """The names of the threads that write image files, in order (each write taking ``delay_s`` more)."""
+def watch_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the threads that write image files, in order."""
     writers: list[str] = []
     place = downloads._place
 
     def watched(body: bytes | None, temp: Path, final: Path) -> None:
         writers.append(threading.current_thread().name)
-        time.sleep(delay_s)
         place(body, temp, final)
 
     monkeypatch.setattr(downloads, "_place", watched)
@@ -34,7 +32,8 @@ async def test_a_slow_write_sends_later_writes_to_a_thread(
     tmp_path: Path, fake_server: FakeServer, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On a slow disk (network share) the event loop writes one image at most, then hands writes off."""
-    writers = watch_writes(monkeypatch, delay_s=downloads.INLINE_WRITE_SLOW_S * 2)
+    writers = watch_writes(monkeypatch)
+    monkeypatch.setattr(downloads, "INLINE_WRITE_SLOW_S", -1.0)  # every write counts as slow
     downloader = Downloader(http)
     out = tmp_path / "out"
     saved = [
