@@ -93,8 +93,10 @@ async def test_fault_mix_finishes_every_job_without_paying_twice(
     tmp_path: Path, fake_server: FakeServer
 ) -> None:
     """429s (all Retry-After forms), 5xx, truncated downloads, an in-flight cap: all done, none paid twice."""
+    # rates high enough that every fault occurs whatever order the calls arrive in (zero
+    # truncations among 120 downloads at 3% happened in one run of 40, failing the test)
     fake_server.set_faults(
-        rate_429=0.2, retry_after="mixed", rate_5xx=0.1, rate_download_truncate=0.03, inflight_limit=10
+        rate_429=0.2, retry_after="mixed", rate_5xx=0.15, rate_download_truncate=0.1, inflight_limit=10
     )
     manifest = write_manifest(
         tmp_path,
@@ -116,7 +118,7 @@ async def test_fault_mix_finishes_every_job_without_paying_twice(
     assert stats["billed"] == 60
     faults = stats["faults"]
     for fault in ("rate_429", "5xx", "download_truncate"):
-        assert faults[fault] > 0, faults
+        assert faults.get(fault, 0) > 0, faults
 
 
 async def test_wrong_key_aborts_within_concurrency(
