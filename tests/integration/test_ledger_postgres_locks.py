@@ -8,7 +8,6 @@ second connection to check that none of them can stall or kill a run.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -20,6 +19,7 @@ from pipeline.ledger.writer import run_write
 from tests.integration.test_ledger_contract import many, save
 
 LEASE_S = 60.0
+HANDOFF = 424242  # advisory lock key the deadlock test passes from one side to the other
 
 
 @pytest.fixture
@@ -57,9 +57,9 @@ async def test_a_transaction_chosen_as_deadlock_victim_is_run_again(pg_ledger: L
     claim = await pg_ledger.claim_jobs(record.id, "w1", 2, LEASE_S)
     first, second = (j.id for j in claim.jobs)
     other = await asyncpg.connect(pg_url)
-    # the other side waits long before checking for a deadlock, so ours (200 ms) is the victim
+    # the other side waits long before checking for a deadlock, so ours (500 ms) is the victim
     await other.execute("SET deadlock_timeout = '20s'")
-    other_pid = await other.fetchval("SELECT pg_backend_pid()")
+    await other.execute("SELECT pg_advisory_lock($1)", HANDOFF)
     other_has_first = asyncio.Event()
     ours_has_second = asyncio.Event()
     runs = 0
@@ -67,11 +67,13 @@ async def test_a_transaction_chosen_as_deadlock_victim_is_run_again(pg_ledger: L
     def lock_in_reverse(conn: Connection) -> int:
         nonlocal runs
         runs += 1
-        conn.execute(text("SET LOCAL deadlock_timeout = '200ms'"))
+        conn.execute(text("SET LOCAL deadlock_timeout = '500ms'"))
         conn.execute(text("SELECT id FROM jobs WHERE id = :id FOR UPDATE"), {"id": second})
         loop.call_soon_threadsafe(ours_has_second.set)
         if runs == 1:
-            wait_until_blocked_by_us(conn, other_pid)
+            # PostgreSQL checks for a deadlock once per wait: ours must start waiting for `first`
+            # only once theirs waits for `second`, which it asks for right after this handoff
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": HANDOFF})
         conn.execute(text("SELECT id FROM jobs WHERE id = :id FOR UPDATE"), {"id": first})
         return runs
 
@@ -80,7 +82,11 @@ async def test_a_transaction_chosen_as_deadlock_victim_is_run_again(pg_ledger: L
             await other.execute("SELECT id FROM jobs WHERE id = $1 FOR UPDATE", first)
             other_has_first.set()
             await ours_has_second.wait()
-            await other.execute("SELECT id FROM jobs WHERE id = $1 FOR UPDATE", second)
+            # one message, two statements: the lock request follows the handoff at once
+            await other.execute(
+                f"SELECT pg_advisory_unlock({HANDOFF}); "
+                f"SELECT id FROM jobs WHERE id = {int(second)} FOR UPDATE"
+            )
 
     loop = asyncio.get_running_loop()
     try:
@@ -92,13 +98,3 @@ async def test_a_transaction_chosen_as_deadlock_victim_is_run_again(pg_ledger: L
         await other.close()
     # the first run was the deadlock's victim; the second committed (well before the other side's 20 s)
     assert ours == 2
-
-
-def wait_until_blocked_by_us(conn: Connection, pid: int) -> None:
-    """Return once backend ``pid`` waits for a lock this connection holds (PostgreSQL checks for a
-    deadlock once per wait, so ours must start waiting only after theirs has)."""
-    deadline = time.monotonic() + 10
-    query = text("SELECT pg_backend_pid() = ANY(pg_blocking_pids(:pid))")
-    while not conn.execute(query, {"pid": pid}).scalar_one():
-        assert time.monotonic() < deadline, "the other transaction never waited for our row"
-        time.sleep(0.005)
