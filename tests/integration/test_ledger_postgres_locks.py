@@ -19,7 +19,9 @@ from pipeline.ledger.writer import run_write
 from tests.integration.test_ledger_contract import many, save
 
 LEASE_S = 60.0
-HANDOFF = 424242  # advisory lock key the deadlock test passes from one side to the other
+# advisory lock keys of the deadlock test: one the other side hands to ours, one it holds until it commits
+HANDOFF = 424242
+THEIRS_OPEN = 424243
 
 
 @pytest.fixture
@@ -68,6 +70,9 @@ async def test_a_transaction_chosen_as_deadlock_victim_is_run_again(pg_ledger: L
         nonlocal runs
         runs += 1
         conn.execute(text("SET LOCAL deadlock_timeout = '500ms'"))
+        if runs > 1:
+            # the retry starts once theirs has committed, or it could take `second` first and deadlock again
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": THEIRS_OPEN})
         conn.execute(text("SELECT id FROM jobs WHERE id = :id FOR UPDATE"), {"id": second})
         loop.call_soon_threadsafe(ours_has_second.set)
         if runs == 1:
@@ -79,6 +84,7 @@ async def test_a_transaction_chosen_as_deadlock_victim_is_run_again(pg_ledger: L
 
     async def other_side() -> None:
         async with other.transaction():
+            await other.execute("SELECT pg_advisory_xact_lock($1)", THEIRS_OPEN)
             await other.execute("SELECT id FROM jobs WHERE id = $1 FOR UPDATE", first)
             other_has_first.set()
             await ours_has_second.wait()
