@@ -14,7 +14,9 @@ The tree (the class decides the action, not the caller)::
     │   ├── UrlExpired          the image URL is gone: record `url_expired`
     │   └── BadImage            the body is not an acceptable image: record and give up
     ├── LeaseLost               the ledger gave this job to another worker
-    ├── LedgerError             the ledger cannot be opened or is of another schema
+    ├── LedgerError             the ledger cannot be used: exit 5
+    │   └── LedgerUnavailable   unreachable (or locked, or failing I/O) past its retry window
+    ├── OutputUnusable          the output folder refuses a write (full, read-only, name too long): exit 5
     └── LockHeld                another run holds this manifest's lock: exit 4
 
 `ApiError.in_doubt` is true when the request may have reached the server and
@@ -150,7 +152,24 @@ class LeaseLost(IdeobatchError):
 
 
 class LedgerError(IdeobatchError):
-    """The ledger cannot be used (unreachable, wrong schema, unknown URL scheme)."""
+    """The ledger cannot be used: unreachable, corrupt, of another schema (exit 5)."""
+
+
+class LedgerUnavailable(LedgerError):
+    """The ledger stayed unreachable (or locked, or failing I/O) for longer than its retry window."""
+
+
+class OutputUnusable(IdeobatchError):
+    """The output folder refuses a write: disk full, read-only, no permission, a name too long.
+
+    Carries the path and the operating system's reason; the run stops (exit 5)
+    and a resume re-downloads what was not written, without paying again.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 class LockHeld(IdeobatchError):

@@ -12,3 +12,5 @@ EXIT_USAGE = 2
 EXIT_ABORTED = 3
 #: another run holds the manifest's lock
 EXIT_LOCKED = 4
+#: the ledger or the output folder cannot be used (unreachable, corrupt, full, read-only)
+EXIT_UNUSABLE = 5
