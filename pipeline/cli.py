@@ -18,8 +18,15 @@ from typing import Any, ClassVar, TypeVar
 import click
 
 from pipeline import __version__
-from pipeline.errors import IdeobatchError, LedgerError, LockHeld, ManifestError, UsageError
-from pipeline.exit_codes import EXIT_ABORTED, EXIT_LOCKED, EXIT_USAGE
+from pipeline.errors import (
+    IdeobatchError,
+    LedgerError,
+    LockHeld,
+    ManifestError,
+    OutputUnusable,
+    UsageError,
+)
+from pipeline.exit_codes import EXIT_ABORTED, EXIT_LOCKED, EXIT_UNUSABLE, EXIT_USAGE
 from pipeline.leases import DEFAULT_LEASE_S
 from pipeline.ledger.urls import DEFAULT_LEDGER_URL
 
@@ -41,6 +48,13 @@ lease_option = click.option(
     default=DEFAULT_LEASE_S,
     show_default=True,
     help="Seconds a claimed job stays leased without a heartbeat.",
+)
+ledger_retry_option = click.option(
+    "--ledger-retry",
+    "ledger_retry",
+    metavar="DURATION",
+    help="How long to wait for a ledger that stops answering before stopping with exit 5 "
+    "(e.g. 30s, 5m; default: the manifest's retry.ledger_retry, env IDEOBATCH_LEDGER_RETRY, else 60s).",
 )
 json_option = click.option(
     "--json",
@@ -70,15 +84,29 @@ def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     except LockHeld as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_LOCKED)
-    except (UsageError, LedgerError) as exc:
+    except UsageError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
+    except (LedgerError, OutputUnusable) as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_UNUSABLE)
     except IdeobatchError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_ABORTED)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(EXIT_ABORTED)
+
+
+def _window(value: str | None) -> float | None:
+    """A --ledger-retry value in seconds (exit 2 if it does not parse)."""
+    from pipeline.ledger.faults import parse_window
+
+    try:
+        return parse_window(value)
+    except ValueError as exc:
+        click.echo(f"error: --ledger-retry: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
 
 
 def _emit(summary: dict[str, Any], as_json: bool) -> None:
@@ -139,6 +167,7 @@ def main() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bar; warnings and the summary only.")
 @click.option("--lock", is_flag=True, help="Refuse to start (exit 4) while another run holds this manifest.")
 @lease_option
+@ledger_retry_option
 @json_option
 def run(
     manifest: str,
@@ -151,12 +180,14 @@ def run(
     quiet: bool,
     lock: bool,
     lease_s: float,
+    ledger_retry: str | None,
     as_json: bool,
 ) -> None:
     """Plan MANIFEST into the ledger, then work through every unfinished job (resumes)."""
     from pipeline.running import RunOptions, run_manifest
 
     _setup_logging(quiet)
+    window = _window(ledger_retry)
     options = RunOptions(
         manifest=manifest,
         ledger_url=ledger_url,
@@ -168,6 +199,7 @@ def run(
         lock=lock,
         lease_s=lease_s,
         base_url=base_url,
+        ledger_retry_s=window,
     )
     code, summary = _run_async(lambda: run_manifest(options))
     _emit(summary, as_json)
@@ -275,12 +307,23 @@ def gallery(manifest: str | None, ledger_url: str, out_file: str | None) -> None
 )
 @click.option("--quiet", is_flag=True, help="No progress bar; warnings only.")
 @lease_option
-def worker(ledger_url: str, follow: bool, quiet: bool, lease_s: float) -> None:
-    """Claim and execute pending jobs of every planned manifest (many machines, one ledger)."""
+@ledger_retry_option
+def worker(ledger_url: str, follow: bool, quiet: bool, lease_s: float, ledger_retry: str | None) -> None:
+    """Claim and execute pending jobs of every planned manifest (many machines, one ledger).
+
+    With --follow a ledger that stops answering is waited for as long as it takes.
+    """
     from pipeline.running import run_worker
 
     _setup_logging(quiet)
-    sys.exit(_run_async(lambda: run_worker(ledger_url, follow=follow, quiet=quiet, lease_s=lease_s)))
+    window = _window(ledger_retry)
+    if follow and window is None:
+        window = float("inf")
+    sys.exit(
+        _run_async(
+            lambda: run_worker(ledger_url, follow=follow, quiet=quiet, lease_s=lease_s, ledger_retry_s=window)
+        )
+    )
 
 
 @main.group()

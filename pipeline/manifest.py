@@ -119,6 +119,9 @@ class RetryConfig(_Section):
     attempts: Annotated[StrictInt, Field(ge=1, le=100)] = DEFAULT_ATTEMPTS
     initial: Duration = DEFAULT_BACKOFF_INITIAL_S
     max: Duration = DEFAULT_BACKOFF_MAX_S
+    #: how long a ledger that stops answering is waited for before the run stops (exit 5);
+    #: unset: ``IDEOBATCH_LEDGER_RETRY``, else 60 s
+    ledger_retry: Duration | None = None
 
 
 class TimeoutsConfig(_Section):

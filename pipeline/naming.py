@@ -21,6 +21,15 @@ PLACEHOLDERS = frozenset({"op", "slug", "seed", "index", "key", "id", "model", "
 KEY_PREFIX_CHARS = 12
 MAX_SLUG_CHARS = 60
 MAX_COMPONENT_CHARS = 120
+#: the longest file or folder name rendered, in bytes: file systems refuse names over 255
+#: bytes, and a download's temporary name adds up to 55 to its final name
+MAX_NAME_BYTES = 200
+#: literal text of a template may take this much of a name; placeholders need the rest
+MAX_LITERAL_NAME_BYTES = 120
+#: placeholders that are shortened, longest first, when a name would be too long (never
+#: the key, index or extension: they keep names unique)
+_SHRINKABLE = ("slug", "id", "model", "op", "seed")
+_MIN_SHRUNK_CHARS = 8
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _SLUG_UNSAFE = re.compile(r"[^a-z0-9]+")
@@ -56,6 +65,10 @@ def template_problem(template: str) -> str | None:
         return "the name template may not contain `..` or `.` path segments"
     if any(seg == "" for seg in segments):
         return "the name template has an empty path segment (`//` or a trailing `/`)"
+    if any(len(seg.encode("utf-8")) > MAX_LITERAL_NAME_BYTES for seg in literal_text.split("/")):
+        return (
+            f"a folder or file name of the template has over {MAX_LITERAL_NAME_BYTES} bytes of literal text"
+        )
     return None
 
 
@@ -124,7 +137,7 @@ def render_name(
         "id": safe_component(fields.id) if fields.id else "noid",
         "model": safe_component(fields.model) if fields.model else "nomodel",
     }
-    relative = template.format(**values)
+    relative = _fitted(template, values)
     parts = relative.split("/")
     if any(p in ("", ".", "..") for p in parts) or os.path.isabs(relative):
         raise UnsafePath(f"{relative!r} is not a safe relative path")
@@ -136,6 +149,23 @@ def render_name(
     if not _real(target.parent, cache).is_relative_to(root):
         raise UnsafePath(f"{relative!r} resolves outside the output folder")
     return target
+
+
+def _fitted(template: str, values: dict[str, str]) -> str:
+    """The template rendered with each name at most `MAX_NAME_BYTES` long.
+
+    A name over the limit has its longest shrinkable value (the slug, the
+    catalog id...) cut first, down to `_MIN_SHRUNK_CHARS`; the job key, index
+    and extension are never cut, so names stay unique.
+    """
+    relative = template.format(**values)
+    while any(len(part.encode("utf-8")) > MAX_NAME_BYTES for part in relative.split("/")):
+        name, value = max(((n, values[n]) for n in _SHRINKABLE), key=lambda item: len(item[1]))
+        if len(value) <= _MIN_SHRUNK_CHARS:
+            raise UnsafePath(f"{relative[:80]}...: a name longer than {MAX_NAME_BYTES} bytes")
+        values = {**values, name: value[: max(_MIN_SHRUNK_CHARS, len(value) // 2)].rstrip("-.") or "_"}
+        relative = template.format(**values)
+    return relative
 
 
 def _real(folder: Path, cache: dict[Path, Path]) -> Path:

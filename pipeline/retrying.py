@@ -9,7 +9,8 @@ bare Exception. The wait is exponential with jitter, capped, and a server's
 place because they cost nothing.
 
 Tests (and benchmarks) can shrink every wait with `set_wait_scale(0)` or the
-environment variable ``IDEOBATCH_TESTING_WAIT_SCALE``.
+environment variable ``IDEOBATCH_TESTING_WAIT_SCALE`` (except the ledger's:
+`until_available` waits for a server that is really away, so its waits stay real).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from tenacity import (
     AsyncRetrying,
     Future,
     RetryCallState,
+    retry_if_exception,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_after_delay,
     wait_exponential_jitter,
 )
 from tenacity.wait import wait_base
@@ -38,6 +41,10 @@ T = TypeVar("T")
 DOWNLOAD_ATTEMPTS = 5
 #: longest a server's Retry-After is honoured (a bogus header must not park a job for days)
 MAX_RETRY_AFTER_S = 3600.0
+
+#: first and longest wait between tries of a ledger that does not answer
+LEDGER_FIRST_WAIT_S = 0.25
+LEDGER_MAX_WAIT_S = 5.0
 
 _wait_scale = float(os.environ.get("IDEOBATCH_TESTING_WAIT_SCALE", "1"))
 
@@ -107,6 +114,50 @@ class RetryPolicy:
             return await fetch()
 
         return await retrying(attempt)
+
+
+async def until_available(
+    call: Callable[[], Awaitable[T]],
+    *,
+    window_s: float,
+    transient: Callable[[BaseException], bool],
+    on_retry: Callable[[BaseException, float], None],
+) -> T:
+    """Run ``call``; while it fails with a ``transient`` error, run it again for up to ``window_s``.
+
+    The first try runs bare (a ledger verb runs thousands of times a second and
+    nearly always succeeds). ``on_retry(error, seconds_waited_so_far)`` is told
+    of each failure that will be tried again; past the window the last error
+    is raised. ``window_s`` may be infinite (a worker that follows forever).
+    """
+    try:
+        return await call()
+    except Exception as first:
+        if window_s <= 0 or not transient(first):
+            raise
+        on_retry(first, 0.0)
+    started = time.monotonic()
+
+    def report(state: RetryCallState) -> None:
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if error is not None:
+            on_retry(error, time.monotonic() - started)
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(transient),
+        stop=stop_after_delay(window_s),
+        wait=wait_exponential_jitter(initial=LEDGER_FIRST_WAIT_S, max=LEDGER_MAX_WAIT_S, jitter=0.25),
+        before_sleep=report,
+        reraise=True,
+    )
+    # the first try already failed: wait before the next one
+    await asyncio.sleep(LEDGER_FIRST_WAIT_S)
+
+    async def attempt() -> T:
+        return await call()
+
+    return await retrying(attempt)
 
 
 def _failed_state(

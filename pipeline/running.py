@@ -11,13 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.client import opened_session
-from pipeline.errors import LockHeld, UsageError
-from pipeline.exit_codes import EXIT_ABORTED, EXIT_OK
+from pipeline.errors import LedgerError, LockHeld, UsageError
+from pipeline.exit_codes import EXIT_ABORTED, EXIT_OK, EXIT_UNUSABLE
 from pipeline.leases import DEFAULT_LEASE_S, HOST, reclaim_dead_on_this_host
 from pipeline.ledger.records import ManifestRecord
+from pipeline.ledger.reports import LedgerStatus
 from pipeline.ledger.repository import Ledger, opened_ledger
 from pipeline.planning import load_structure, log_plan, plan_into
 from pipeline.progress import Progress
+from pipeline.recovery import forget, kept_answers
 from pipeline.settings import RunSettings
 from pipeline.signals import Shutdown
 from pipeline.summary import build_summary, exit_code
@@ -45,6 +47,8 @@ class RunOptions:
     lock: bool = False
     lease_s: float = DEFAULT_LEASE_S
     base_url: str | None = None
+    #: seconds to wait for a ledger that does not answer (None: the manifest's, else the default)
+    ledger_retry_s: float | None = None
 
 
 async def run_manifest(options: RunOptions) -> tuple[int, dict[str, Any]]:
@@ -57,7 +61,8 @@ async def run_manifest(options: RunOptions) -> tuple[int, dict[str, Any]]:
         base_url=options.base_url,
     )
     api_key = settings.api_key()
-    async with opened_ledger(options.ledger_url) as ledger:
+    window = options.ledger_retry_s if options.ledger_retry_s is not None else settings.retry.ledger_retry
+    async with opened_ledger(options.ledger_url, retry_window_s=window) as ledger:
         record, counts = await plan_into(ledger, loaded, settings)
         log_plan(settings.name, counts)
         owner = new_owner()
@@ -69,8 +74,32 @@ async def run_manifest(options: RunOptions) -> tuple[int, dict[str, Any]]:
         finally:
             if lock:
                 await ledger.release_lock(record.id, owner)
-        summary = build_summary(await ledger.status(record.id), result)
+        summary = await closing_summary(ledger, record, result)
         return exit_code(summary, result), summary
+
+
+async def closing_summary(ledger: Ledger, record: ManifestRecord, result: RunResult | None) -> dict[str, Any]:
+    """The summary of a run; from this run's own counts when the ledger cannot be read."""
+    try:
+        return build_summary(await ledger.status(record.id), result)
+    except LedgerError as exc:
+        summary = build_summary(LedgerStatus(manifest=record.name), result)
+        summary["ledger_unavailable"] = str(exc)
+        return summary
+
+
+async def take_back_kept_answers(ledger: Ledger, record: ManifestRecord, output_dir: str) -> int:
+    """Record the paid answers an earlier run kept on disk while the ledger was away."""
+    found = list(kept_answers(output_dir, record.name))
+    if not found:
+        return 0
+    recorded = await ledger.import_answers(record.id, [answer for _path, answer in found])
+    forget([path for path, answer in found if answer.job_key in recorded])
+    for path, answer in found:
+        if answer.job_key not in recorded:
+            log.warning("kept answer %s names no job of %s: left in place", path, record.name)
+    log.info("recorded %d paid answer(s) kept while the ledger was away", len(recorded))
+    return len(recorded)
 
 
 async def execute(
@@ -88,6 +117,7 @@ async def execute(
     reclaimed = await reclaim_dead_on_this_host(ledger)
     if reclaimed:
         log.info("took back %d job(s) from stopped run(s)", reclaimed)
+    await take_back_kept_answers(ledger, record, settings.output_dir)
     run_id = await ledger.start_run(owner=owner, kind=kind, manifest_id=record.id, host=HOST, pid=os.getpid())
     pending, running, _due = await ledger.pending_work(record.id)
     progress = Progress(pending + running, label=settings.name, quiet=options.quiet)
@@ -121,12 +151,22 @@ async def execute(
         progress.close()
         if own_shutdown:
             shutdown.uninstall()
-        summary = build_summary(await ledger.status(record.id), locals().get("result"))
-        await ledger.end_run(run_id, outcome, summary)
+        summary = await closing_summary(ledger, record, locals().get("result"))
+        try:
+            await ledger.end_run(run_id, outcome, summary)
+        except LedgerError as exc:
+            # left unended: the next run on this host marks it crashed and takes its jobs back
+            log.warning("could not record how this run ended: %s", exc)
 
 
 async def run_worker(
-    ledger_url: str, *, follow: bool, quiet: bool, lease_s: float, poll_s: float = 5.0
+    ledger_url: str,
+    *,
+    follow: bool,
+    quiet: bool,
+    lease_s: float,
+    poll_s: float = 5.0,
+    ledger_retry_s: float | None = None,
 ) -> int:
     """Work on every planned manifest until none has pending jobs (forever with ``follow``).
 
@@ -139,7 +179,7 @@ async def run_worker(
     code = EXIT_OK
     set_aside: dict[int, str] = {}
     try:
-        async with opened_ledger(ledger_url) as ledger:
+        async with opened_ledger(ledger_url, retry_window_s=ledger_retry_s) as ledger:
             while not shutdown.stop.is_set():
                 worked = False
                 for record in await ledger.list_manifests():
@@ -172,7 +212,11 @@ async def run_worker(
                         kind="worker",
                         shutdown=shutdown,
                     )
-                    if result.stop_reason in ("fatal", "budget"):
+                    if result.stop_reason in ("ledger", "output"):
+                        log.error("%s: %s", record.name, result.message)
+                        set_aside[record.id] = result.stop_reason
+                        code = EXIT_UNUSABLE
+                    elif result.stop_reason in ("fatal", "budget"):
                         log.warning("%s: %s", record.name, result.message)
                         set_aside[record.id] = result.stop_reason
                         code = EXIT_ABORTED

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pipeline.exit_codes import EXIT_ABORTED, EXIT_FAILED_JOBS, EXIT_OK
+from pipeline.exit_codes import EXIT_ABORTED, EXIT_FAILED_JOBS, EXIT_OK, EXIT_UNUSABLE
 from pipeline.ledger.records import to_usd
 from pipeline.ledger.reports import LedgerStatus
 
@@ -54,12 +54,15 @@ def build_summary(status: LedgerStatus, run: RunResult | None = None) -> dict[st
             "stop_reason": run.stop_reason,
             "message": run.message,
             "peak_images_in_flight": run.peak_images_in_flight,
+            "kept_answers": list(run.kept_answers),
         }
     return summary
 
 
 def exit_code(summary: dict[str, Any], run: RunResult) -> int:
-    """0 all succeeded, 1 some failed, 3 aborted (auth, budget, interrupted, error)."""
+    """0 all succeeded, 1 some failed, 3 aborted (auth, budget, interrupted, error), 5 ledger/output."""
+    if run.stop_reason in ("ledger", "output"):
+        return EXIT_UNUSABLE
     if run.stop_reason in ("fatal", "budget", "interrupted"):
         return EXIT_ABORTED
     if summary["jobs"]["failed"]:
@@ -72,6 +75,9 @@ def render_text(summary: dict[str, Any]) -> str:
     jobs = summary["jobs"]
     images = summary["images"]
     lines = [f"manifest {summary['manifest']}" if summary["manifest"] else "all manifests"]
+    if summary.get("ledger_unavailable"):
+        lines.append(f"ledger: {summary['ledger_unavailable']}")
+        lines.append("(the ledger could not be read: the counts below are this run's only)")
     lines.append(
         "jobs:   " + ", ".join(f"{jobs[s]} {s}" for s in JOB_STATES) + f"  (total {sum(jobs.values())})"
     )
@@ -99,6 +105,11 @@ def render_text(summary: dict[str, Any]) -> str:
         )
         if run["stop_reason"]:
             lines.append(f"stopped: {run['message'] or run['stop_reason']}")
+        if run.get("kept_answers"):
+            lines.append(
+                f"kept {len(run['kept_answers'])} paid answer(s) on disk (under "
+                f"{_common_folder(run['kept_answers'])}): the next run records them without paying again"
+            )
     elif summary["runs"]:
         last = summary["runs"][0]
         lines.append(
@@ -111,3 +122,9 @@ def render_text(summary: dict[str, Any]) -> str:
             age = worker["heartbeat_age_s"]
             lines.append(f"  {worker['host']} pid {worker['pid']} ({worker['kind']}), heartbeat {age}s ago")
     return "\n".join(lines)
+
+
+def _common_folder(paths: list[str]) -> str:
+    import os
+
+    return os.path.dirname(os.path.commonpath(paths)) if len(paths) == 1 else os.path.commonpath(paths)

@@ -27,6 +27,8 @@ from pipeline.errors import (
     DownloadRetryable,
     FatalError,
     LeaseLost,
+    LedgerError,
+    OutputUnusable,
     PermanentError,
     TransientError,
     UrlExpired,
@@ -47,6 +49,7 @@ from pipeline.ledger.repository import Ledger
 from pipeline.naming import NameFields, UnsafePath, render_name, slugify, unique_template
 from pipeline.pacing import ImageSlots, TokenBucket
 from pipeline.progress import Progress
+from pipeline.recovery import KeptAnswer, keep_answer
 from pipeline.results import (
     IMAGE_DOWNLOADED,
     IMAGE_EXPIRED,
@@ -69,13 +72,16 @@ class RunResult:
     """How executing a manifest's jobs ended."""
 
     tally: RunTally
-    stop_reason: str | None = None  # budget | fatal | interrupted | max_jobs
+    #: budget | fatal | interrupted | max_jobs | ledger (unusable) | output (folder unusable)
+    stop_reason: str | None = None
     message: str | None = None
     duration_s: float = 0.0
     peak_images_in_flight: int = 0
     claimed: int = 0
     lost_leases: int = 0
     errors: list[str] = field(default_factory=list)
+    #: paid answers the ledger could not take, kept on disk for the next run (`pipeline.recovery`)
+    kept_answers: list[str] = field(default_factory=list)
 
 
 class JobRunner:
@@ -148,8 +154,15 @@ class JobRunner:
             await self.batcher.close()
             try:
                 await writer
+            except LedgerError:
+                pass  # already reported by `_side_task_done`, and the stop reason says so
             finally:
-                await self.ledger.release_jobs(self.owner, None)
+                try:
+                    await self.ledger.release_jobs(self.owner, None)
+                except LedgerError as exc:
+                    # the jobs stay leased to this run; the next run on this host takes them back
+                    # at once (its pid is dead), any other when their lease expires
+                    log.warning("could not give this run's jobs back: %s", exc)
         self.result.stop_reason = self._stop_reason
         self.result.duration_s = time.monotonic() - started
         self.result.peak_images_in_flight = self.slots.peak
@@ -159,7 +172,10 @@ class JobRunner:
         if task.cancelled():
             return
         error = task.exception()
-        if error is not None:
+        if isinstance(error, LedgerError):
+            # calls in flight go on: their paid answers are kept on disk (`_keep_answer`)
+            self._stop("ledger", str(error))
+        elif error is not None:
             log.error("%s stopped: %s", task.get_name(), error)
             self.result.errors.append(f"{task.get_name()}: {error}")
             self._stop("fatal", f"{task.get_name()} failed: {error}")
@@ -172,6 +188,12 @@ class JobRunner:
         self._wake.set()
 
     async def _claim_loop(self) -> None:
+        try:
+            await self._claim_until_stopped()
+        except LedgerError as exc:
+            self._stop("ledger", str(exc))
+
+    async def _claim_until_stopped(self) -> None:
         limit = self.slots.ceiling
         stop_waiter = asyncio.create_task(self.shutdown.stop.wait(), name="stop-signal")
         try:
@@ -283,6 +305,11 @@ class JobRunner:
         except LeaseLost as exc:
             self.result.lost_leases += 1
             log.warning("%s", exc)
+        except LedgerError as exc:
+            self._stop("ledger", str(exc))
+        except OutputUnusable as exc:
+            # the job keeps its recorded answer and goes back to pending: a resume downloads again
+            self._stop("output", f"{exc}; free or fix the output folder, then run again")
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug: stop the run rather than burn through the batch
@@ -383,22 +410,58 @@ class JobRunner:
         response = Response(job.id, attempt_id, result, cost)
         self.result.tally.spend_micros += cost
         to_fetch = [image for image in result.images if not image.withheld]
-        if to_fetch:
-            # the paid answer is durable before the (slow, retryable) downloads start
-            await self.batcher.response(response)
-            outcomes = await self._download_all(job, result.images)
-            await self._complete(job, outcomes, result.descriptions, None)
-        else:
-            outcomes = [DownloadOutcome(i.index, IMAGE_WITHHELD) for i in result.images]
-            await self._complete(job, outcomes, result.descriptions, response)
+        outcomes: list[DownloadOutcome] | None = None
+        try:
+            if to_fetch:
+                # the paid answer is durable before the (slow, retryable) downloads start
+                await self.batcher.response(response)
+                outcomes = await self._download_all(job, result.images)
+                await self._complete(job, outcomes, result.descriptions, None)
+            else:
+                outcomes = [DownloadOutcome(i.index, IMAGE_WITHHELD) for i in result.images]
+                await self._complete(job, outcomes, result.descriptions, response)
+        except LedgerError:
+            if outcomes is None:
+                # the image URLs expire, and downloading needs no ledger
+                outcomes = await self._download_all(job, result.images)
+            self._keep_answer(job, response, outcomes)
+            raise
+
+    def _keep_answer(self, job: ClaimedJob, response: Response, outcomes: Sequence[DownloadOutcome]) -> None:
+        """Write a paid answer the ledger would not take to the output folder, for the next run."""
+        answer = KeptAnswer(
+            self.settings.name,
+            job.key,
+            response.attempt_id,
+            response.cost_micros,
+            response.result,
+            tuple(outcomes),
+        )
+        try:
+            path = keep_answer(self.output_dir, answer)
+        except OutputUnusable as exc:
+            # nowhere to keep it: the log is the last place (the next run will pay for it again)
+            log.error("cannot keep the answer of job %s (%s): %s", job.key[:12], exc, answer.to_json())
+            return
+        self.result.kept_answers.append(str(path))
+        log.warning("the ledger is away: the answer of job %s is kept in %s", job.key[:12], path)
 
     async def _resume_downloads(self, job: ClaimedJob) -> None:
         stored = await self.ledger.images_of(job.id)
+        done = {
+            s.index: DownloadOutcome(
+                s.index, IMAGE_DOWNLOADED, s.local_path, s.sha256, s.bytes, s.width, s.height
+            )
+            for s in stored
+            if s.state == IMAGE_DOWNLOADED and s.local_path and Path(s.local_path).is_file()
+        }
         images = [
             GeneratedImage(s.index, s.remote_url, s.prompt, s.resolution, s.seed, s.is_image_safe)
             for s in stored
+            if s.index not in done
         ]
-        outcomes = await self._download_all(job, images)
+        fetched = await self._download_all(job, images, total=len(stored)) if images else []
+        outcomes = sorted([*done.values(), *fetched], key=lambda o: o.index)
         await self._complete(job, outcomes, await self.ledger.descriptions_of(job.id), None)
 
     async def _complete(
@@ -444,8 +507,12 @@ class JobRunner:
             ]
         return list(expand_children(job.as_planned(), spec, results, self.settings.defaults, self.prices))
 
-    async def _download_all(self, job: ClaimedJob, images: Sequence[GeneratedImage]) -> list[DownloadOutcome]:
-        template = unique_template(self.settings.name_template, multi_image=len(images) > 1)
+    async def _download_all(
+        self, job: ClaimedJob, images: Sequence[GeneratedImage], total: int | None = None
+    ) -> list[DownloadOutcome]:
+        """Download ``images`` (of a response of ``total`` images, all of them by default)."""
+        count = len(images) if total is None else total
+        template = unique_template(self.settings.name_template, multi_image=count > 1)
         self._downloading += 1
         try:
             if len(images) == 1:  # the common case, without a task per image

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from pipeline.errors import LedgerUnavailable
 from pipeline.expand import PlannedJob
 from pipeline.keys import canonical_json
 from pipeline.ledger import engine as engines
+from pipeline.ledger import faults
 from pipeline.ledger.statements import DriverSql, statements
 from pipeline.ledger.tables import (
     PENDING,
 )
 from pipeline.ledger.writer import SqliteWriter, Work, run_write
+from pipeline.retrying import until_available
+
+log = logging.getLogger("ideobatch")
 
 Key = TypeVar("Key")
 T = TypeVar("T")
@@ -45,9 +51,15 @@ def grouped(pairs: Iterable[tuple[Key, int]]) -> dict[Key, list[int]]:
 class LedgerBase:
     """A ledger's connection pool and the transaction helpers every verb uses."""
 
-    def __init__(self, engine: AsyncEngine, url: str) -> None:
+    def __init__(self, engine: AsyncEngine, url: str, retry_window_s: float | None = None) -> None:
         self.engine = engine
         self.url = url
+        #: how long a verb waits for a ledger that does not answer before `LedgerUnavailable`
+        self.retry_window_s = faults.default_window() if retry_window_s is None else retry_window_s
+        #: when the current outage began (monotonic), None while the ledger answers
+        self._outage_since: float | None = None
+        #: an outage outlasted the window: later verbs try once, without waiting again
+        self._gave_up = False
         self.is_sqlite = engines.is_sqlite(engine)
         self._sql = statements(postgres=not self.is_sqlite)
         self._driver = DriverSql(engine.dialect)
@@ -55,6 +67,47 @@ class LedgerBase:
             asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
         )
         self._sqlite_writer = SqliteWriter(url) if self.is_sqlite else None
+
+    async def _guarded(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run one verb; wait out a ledger that is away (`faults`); translate its errors."""
+        window = 0.0 if self._gave_up else self.retry_window_s
+        try:
+            result = await until_available(
+                call, window_s=window, transient=faults.is_transient, on_retry=self._on_retry
+            )
+        except Exception as exc:
+            error = faults.translated(exc, self.url, window)
+            if error is None:
+                raise
+            if isinstance(error, LedgerUnavailable):
+                self._gave_up = True
+            raise error from exc
+        if self._outage_since is not None:
+            log.warning("the ledger is back after %.1f s", time.monotonic() - self._outage_since)
+            self._outage_since = None
+        self._gave_up = False
+        return result
+
+    @asynccontextmanager
+    async def _translating(self) -> AsyncIterator[None]:
+        """Translate the ledger's errors in a block that cannot simply be run again (a stream)."""
+        try:
+            yield
+        except Exception as exc:
+            error = faults.translated(exc, self.url, 0.0)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _on_retry(self, error: BaseException, waited_s: float) -> None:
+        if self._outage_since is None:
+            self._outage_since = time.monotonic() - waited_s
+            log.warning(
+                "the ledger %s does not answer (%s): waiting for it (up to %g s)",
+                faults.masked(self.url),
+                faults.describe(error)[:200],
+                self.retry_window_s,
+            )
 
     async def _transact(self, work: Work[T]) -> T:
         """Run ``work`` (a function of a sync `Connection`) as one write transaction."""

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from pipeline.errors import LeaseLost
+from pipeline.errors import LeaseLost, LedgerError
 from pipeline.ledger.records import Completion, Outcome, Response
 from pipeline.ledger.repository import Ledger
 
@@ -44,14 +44,37 @@ class _Queue(Generic[Item, Result]):
 
     async def flush(self) -> None:
         batch, self.items = self.items, []
-        if not batch:
-            return
+        if batch:
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        """Commit ``batch`` in one transaction; if the ledger refuses it, each write on its own.
+
+        One write the database refuses (a value it cannot store, say) must not
+        take the others of its batch down with it: they are committed one by
+        one, and only the refused one fails (with a `LedgerError`, which stops
+        the run and keeps a paid answer on disk). A ledger that is away
+        (`LedgerError` from the verb) fails the whole batch and ends the writer.
+        """
         try:
             results = await self._flush([item for item, _ in batch])
+        except LedgerError as exc:
+            _fail(batch, exc)
+            raise
+        except Exception as exc:
+            if len(batch) > 1:
+                for single in batch:
+                    await self._commit([single])
+                return
+            log.error("the ledger refused the %s write of job %s: %s", self.name, self._key(batch[0][0]), exc)
+            refused = LedgerError(
+                f"the ledger refused to record job {self._key(batch[0][0])} ({type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); please report this"
+            )
+            _fail(batch, refused)
+            return
         except BaseException as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            _fail(batch, exc)
             raise
         for item, future in batch:
             if future.done():
@@ -61,6 +84,12 @@ class _Queue(Generic[Item, Result]):
                 future.set_result(results[job_id])
             else:
                 future.set_exception(LeaseLost(f"job {job_id}: its lease was taken by another worker"))
+
+
+def _fail(batch: Sequence[tuple[Any, asyncio.Future[Any]]], exc: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(exc)
 
 
 class WriteBatcher:

@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from pipeline.errors import LedgerError
+from pipeline.errors import LedgerError, UsageError
 
 if TYPE_CHECKING:  # alembic is imported only when migrating (it costs a fraction of a second)
     from alembic.config import Config
@@ -30,19 +30,19 @@ WRITE = {"ideobatch_write": True}
 
 
 def async_url(url: str) -> URL:
-    """A user's ledger URL mapped to its async driver; raise `LedgerError` if unusable."""
+    """A user's ledger URL mapped to its async driver; `UsageError` if it is not one we take."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
-        raise LedgerError(f"not a ledger URL: {url!r} (use sqlite:///path or postgresql://...)") from exc
+        raise UsageError(f"not a ledger URL: {url!r} (use sqlite:///path or postgresql://...)") from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
-            raise LedgerError("a SQLite ledger needs a file: sqlite:///path/to/ledger.db")
+            raise UsageError("a SQLite ledger needs a file: sqlite:///path/to/ledger.db")
         return parsed.set(drivername="sqlite+aiosqlite")
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+asyncpg")
-    raise LedgerError(f"unsupported ledger {backend!r}: use sqlite:///path or postgresql://...")
+    raise UsageError(f"unsupported ledger {backend!r}: use sqlite:///path or postgresql://...")
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:
@@ -123,6 +123,13 @@ def head_revision() -> str | None:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def known_revisions() -> frozenset[str]:
+    """Every revision this ideobatch's migrations know (a ledger at another is newer)."""
+    from alembic.script import ScriptDirectory
+
+    return frozenset(rev.revision for rev in ScriptDirectory.from_config(alembic_config()).walk_revisions())
 
 
 def _current_revision(connection: Connection) -> str | None:

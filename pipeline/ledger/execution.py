@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 
 from pipeline.ledger.base import LedgerBase, grouped, id_chunks, job_row_values
+from pipeline.ledger.faults import verb
 from pipeline.ledger.records import (
     Claim,
     ClaimedJob,
@@ -45,7 +46,8 @@ from pipeline.ledger.tables import (
     manifests,
     runs,
 )
-from pipeline.results import IMAGE_PENDING, IMAGE_WITHHELD, ApiResult
+from pipeline.recovery import KeptAnswer
+from pipeline.results import IMAGE_DOWNLOADED, IMAGE_PENDING, IMAGE_WITHHELD, ApiResult
 
 
 class _HasJobId(Protocol):
@@ -60,6 +62,7 @@ JobWrite = TypeVar("JobWrite", bound=_HasJobId)
 class Execution(LedgerBase):
     """Claiming and working jobs (a part of `Ledger`)."""
 
+    @verb
     async def claim_jobs(
         self, manifest_id: int, owner: str, limit: int, lease_s: float, now: float | None = None
     ) -> Claim:
@@ -113,6 +116,7 @@ class Execution(LedgerBase):
             reserve += cost
         return chosen, False, reserve
 
+    @verb
     async def renew_leases(self, owner: str, lease_s: float) -> set[int]:
         """Extend every lease ``owner`` holds; returns the ids renewed.
 
@@ -144,6 +148,7 @@ class Execution(LedgerBase):
 
         return await self._transact(renew)
 
+    @verb
     async def reclaim_expired(self, now: float | None = None, owners: Sequence[str] = ()) -> int:
         """Return jobs whose lease expired to pending; their unanswered attempts become in doubt.
 
@@ -218,6 +223,7 @@ class Execution(LedgerBase):
         owned = self._owned(conn, owner, [w.job_id for w in writes])
         return owned, list({w.job_id: w for w in writes if w.job_id in owned}.values())
 
+    @verb
     async def record_attempts(self, owner: str, run_id: int | None, job_ids: Sequence[int]) -> dict[int, int]:
         """Record that a request is about to be sent for each job; returns attempt ids.
 
@@ -241,14 +247,17 @@ class Execution(LedgerBase):
 
         return await self._transact(record)
 
+    @verb
     async def record_responses(self, owner: str, responses: Sequence[Response]) -> set[int]:
         """Record paid answers (images still to download); returns the job ids recorded."""
 
         def record(conn: Connection) -> set[int]:
             owned, kept = self._owned_writes(conn, owner, responses)
+            # an answer already recorded (the verb run again after a commit whose reply was lost)
+            kept = [r for r in kept if owned[r.job_id].response_at is None]
             moves = self._store_responses(conn, owned, kept, mark_paid=True)
             self._move_money(conn, moves)
-            return {r.job_id for r in kept}
+            return {r.job_id for r in responses if r.job_id in owned}
 
         return await self._transact(record)
 
@@ -308,6 +317,7 @@ class Execution(LedgerBase):
         if text_rows:
             conn.execute(insert(descriptions), text_rows)
 
+    @verb
     async def complete_jobs(self, owner: str, completions: Sequence[Completion]) -> set[int]:
         """Finish jobs: record downloads (and the response if not yet), plan children, mark done.
 
@@ -375,6 +385,7 @@ class Execution(LedgerBase):
 
         return await self._transact(work)
 
+    @verb
     async def settle_attempts(self, owner: str, outcomes: Sequence[Outcome], *, final: bool) -> set[int]:
         """Record failed attempts: reschedule them (``final=False``) or fail the jobs for good.
 
@@ -419,6 +430,7 @@ class Execution(LedgerBase):
 
         return await self._transact(work)
 
+    @verb
     async def release_jobs(self, owner: str, job_ids: Sequence[int] | None) -> None:
         """Give leased jobs back as pending, untouched (shutdown, or a run-stopping error).
 
@@ -453,6 +465,68 @@ class Execution(LedgerBase):
 
         return await self._transact(work)
 
+    @verb
+    async def import_answers(self, manifest_id: int, answers: Sequence[KeptAnswer]) -> set[str]:
+        """Record paid answers kept on disk while the ledger was away (`pipeline.recovery`).
+
+        An answer whose job has none recorded yet is recorded as if it had just
+        arrived (paid, its attempt answered and no longer in doubt), with the
+        downloads it made; the job keeps its state, and the next claim finishes
+        it from there without calling the API. For a job whose answer is
+        recorded already, only downloads the ledger does not know are added.
+        Returns the job keys the ledger now holds an answer for (their files
+        can go); a key the manifest does not have is left out.
+        """
+        now = time.time()
+        by_key = {a.job_key: a for a in answers}
+
+        def work(conn: Connection) -> set[str]:
+            rows = {}
+            for part in id_chunks(list(by_key)):
+                query = select(
+                    jobs.c.id,
+                    jobs.c.key,
+                    jobs.c.manifest_id,
+                    jobs.c.state,
+                    jobs.c.reserved_micros,
+                    jobs.c.response_at,
+                ).where(jobs.c.manifest_id == manifest_id, jobs.c.key.in_(part))
+                rows.update({r.key: r for r in conn.execute(self._locked(query))})
+            fresh = [
+                Response(rows[key].id, answer.attempt_id, answer.result, answer.cost_micros)
+                for key, answer in by_key.items()
+                if key in rows and rows[key].response_at is None and rows[key].state in (PENDING, RUNNING)
+            ]
+            owned = {rows[key].id: rows[key] for key in rows}
+            moves = self._store_responses(conn, owned, fresh, mark_paid=True)
+            for response in fresh:
+                if response.attempt_id is not None:
+                    conn.execute(
+                        update(attempts)
+                        .where(attempts.c.id == response.attempt_id, attempts.c.job_id == response.job_id)
+                        .values(
+                            ended_at=func.coalesce(attempts.c.ended_at, now),
+                            http_status=200,
+                            in_doubt=False,
+                            error_kind=None,
+                            message="answer recorded from the file kept while the ledger was away",
+                        )
+                    )
+            downloads = [
+                (o.state, o.path, o.sha256, o.bytes, o.width, o.height, o.error, rows[key].id, o.index)
+                for key, answer in by_key.items()
+                if key in rows
+                for o in answer.downloads
+                if o.state == IMAGE_DOWNLOADED
+            ]
+            if downloads:
+                conn.exec_driver_sql(self._driver.downloaded, downloads)
+            self._move_money(conn, moves)
+            return {key for key in by_key if key in rows}
+
+        return await self._transact(work)
+
+    @verb
     async def images_of(self, job_id: int) -> list[StoredImage]:
         """The recorded images of a job, by index."""
         async with self._read() as conn:
@@ -461,6 +535,7 @@ class Execution(LedgerBase):
             )
             return [_stored_image(r) for r in rows]
 
+    @verb
     async def descriptions_of(self, job_id: int) -> list[str]:
         """The recorded descriptions of a job, by index."""
         async with self._read() as conn:
@@ -471,6 +546,7 @@ class Execution(LedgerBase):
             )
             return [r.text for r in rows]
 
+    @verb
     async def pending_work(self, manifest_id: int | None = None) -> tuple[int, int, float | None]:
         """Pending and running job counts, and the earliest time a pending job is due."""
         where = [jobs.c.manifest_id == manifest_id] if manifest_id is not None else []
@@ -488,6 +564,7 @@ class Execution(LedgerBase):
                     running = int(count)
         return pending, running, due
 
+    @verb
     async def reset_jobs(self, manifest_id: int | None, *, states: Sequence[str], reason: str | None) -> int:
         """Put matching jobs back to pending (``retry``); expired results are regenerated."""
         conditions: list[ColumnElement[bool]] = [jobs.c.state.in_(states)]
@@ -543,6 +620,9 @@ def _stored_image(row: Any) -> StoredImage:
         state=row.state,
         local_path=row.local_path,
         sha256=row.sha256,
+        bytes=row.bytes,
+        width=row.width,
+        height=row.height,
     )
 
 

@@ -159,6 +159,9 @@ class StoredImage:
     state: str
     local_path: str | None
     sha256: str | None
+    bytes: int | None = None
+    width: int | None = None
+    height: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

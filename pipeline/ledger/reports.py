@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pipeline.ledger.base import LedgerBase
+from pipeline.ledger.faults import verb
 from pipeline.ledger.tables import attempts, descriptions, images, jobs, manifests, runs
 
 #: a run whose heartbeat is older than this is not shown as a live worker
@@ -63,16 +65,16 @@ class ExportRow:
     error_kind: str | None
 
 
-class Reports:
-    """Mixin of the `Ledger` with its read-only reporting verbs."""
+class Reports(LedgerBase):
+    """The part of the `Ledger` with its read-only reporting verbs."""
 
-    engine: AsyncEngine
-
+    @verb
     async def status(self, manifest_id: int | None) -> LedgerStatus:
         """Counts per state and op, images, spend, in-doubt attempts, failures, runs, workers."""
         async with self.engine.connect() as conn:
             return await _status(conn, manifest_id)
 
+    @verb
     async def failed_jobs(self, manifest_id: int | None, limit: int = 10_000) -> list[dict[str, Any]]:
         """Failed jobs with their reasons (newest first, at most ``limit``)."""
         where = [jobs.c.state == "failed"]
@@ -145,7 +147,7 @@ class Reports:
             .where(*where)
             .order_by(jobs.c.id, descriptions.c.index)
         )
-        async with self.engine.connect() as conn:
+        async with self._translating(), self.engine.connect() as conn:
             result = await conn.stream(image_query.execution_options(yield_per=1000))
             async for row in result:
                 yield _export_row(row, text=None)

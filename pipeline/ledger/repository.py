@@ -32,6 +32,7 @@ from pipeline.keys import canonical_json
 from pipeline.ledger import engine as engines
 from pipeline.ledger.base import id_chunks, job_row_values
 from pipeline.ledger.execution import Execution
+from pipeline.ledger.faults import masked, verb
 from pipeline.ledger.records import (
     ManifestRecord,
     PlanCounts,
@@ -57,34 +58,55 @@ class Ledger(Execution, Reports):
     # --- lifecycle -----------------------------------------------------------------
 
     @classmethod
-    async def open(cls, url: str, *, upgrade: bool | None = None) -> Ledger:
+    async def open(
+        cls, url: str, *, upgrade: bool | None = None, retry_window_s: float | None = None
+    ) -> Ledger:
         """Open a ledger; SQLite ones are migrated to the newest schema on open.
 
         PostgreSQL ledgers must be at the newest schema already (`ideobatch db
-        upgrade`), so that many workers never race to migrate one database.
+        upgrade`), so that many workers never race to migrate one database. A
+        ledger that does not answer is waited for up to ``retry_window_s``
+        (default: `faults.default_window`); one that cannot be used raises
+        `LedgerError` naming it (password masked) and what to do.
         """
-        engine = engines.create_engine(url)
-        ledger = cls(engine, url)
         try:
-            should_upgrade = ledger.is_sqlite if upgrade is None else upgrade
-            if should_upgrade:
-                if await engines.stored_revision(engine) != engines.HEAD_REVISION:
-                    await engines.upgrade(engine)
-            else:
-                current = await engines.current_revision(engine)
-                head = engines.head_revision()
-                if current != head:
-                    raise LedgerError(
-                        f"the ledger's schema is at {current or 'nothing'}, this ideobatch needs "
-                        f"{head}: run `ideobatch db upgrade --ledger URL` first"
-                    )
+            engine = engines.create_engine(url)
+        except OSError as exc:
+            raise LedgerError(f"cannot create the ledger {masked(url)}: {exc.strerror or exc}") from exc
+        ledger = cls(engine, url, retry_window_s)
+        should_upgrade = ledger.is_sqlite if upgrade is None else upgrade
+        try:
+            await ledger._guarded(lambda: ledger._check_schema(should_upgrade))
+        except LedgerError:
+            await ledger._dispose()
+            raise
         except (OSError, DBAPIError) as exc:
             await ledger._dispose()
-            raise LedgerError(f"cannot open the ledger: {_db_message(exc)}") from exc
+            raise LedgerError(f"cannot open the ledger {masked(url)}: {_db_message(exc)}") from exc
         except BaseException:
             await ledger._dispose()
             raise
         return ledger
+
+    async def _check_schema(self, upgrade: bool) -> None:
+        stored = await engines.stored_revision(self.engine)
+        newer = stored not in (None, engines.HEAD_REVISION) and stored not in engines.known_revisions()
+        if newer:
+            raise LedgerError(
+                f"the ledger {masked(self.url)} has a schema ({stored}) newer than this ideobatch "
+                f"knows: upgrade ideobatch (pip install -U ideobatch) to use it"
+            )
+        if upgrade:
+            if stored != engines.HEAD_REVISION:
+                await engines.upgrade(self.engine)
+            return
+        current = await engines.current_revision(self.engine)
+        head = engines.head_revision()
+        if current != head:
+            raise LedgerError(
+                f"the ledger {masked(self.url)} has schema {current or 'nothing'}, this ideobatch needs "
+                f"{head}: run `ideobatch db upgrade --ledger URL` first"
+            )
 
     async def close(self) -> None:
         """Release the connection pools."""
@@ -92,6 +114,7 @@ class Ledger(Execution, Reports):
 
     # --- manifests and planning -------------------------------------------------------
 
+    @verb
     async def save_manifest(
         self,
         *,
@@ -135,6 +158,7 @@ class Ledger(Execution, Reports):
         assert record is not None
         return record
 
+    @verb
     async def mark_planned(self, manifest_id: int, config: dict[str, Any]) -> None:
         """Record that the manifest's jobs are all in the ledger, with the settings they came from."""
         async with self._write() as conn:
@@ -144,18 +168,21 @@ class Ledger(Execution, Reports):
                 .values(plan_complete=True, config=canonical_json(config))
             )
 
+    @verb
     async def get_manifest(self, name: str) -> ManifestRecord | None:
         """The manifest of this name, or None."""
         async with self._read() as conn:
             row = (await conn.execute(select(manifests).where(manifests.c.name == name))).first()
         return _manifest_record(row) if row else None
 
+    @verb
     async def get_manifest_by_id(self, manifest_id: int) -> ManifestRecord:
         """The manifest with this id."""
         async with self._read() as conn:
             row = (await conn.execute(select(manifests).where(manifests.c.id == manifest_id))).one()
         return _manifest_record(row)
 
+    @verb
     async def list_manifests(self) -> list[ManifestRecord]:
         """Every planned manifest, oldest plan first."""
         async with self._read() as conn:
@@ -209,9 +236,11 @@ class Ledger(Execution, Reports):
         counts.new = await self._count_jobs(manifest_id) - before
         return counts
 
+    @verb
     async def _insert_jobs(self, rows: list[tuple[Any, ...]]) -> None:
         await self._transact(lambda conn: self._insert_rows(conn, rows))
 
+    @verb
     async def _count_jobs(self, manifest_id: int) -> int:
         async with self._read() as conn:
             value = await conn.scalar(
@@ -219,6 +248,7 @@ class Ledger(Execution, Reports):
             )
         return int(value or 0)
 
+    @verb
     async def job_states(self, manifest_id: int, keys: Sequence[str]) -> dict[str, str]:
         """The state of each of these keys that the ledger knows."""
         found: dict[str, str] = {}
@@ -234,6 +264,7 @@ class Ledger(Execution, Reports):
 
     # --- runs ------------------------------------------------------------------------
 
+    @verb
     async def start_run(self, *, owner: str, kind: str, manifest_id: int | None, host: str, pid: int) -> int:
         """Register a run or worker process; returns its id."""
         now = time.time()
@@ -253,6 +284,7 @@ class Ledger(Execution, Reports):
             )
             return int(result.scalar_one())
 
+    @verb
     async def unfinished_runs(self, host: str) -> list[tuple[str, int]]:
         """(owner, pid) of runs on ``host`` that never recorded their end."""
         async with self._read() as conn:
@@ -261,6 +293,7 @@ class Ledger(Execution, Reports):
             )
             return [(r.owner, r.pid) for r in rows]
 
+    @verb
     async def reclaim_dead(self, owners: Sequence[str]) -> int:
         """Reclaim the jobs of workers known to be dead and mark their runs crashed."""
         if not owners:
@@ -279,6 +312,7 @@ class Ledger(Execution, Reports):
             )
         return count
 
+    @verb
     async def end_run(self, run_id: int, outcome: str, summary: dict[str, Any]) -> None:
         """Record how a run ended."""
         async with self._write() as conn:
@@ -290,6 +324,7 @@ class Ledger(Execution, Reports):
 
     # --- locks -------------------------------------------------------------------------
 
+    @verb
     async def acquire_lock(self, manifest_id: int, owner: str, ttl: float) -> bool:
         """Take the manifest's run lock if free or expired (`run --lock`)."""
         now = time.time()
@@ -306,6 +341,7 @@ class Ledger(Execution, Reports):
             )
             return bool(result.rowcount)
 
+    @verb
     async def release_lock(self, manifest_id: int, owner: str) -> None:
         """Give the manifest's run lock back."""
         async with self._write() as conn:
@@ -337,9 +373,9 @@ def _db_message(exc: BaseException) -> str:
 
 
 @asynccontextmanager
-async def opened_ledger(url: str) -> AsyncIterator[Ledger]:
+async def opened_ledger(url: str, *, retry_window_s: float | None = None) -> AsyncIterator[Ledger]:
     """A ledger, closed on exit."""
-    ledger = await Ledger.open(url)
+    ledger = await Ledger.open(url, retry_window_s=retry_window_s)
     try:
         yield ledger
     finally:
