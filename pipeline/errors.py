@@ -15,7 +15,8 @@ The tree (the class decides the action, not the caller)::
     │   └── BadImage            the body is not an acceptable image: record and give up
     ├── LeaseLost               the ledger gave this job to another worker
     ├── LedgerError             the ledger cannot be used: exit 5
-    │   └── LedgerUnavailable   unreachable (or locked, or failing I/O) past its retry window
+    │   ├── LedgerUnavailable   unreachable (or locked, or failing I/O) past its retry window
+    │   └── LedgerNotMigrated   a PostgreSQL ledger behind this release's schema (`db upgrade`)
     ├── OutputUnusable          the output folder refuses a write (full, read-only, name too long): exit 5
     └── LockHeld                another run holds this manifest's lock: exit 4
 
@@ -157,6 +158,10 @@ class LedgerError(IdeobatchError):
 
 class LedgerUnavailable(LedgerError):
     """The ledger stayed unreachable (or locked, or failing I/O) for longer than its retry window."""
+
+
+class LedgerNotMigrated(LedgerError):
+    """A PostgreSQL ledger whose schema is behind this ideobatch's: `ideobatch db upgrade` first."""
 
 
 class OutputUnusable(IdeobatchError):

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import LedgerError, ManifestError
+from pipeline.errors import LedgerNotMigrated, ManifestError
 from pipeline.expand import PlannedJob, expand
 from pipeline.fingerprint import plan_fingerprint
 from pipeline.ledger.engine import async_url
@@ -27,7 +27,7 @@ async def _open_existing(url: str) -> Ledger | None:
         return None
     try:
         return await Ledger.open(url, upgrade=False)
-    except LedgerError:
+    except LedgerNotMigrated:
         return None
 
 

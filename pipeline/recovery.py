@@ -103,9 +103,11 @@ def keep_answer(output_dir: str | Path, answer: KeptAnswer) -> Path:
 def kept_answers(output_dir: str | Path, manifest: str) -> Iterator[tuple[Path, KeptAnswer]]:
     """The kept answers of ``manifest`` (a file that does not read back is logged and left)."""
     folder = recovery_dir(output_dir)
-    if not folder.is_dir():
+    try:
+        found = sorted(folder.glob(f"{manifest}-*.json")) if folder.is_dir() else []
+    except OSError:  # an output folder the file system refuses: nothing can have been kept there
         return
-    for path in sorted(folder.glob(f"{manifest}-*.json")):
+    for path in found:
         try:
             answer = KeptAnswer.from_json(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -147,7 +147,7 @@ async def until_available(
     retrying = AsyncRetrying(
         retry=retry_if_exception(transient),
         stop=stop_after_delay(window_s),
-        wait=wait_exponential_jitter(initial=LEDGER_FIRST_WAIT_S, max=LEDGER_MAX_WAIT_S, jitter=0.25),
+        wait=wait_exponential_jitter(multiplier=LEDGER_FIRST_WAIT_S, max=LEDGER_MAX_WAIT_S, jitter=0.25),
         before_sleep=report,
         reraise=True,
     )

@@ -133,9 +133,21 @@ class JobRunner:
     async def run(self) -> RunResult:
         """Work until nothing is due, the budget is reached, or a stop is asked for."""
         started = time.monotonic()
-        removed = await asyncio.to_thread(clean_temp_files, self.output_dir)
-        if removed:
-            log.info("removed %d temporary file(s) left by a stopped run", removed)
+        try:
+            removed = await asyncio.to_thread(_prepare_output, self.output_dir)
+        except OutputUnusable as exc:
+            # found before anything is claimed or paid for
+            self._stop("output", f"{exc}; choose another output folder (--out) or fix this one")
+        else:
+            if removed:
+                log.info("removed %d temporary file(s) left by a stopped run", removed)
+            await self._work()
+        self.result.stop_reason = self._stop_reason
+        self.result.duration_s = time.monotonic() - started
+        self.result.peak_images_in_flight = self.slots.peak
+        return self.result
+
+    async def _work(self) -> None:
         writer = asyncio.create_task(self.batcher.run(), name="ledger-writer")
         side = [
             asyncio.create_task(self._renew_leases(), name="lease-renewal"),
@@ -163,10 +175,6 @@ class JobRunner:
                     # the jobs stay leased to this run; the next run on this host takes them back
                     # at once (its pid is dead), any other when their lease expires
                     log.warning("could not give this run's jobs back: %s", exc)
-        self.result.stop_reason = self._stop_reason
-        self.result.duration_s = time.monotonic() - started
-        self.result.peak_images_in_flight = self.slots.peak
-        return self.result
 
     def _side_task_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -554,6 +562,19 @@ class JobRunner:
             saved.width,
             saved.height,
         )
+
+
+def _prepare_output(folder: Path) -> int:
+    """Create the output folder (`OutputUnusable` if refused); remove dead runs' temporary files."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputUnusable(str(folder), exc.strerror or str(exc)) from exc
+    try:
+        return clean_temp_files(folder)
+    except OSError as exc:
+        log.warning("could not look for temporary files in %s: %s", folder, exc)
+        return 0
 
 
 def _stem(source: str | None) -> str | None:

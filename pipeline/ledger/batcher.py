@@ -118,8 +118,12 @@ class WriteBatcher:
             self._failures,
         )
         self.transactions = 0
+        #: why the writer stopped early (the ledger went away): every later write fails with it
+        self._broken: LedgerError | None = None
 
     async def _enqueue(self, queue: _Queue[Item, Result], item: Item) -> Result:
+        if self._broken is not None:
+            raise LedgerError(str(self._broken))
         if self._closed:
             raise RuntimeError("the ledger writer is closed")
         future = queue.add(item)
@@ -143,7 +147,23 @@ class WriteBatcher:
         await self._enqueue(self._failures if final else self._retries, outcome)
 
     async def run(self) -> None:
-        """Commit queued writes until closed; a database error ends the task (and the run)."""
+        """Commit queued writes until closed; a database error ends the task (and the run).
+
+        When it ends early, every write still queued, and every later one,
+        fails with a `LedgerError`, so that no job waits for a writer that is gone.
+        """
+        try:
+            await self._commit_until_closed()
+        except BaseException as exc:
+            self._broken = (
+                exc if isinstance(exc, LedgerError) else LedgerError(f"the ledger writer stopped: {exc}")
+            )
+            for queue in self._queues:
+                batch, queue.items = queue.items, []
+                _fail(batch, LedgerError(str(self._broken)))
+            raise
+
+    async def _commit_until_closed(self) -> None:
         turn = 0
         others = self._queues[1:]
         while True:

@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from pipeline.errors import LedgerError
+from pipeline.errors import LedgerError, LedgerNotMigrated
 from pipeline.expand import PlannedJob
 from pipeline.keys import canonical_json
 from pipeline.ledger import engine as engines
@@ -103,7 +103,7 @@ class Ledger(Execution, Reports):
         current = await engines.current_revision(self.engine)
         head = engines.head_revision()
         if current != head:
-            raise LedgerError(
+            raise LedgerNotMigrated(
                 f"the ledger {masked(self.url)} has schema {current or 'nothing'}, this ideobatch needs "
                 f"{head}: run `ideobatch db upgrade --ledger URL` first"
             )

@@ -81,3 +81,32 @@ def test_slugs_are_short_ascii() -> None:
     assert slugify("Café au Lait — at DAWN!!") == "cafe-au-lait-at-dawn"
     assert len(slugify("word " * 100)) <= 60
     assert slugify("日本語") == "image"
+
+
+def test_a_template_with_a_name_too_long_for_any_file_system_is_refused() -> None:
+    """A literal part that alone makes a file name too long is a validation error."""
+    assert template_problem("x" * 130 + "-{key}.{ext}") is not None
+    assert template_problem("a" * 100 + "/" + "b" * 100 + "-{key}.{ext}") is None
+
+
+@pytest.mark.parametrize(
+    "template", ["{id}-{slug}-{key}-{index}.{ext}", "{key}-{id}{id}{slug}.{ext}", "{id}/{id}-{key}.{ext}"]
+)
+def test_long_values_are_cut_to_fit_and_the_key_is_kept(tmp_path: Path, template: str) -> None:
+    """Names over the file system's limit are cut (slug, id), never the key, index or extension."""
+    fields = NameFields(
+        op="generate",
+        slug="s" * 60,
+        key="0123456789abcdef" * 4,
+        index=3,
+        ext="png",
+        seed=7,
+        id="catalog-id-" + "9" * 200,
+    )
+    path = render_name(template, fields, tmp_path)
+    for part in path.relative_to(tmp_path).parts:
+        assert len(part.encode()) <= 200
+    assert "0123456789ab" in path.name
+    assert path.name.endswith(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x")  # the file system takes it

@@ -1,0 +1,188 @@
+"""The ledger goes away mid-run: waited out within `ledger_retry`, exit 5 past it, nothing paid twice.
+
+PostgreSQL is taken away for real by cutting a relay in front of it
+(`tests.outage`); SQLite's disk fills up for real (a page limit that SQLite
+itself enforces with SQLITE_FULL). Each test checks what a user would: the
+exit code, the summary, the fake server's bill, and a re-run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, event
+
+from pipeline.fake_server import FakeServer
+from pipeline.recovery import RECOVERY_DIR
+from tests.integration.conftest import run, write_manifest
+from tests.outage import Outage
+
+PROMPTS = ", ".join(f"fox {n}" for n in range(40))
+
+
+@pytest.fixture
+async def outage(pg_url: str) -> AsyncIterator[Outage]:
+    """A relay to a fresh PostgreSQL ledger that a test can cut."""
+    relay = Outage(pg_url)
+    await relay.start()
+    try:
+        yield relay
+    finally:
+        await relay.close()
+
+
+def forty_jobs(folder: Path, extra: str = "") -> Path:
+    """A manifest of 40 distinct generate jobs, 4 in flight."""
+    return write_manifest(
+        folder,
+        f"- op: generate\n  prompts: [{PROMPTS}]\n",
+        extra="limits:\n  concurrency: 4\n" + extra,
+    )
+
+
+def billed(server: FakeServer) -> int:
+    """Calls the fake server has billed."""
+    return int(server.state.stats()["billed"])
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_a_run_waits_out_ten_seconds_without_postgres_and_finishes(
+    tmp_path: Path, fake_server: FakeServer, outage: Outage
+) -> None:
+    """PostgreSQL gone for 10 s mid-run: the same run finishes every job, each billed once."""
+    fake_server.set_faults(latency_ms=40)
+    manifest = forty_jobs(tmp_path)
+    task = asyncio.create_task(run(manifest, fake_server, tmp_path, ledger_url=outage.url))
+    await fake_server.state.wait_until(lambda s: s.stats()["billed"] >= 8, timeout_s=30)
+    await outage.cut()
+    asyncio.get_running_loop().call_later(10.0, outage.restore)
+    code, summary = await asyncio.wait_for(task, 60)
+    assert code == 0, summary
+    assert summary["jobs"]["succeeded"] == 40
+    assert summary["images"]["downloaded"] == 40
+    assert billed(fake_server) == 40
+    assert fake_server.state.stats()["duplicate_billed"] == 0
+
+
+@pytest.fixture
+def full_sqlite_disk() -> Iterator[dict[str, int | None]]:
+    """Every SQLite connection opened meanwhile gets at most ``limit["pages"]`` pages (None: no cap).
+
+    SQLite answers a write past ``max_page_count`` with SQLITE_FULL, "database
+    or disk is full": the real error of a full file system.
+    """
+    limit: dict[str, int | None] = {"pages": None}
+
+    def cap(dbapi_connection: Any, _record: Any) -> None:
+        if limit["pages"] is not None and type(dbapi_connection).__module__.startswith("sqlite3"):
+            dbapi_connection.execute(f"PRAGMA max_page_count = {limit['pages']}")
+
+    event.listen(Engine, "connect", cap)
+    try:
+        yield limit
+    finally:
+        event.remove(Engine, "connect", cap)
+
+
+async def test_a_full_disk_under_the_sqlite_ledger_exits_5_and_a_rerun_finishes(
+    tmp_path: Path, fake_server: FakeServer, full_sqlite_disk: dict[str, int | None]
+) -> None:
+    """SQLite's file system full: exit 5 with a summary and kept answers; with room again, all done."""
+    manifest = forty_jobs(tmp_path, extra="retry:\n  ledger_retry: 500ms\n")
+    # plan first (without a cap), so the cap falls on the run's own writes
+    code, _summary = await run(manifest, fake_server, tmp_path, max_jobs=1)
+    assert code == 0
+    pages = (tmp_path / "ledger.db").stat().st_size // 4096
+    full_sqlite_disk["pages"] = pages + 2
+    # a short lease: this test's runs share one pid, so the next run cannot tell this one is dead
+    code, summary = await run(manifest, fake_server, tmp_path, lease_s=1)
+    assert code == 5, summary
+    assert summary["run"]["stop_reason"] == "ledger"
+    assert "database or disk is full" in summary["run"]["message"]
+    assert summary["run"]["kept_answers"]
+
+    full_sqlite_disk["pages"] = None
+    code, summary = await run(manifest, fake_server, tmp_path)
+    assert code == 0, summary
+    assert summary["jobs"]["succeeded"] == 40
+    assert billed(fake_server) == 40
+    assert fake_server.state.stats()["duplicate_billed"] == 0
+
+
+async def test_kept_answers_are_recorded_before_anything_is_claimed(
+    tmp_path: Path, fake_server: FakeServer
+) -> None:
+    """A kept answer file is taken into the ledger on the next run: its job is not called again."""
+    manifest = write_manifest(tmp_path, "- op: generate\n  prompts: [one, two]\n")
+    code, summary = await run(manifest, fake_server, tmp_path, max_jobs=1)
+    assert code == 0
+    first_images = sorted((tmp_path / "out").rglob("*.png"))
+    assert len(first_images) == 1
+    # forge the situation of a run whose ledger went away: move job one's answer to a file
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "ledger.db") as conn:
+        key, request = conn.execute("SELECT key, request FROM jobs WHERE state = 'succeeded'").fetchone()
+        image = conn.execute(
+            "SELECT remote_url, prompt, resolution, seed, local_path, sha256, bytes, width, height "
+            "FROM images JOIN jobs ON jobs.id = images.job_id WHERE jobs.key = ?",
+            (key,),
+        ).fetchone()
+        conn.execute("DELETE FROM images")
+        conn.execute(
+            "UPDATE jobs SET state = 'pending', response_at = NULL, cost_micros = 0, finished_at = NULL"
+        )
+        conn.execute("UPDATE manifests SET spent_micros = 0")
+    folder = tmp_path / "out" / RECOVERY_DIR
+    folder.mkdir()
+    kept = {
+        "version": 1,
+        "manifest": "t",
+        "job_key": key,
+        "attempt_id": None,
+        "cost_micros": 80000,
+        "result": {
+            "images": [
+                {
+                    "index": 0,
+                    "url": image[0],
+                    "prompt": image[1],
+                    "resolution": image[2],
+                    "seed": image[3],
+                    "is_image_safe": True,
+                    "style_type": None,
+                }
+            ],
+            "descriptions": [],
+            "created": None,
+        },
+        "downloads": [
+            {
+                "index": 0,
+                "state": "downloaded",
+                "path": image[4],
+                "sha256": image[5],
+                "bytes": image[6],
+                "width": image[7],
+                "height": image[8],
+                "error": None,
+            }
+        ],
+    }
+    (folder / f"t-{key}.json").write_text(json.dumps(kept))
+    before = billed(fake_server)
+    downloads_before = fake_server.state.stats()["downloads"]
+    code, summary = await run(manifest, fake_server, tmp_path)
+    assert code == 0, summary
+    assert summary["jobs"]["succeeded"] == 2
+    assert summary["spend_usd"] == pytest.approx(0.16)
+    assert billed(fake_server) == before + 1  # job two only
+    assert fake_server.state.stats()["downloads"] == downloads_before + 1  # job one's image was on disk
+    assert not list(folder.glob("*.json"))
+    assert json.loads(request)["prompt"] in ("one", "two")
