@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -134,7 +135,9 @@ class SpillFile:
     """A temporary file filled as a large body streams in, then renamed into place.
 
     Opened on the first `write`; `discard` (always call it) removes the file
-    unless `finish` renamed it.
+    unless `finish` renamed it. `finish` may run in a worker thread: a
+    `discard` meanwhile (the download was cancelled) waits for it, so that the
+    folder's descriptor is never closed under it.
     """
 
     def __init__(self, temp: Path, root: str) -> None:
@@ -142,6 +145,7 @@ class SpillFile:
         self._root = root
         self._folder: OutputFolder | None = None
         self._handle: BinaryIO | None = None
+        self._lock = threading.Lock()
 
     @property
     def started(self) -> bool:
@@ -161,27 +165,29 @@ class SpillFile:
 
     def finish(self, final: str) -> None:
         """Close the file and rename it to ``final`` in its folder."""
-        assert self._folder is not None
-        assert self._handle is not None
-        handle, self._handle = self._handle, None
-        try:
-            handle.close()
-        except OSError as exc:
-            raise unusable(self.temp, exc) from exc
-        self._folder.rename(self.temp.name, final)
-        self._folder.close()
-        self._folder = None
+        with self._lock:
+            assert self._folder is not None
+            assert self._handle is not None
+            handle, self._handle = self._handle, None
+            try:
+                handle.close()
+            except OSError as exc:
+                raise unusable(self.temp, exc) from exc
+            self._folder.rename(self.temp.name, final)
+            self._folder.close()
+            self._folder = None
 
     def discard(self) -> None:
         """Close and remove the file, unless it was renamed into place."""
-        if self._handle is not None:
-            handle, self._handle = self._handle, None
-            with contextlib.suppress(OSError):
-                handle.close()
-        if self._folder is not None:
-            folder, self._folder = self._folder, None
-            folder.remove(self.temp.name)
-            folder.close()
+        with self._lock:
+            if self._handle is not None:
+                handle, self._handle = self._handle, None
+                with contextlib.suppress(OSError):
+                    handle.close()
+            if self._folder is not None:
+                folder, self._folder = self._folder, None
+                folder.remove(self.temp.name)
+                folder.close()
 
 
 def _check_inside(real: str, folder: Path, root: str) -> None:

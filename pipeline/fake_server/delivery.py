@@ -7,13 +7,15 @@ each flushed on its own after a short pause, so that the client's reads see
 headers in parts and a body a few bytes at a time, as behind a fragmenting
 proxy. ``trickle_bps`` sends bodies at that many bytes per second.
 
-Both apply to every route except the control routes (API answers, error
-bodies, image URLs, sample sources), through one middleware: it writes the
-response itself on the transport (``Connection: close``), then closes the
-connection; aiohttp then fails to write the response the middleware returns
-and treats that as a client that went away, as for the faults of
-`pipeline.fake_server.transport`. Responses a handler has already sent
-(truncation) or abandoned (reset) are left as they are.
+Both apply, through one middleware, to every response a route returns
+except the control routes' (so: API answers, error bodies, image URLs,
+sample sources; an HTTP error raised rather than returned, such as a 404 for
+an unknown path, goes out whole). The middleware writes the response itself
+on the transport (``Connection: close``), then closes the connection; aiohttp
+then fails to write the response the middleware returns and treats that as a
+client that went away, as for the faults of `pipeline.fake_server.transport`.
+Responses a handler has already sent (truncation) or abandoned (reset) are
+left as they are.
 """
 
 from __future__ import annotations
