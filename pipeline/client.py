@@ -3,6 +3,10 @@
 This is the only module above the transport that sees aiohttp's exceptions:
 `_translate` turns each into the error class that decides what happens next
 (most specific first), and records whether the request may have been billed.
+Bodies are read to their end under a cap (`pipeline.bodies`). A URL source
+the client downloads itself follows redirects only where
+`pipeline.redirects` allows, within the download deadline
+(``timeouts.download``, as for produced images).
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from typing import Any, TypeVar
 import aiohttp
 
 from pipeline.api_schema import MAX_SOURCE_BYTES
+from pipeline.bodies import BodyError, BodyIncomplete, BodyTooLarge, read_body, read_prefix
 from pipeline.errors import ApiError, PermanentError, TransientError
 from pipeline.images import CONTENT_TYPES, EXTENSIONS, sniff_image_type
-from pipeline.manifest import ProviderConfig, TimeoutsConfig
+from pipeline.manifest import DEFAULT_DOWNLOAD_TIMEOUT_S, ProviderConfig, TimeoutsConfig
+from pipeline.redirects import RedirectPolicy, RedirectRefused, get_following
 from pipeline.results import ApiResult
 from pipeline.sources import is_url
 from pipeline.wire import (
@@ -39,6 +45,8 @@ T = TypeVar("T")
 MIN_SCRUB_CHARS = 8
 #: the largest successful API body we read (a response is a few KB)
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+#: how much of an error body is read for its message
+MAX_ERROR_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -69,13 +77,28 @@ def new_session(timeouts: TimeoutsConfig, connections: int) -> aiohttp.ClientSes
 
 
 class IdeogramClient:
-    """Calls generate, remix, upscale and describe for one provider and key."""
+    """Calls generate, remix, upscale and describe for one provider and key.
 
-    def __init__(self, session: aiohttp.ClientSession, provider: ProviderConfig, api_key: str) -> None:
+    ``redirects`` limits where a URL source's redirects may lead (default: the
+    policy for the provider's base URL); ``source_deadline_s`` bounds the
+    download of a URL source.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        provider: ProviderConfig,
+        api_key: str,
+        *,
+        redirects: RedirectPolicy | None = None,
+        source_deadline_s: float = DEFAULT_DOWNLOAD_TIMEOUT_S,
+    ) -> None:
         self._session = session
         self._provider = provider
         self._headers = auth_headers(provider.kind, api_key)
         self._secret = api_key
+        self.redirects = redirects if redirects is not None else RedirectPolicy.for_base_url(provider.url)
+        self.source_deadline_s = source_deadline_s
 
     async def call(
         self,
@@ -99,9 +122,7 @@ class IdeogramClient:
                 if response.status != 200:
                     text = await self._text(response)
                     raise error_for_status(response.status, text, response.headers.get("Retry-After"))
-                raw = await response.content.read(MAX_RESPONSE_BYTES + 1)
-                if len(raw) > MAX_RESPONSE_BYTES:
-                    raise TransientError("the response is too large", reason="bad_response", in_doubt=True)
+                raw = await read_body(response, MAX_RESPONSE_BYTES)
                 try:
                     body = json.loads(raw)
                 except ValueError as exc:
@@ -111,7 +132,7 @@ class IdeogramClient:
                 return parse_result(op, body)
         except ApiError as exc:
             raise self._scrubbed(exc) from None
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, BodyError) as exc:
             raise self._scrubbed(_translate(exc, sent)) from exc
 
     def _scrubbed(self, error: ApiError) -> ApiError:
@@ -123,7 +144,7 @@ class IdeogramClient:
         return error
 
     async def _text(self, response: aiohttp.ClientResponse) -> str:
-        raw = await response.content.read(64 * 1024)
+        raw = await read_prefix(response, MAX_ERROR_BYTES)
         return raw.decode("utf-8", "replace")
 
     async def _body(self, op: str, request: dict[str, Any], source: Source | None) -> dict[str, Any]:
@@ -139,22 +160,22 @@ class IdeogramClient:
 
     async def _fetch_source(self, url: str) -> SourceBytes:
         """Download a URL source for multipart upload (the native API takes bytes, not URLs)."""
+        name = url.split("?", 1)[0].rsplit("/", 1)[-1] or "image"
+        deadline = asyncio.timeout(self.source_deadline_s)
         try:
-            async with self._session.get(url) as response:
+            async with deadline, get_following(self._session, url, self.redirects) as response:
                 if response.status != 200:
                     retryable = response.status >= 500 or response.status in (408, 429)
                     message = f"source image {url}: HTTP {response.status}"
                     if retryable:
                         raise TransientError(message, reason="source_unavailable")
                     raise PermanentError(message, reason="bad_source")
-                data = await response.content.read(MAX_SOURCE_BYTES + 1)
+                data = await read_body(response, MAX_SOURCE_BYTES)
         except ApiError:
             raise
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransientError(
-                f"source image {url}: {_describe(exc)}", reason="source_unavailable"
-            ) from exc
-        return _checked_source(data, url.split("?", 1)[0].rsplit("/", 1)[-1] or "image")
+        except (TimeoutError, aiohttp.ClientError, OSError, RedirectRefused, BodyError) as exc:
+            raise _source_error(url, name, exc, deadline.expired(), self.source_deadline_s) from exc
+        return _checked_source(data, name)
 
 
 async def _read_source(source: Source) -> SourceBytes:
@@ -188,6 +209,18 @@ def _checked_source(data: bytes, name: str) -> SourceBytes:
     return SourceBytes(data, f"{stem}.{EXTENSIONS[kind]}", CONTENT_TYPES[kind])
 
 
+def _source_error(url: str, name: str, exc: BaseException, expired: bool, deadline_s: float) -> ApiError:
+    """Why a URL source could not be downloaded, as the error that decides what follows."""
+    if isinstance(exc, RedirectRefused):
+        return PermanentError(f"source image {url}: {exc}", reason="bad_source")
+    if isinstance(exc, BodyTooLarge):
+        return PermanentError(f"source image {name} is over 10 MB", reason="bad_source")
+    if expired:
+        message = f"source image {url}: the download deadline of {deadline_s:g} s passed"
+        return TransientError(message, reason="source_unavailable")
+    return TransientError(f"source image {url}: {_describe(exc)}", reason="source_unavailable")
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -202,8 +235,10 @@ def _translate(exc: BaseException, sent: bool) -> ApiError:
         return TransientError(f"cannot connect: {_describe(exc)}", reason="connect_error")
     if isinstance(exc, aiohttp.SocketTimeoutError | asyncio.TimeoutError):
         return TransientError(f"read timeout: {_describe(exc)}", reason="timeout", in_doubt=True)
-    if isinstance(exc, aiohttp.ClientPayloadError):
+    if isinstance(exc, aiohttp.ClientPayloadError | BodyIncomplete):
         return TransientError(f"truncated response: {_describe(exc)}", reason="truncated", in_doubt=True)
+    if isinstance(exc, BodyTooLarge):
+        return TransientError(f"the response is too large: {exc}", reason="bad_response", in_doubt=True)
     if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | ConnectionError):
         return TransientError(f"connection lost: {_describe(exc)}", reason="connection_reset", in_doubt=True)
     if isinstance(exc, aiohttp.ClientResponseError):

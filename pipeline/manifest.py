@@ -36,6 +36,8 @@ DEFAULT_BACKOFF_INITIAL_S = 1.0
 DEFAULT_BACKOFF_MAX_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_READ_TIMEOUT_S = 120.0
+#: the deadline of one image download (a produced image, or a URL source fetched to upload it)
+DEFAULT_DOWNLOAD_TIMEOUT_S = 120.0
 DEFAULT_NAME_TEMPLATE = "{op}/{slug}-{key}-{index}.{ext}"
 #: a manifest text larger than this is refused (jobs belong in prompts/catalog files)
 MAX_MANIFEST_BYTES = 5 * 1024 * 1024
@@ -125,10 +127,12 @@ class RetryConfig(_Section):
 
 
 class TimeoutsConfig(_Section):
-    """HTTP timeouts of one API call."""
+    """HTTP timeouts: of one API call (connect, read), and the deadline of one download."""
 
     connect: Duration = DEFAULT_CONNECT_TIMEOUT_S
     read: Duration = DEFAULT_READ_TIMEOUT_S
+    #: all of one image download, start to last byte (redirects included)
+    download: Annotated[Duration, Field(gt=0)] = DEFAULT_DOWNLOAD_TIMEOUT_S
 
 
 class StageSpec(BaseModel):

@@ -50,6 +50,7 @@ from pipeline.naming import NameFields, UnsafePath, render_name, slugify, unique
 from pipeline.pacing import ImageSlots, TokenBucket
 from pipeline.progress import Progress
 from pipeline.recovery import KeptAnswer, keep_answer
+from pipeline.redirects import RedirectPolicy
 from pipeline.results import (
     IMAGE_DOWNLOADED,
     IMAGE_EXPIRED,
@@ -115,8 +116,14 @@ class JobRunner:
         self.bucket = TokenBucket(limits.requests_per_minute) if limits.requests_per_minute else None
         self.download_gate = asyncio.Semaphore(max(4, limits.concurrency))
         self.batcher = WriteBatcher(ledger, owner, run_id)
-        self.client = IdeogramClient(session, settings.provider, api_key)
-        self.downloader = Downloader(session)
+        redirects = RedirectPolicy.for_base_url(settings.provider.url)
+        download_s = settings.timeouts.download
+        self.client = IdeogramClient(
+            session, settings.provider, api_key, redirects=redirects, source_deadline_s=download_s
+        )
+        self.downloader = Downloader(
+            session, Path(settings.output_dir), redirects=redirects, deadline_s=download_s
+        )
         self.policy = RetryPolicy(settings.retry.attempts, settings.retry.initial, settings.retry.max)
         self.prices = settings.price_table
         self.output_dir = Path(settings.output_dir)

@@ -10,8 +10,9 @@ What every test, benchmark and ``ideobatch demo`` runs against::
 Modules: `config` (FaultConfig), `state` (log, billing, in flight), `dialects`
 (wire shapes), `requests` (parsing and validation), `api` (the call handler),
 `images` (PNG rendering), `urls` (signed URLs), `downloads` (GET routes),
-`transport` (resets, truncation), `control` (/_control, /_stats...), `app`,
-`server` (FakeServer), `command` (the ``fake-server`` click command).
+`transport` (resets, truncation), `delivery` (split and slow writes),
+`control` (/_control, /_stats...), `app`, `server` (FakeServer), `command`
+(the ``fake-server`` click command).
 """
 
 from __future__ import annotations

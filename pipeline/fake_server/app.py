@@ -16,6 +16,7 @@ from pipeline.api_schema import MAX_SOURCE_BYTES, OPS
 from pipeline.fake_server import control, downloads
 from pipeline.fake_server.api import native_handler, proxy_handler
 from pipeline.fake_server.config import FaultConfig
+from pipeline.fake_server.delivery import delivery
 from pipeline.fake_server.requests import FETCHER, SourceFetcher
 from pipeline.fake_server.state import STATE, ServerState
 
@@ -27,7 +28,7 @@ CLIENT_MAX_SIZE = MAX_SOURCE_BYTES + 1024 * 1024
 
 def create_app(config: FaultConfig | None = None, *, state: ServerState | None = None) -> web.Application:
     """A fresh fake Ideogram application (give ``state`` to share or inspect it)."""
-    app = web.Application(client_max_size=CLIENT_MAX_SIZE)
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[delivery])
     app[STATE] = state if state is not None else ServerState(config or FaultConfig())
     for op in OPS:
         app.router.add_post(f"/{op}", native_handler(op))

@@ -55,6 +55,16 @@ _rate = click.FloatRange(0.0, 1.0)
 @click.option("--retry-after-s", default=1, type=click.IntRange(min=0), help="Retry-After value.")
 @click.option("--reset-rate", "rate_reset", default=0.0, type=_rate, help="Billed, then reset.")
 @click.option("--truncate-rate", "rate_truncate", default=0.0, type=_rate, help="Billed, body cut short.")
+@click.option(
+    "--split-writes",
+    "split_writes",
+    default=0.0,
+    type=_rate,
+    help="Share of responses written in pieces at random byte boundaries (headers too).",
+)
+@click.option(
+    "--trickle-bps", default=0, type=click.IntRange(min=0), help="Send bodies at this many bytes/s (0: off)."
+)
 @click.option("--api-key", default=DEFAULT_API_KEY, show_default=True, help="The accepted key.")
 @click.option("--unsafe-word", default=None, help="Prompts with this word get 422.")
 @click.option("--withheld-word", default=None, help="Prompts with this word get withheld images.")

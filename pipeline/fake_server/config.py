@@ -81,6 +81,14 @@ class FaultConfig(BaseModel):
     echo_auth_in_errors: bool = False
     #: when > 0, image URLs serve the PNG signature and this many bytes of garbage
     download_oversize_bytes: int = Field(default=0, ge=0)
+    #: when set, valid image URLs answer 302 with this Location (a CDN that moved the image)
+    download_redirect_url: str | None = None
+
+    #: share of responses (API answers, errors, image URLs, sample sources) written in pieces
+    #: cut at random byte boundaries — headers too — each flushed on its own after a pause
+    split_writes: Rate = Field(default=0.0, ge=0, le=1)
+    #: when > 0, response bodies are sent at this many bytes per second
+    trickle_bps: int = Field(default=0, ge=0)
 
     #: lifetime of image URLs
     url_ttl_s: float = Field(default=DEFAULT_URL_TTL_S, ge=0)

@@ -2,7 +2,9 @@
 
 Image URLs answer like a signed CDN link: 403 with an XML ``AccessDenied`` body
 once expired or when the signature is wrong. Download faults (latency, reset,
-an HTML page with status 200, a truncated body, oversize garbage) apply here.
+an HTML page with status 200, a truncated body, oversize garbage, a redirect
+elsewhere) apply here; split and slow writes apply to every route
+(`pipeline.fake_server.delivery`).
 ``/_assets/sample/{name}.{png|jpg|webp}?w=&h=[&pad=]`` serves deterministic
 source images that never expire (``pad`` appends bytes after the image, to make
 a valid-looking file over a size cap); ``/_assets/bytes/{n}`` serves n bytes
@@ -79,6 +81,9 @@ async def image(request: web.Request) -> web.StreamResponse:
         return _access_denied("Request has expired", state, expires=when)
     if cfg.download_latency_ms > 0:
         await asyncio.sleep(cfg.download_latency_ms / 1000)
+    if cfg.download_redirect_url:
+        state.record_download(served=False, fault="download_redirect")
+        return web.Response(status=302, headers={"Location": cfg.download_redirect_url})
     if state.chance(cfg.rate_download_reset):
         state.record_download(served=False, fault="download_reset")
         return reset_connection(request)

@@ -27,6 +27,9 @@ from pipeline.fake_server.urls import UrlSigner
 
 #: status logged for a call whose connection was closed without any response
 NO_RESPONSE = 0
+#: a split write's first piece is at most this long; each next piece's cap doubles
+FIRST_PIECE_MAX = 4
+MAX_PIECE = 64 * 1024
 _RETRY_AFTER_ROTATION = ("seconds", "date", "none")
 _MAX_SEED = 2**31
 
@@ -120,6 +123,23 @@ class ServerState:
     def random_seed(self) -> int:
         """An image seed for a request that gave none."""
         return self._rng.randrange(_MAX_SEED)
+
+    def piece_sizes(self, length: int) -> list[int]:
+        """Random sizes that cut ``length`` bytes into pieces for a split write.
+
+        The first piece is at most `FIRST_PIECE_MAX` bytes and each next cap
+        doubles (up to `MAX_PIECE`): a reader that judges a body by its first
+        read sees a few bytes, and a large body takes few pieces.
+        """
+        sizes: list[int] = []
+        cap = FIRST_PIECE_MAX
+        left = length
+        while left > 0:
+            size = min(left, self._rng.randint(1, cap))
+            sizes.append(size)
+            left -= size
+            cap = min(cap * 2, MAX_PIECE)
+        return sizes
 
     def nonce(self) -> bytes:
         """Bytes that make each image URL unique."""

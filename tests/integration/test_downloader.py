@@ -20,9 +20,9 @@ def watch_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     writers: list[str] = []
     place = downloads._place
 
-    def watched(body: bytes | None, temp: Path, final: Path) -> None:
+    def watched(body: bytes, temp: Path, final: Path, root: str) -> None:
         writers.append(threading.current_thread().name)
-        place(body, temp, final)
+        place(body, temp, final, root)
 
     monkeypatch.setattr(downloads, "_place", watched)
     return writers
@@ -34,8 +34,8 @@ async def test_a_slow_write_sends_later_writes_to_a_thread(
     """On a slow disk (network share) the event loop writes one image at most, then hands writes off."""
     writers = watch_writes(monkeypatch)
     monkeypatch.setattr(downloads, "INLINE_WRITE_SLOW_S", -1.0)  # every write counts as slow
-    downloader = Downloader(http)
     out = tmp_path / "out"
+    downloader = Downloader(http, out)
     saved = [
         await downloader.fetch(await image_url(http, fake_server, API_KEY), out / f"image-{i}")
         for i in range(3)
@@ -53,7 +53,7 @@ async def test_small_images_on_a_fast_disk_are_written_by_the_event_loop(
 ) -> None:
     writers = watch_writes(monkeypatch)
     monkeypatch.setattr(downloads, "INLINE_WRITE_SLOW_S", 10.0)
-    downloader = Downloader(http)
+    downloader = Downloader(http, tmp_path)
     for i in range(3):
         await downloader.fetch(await image_url(http, fake_server, API_KEY), tmp_path / f"image-{i}")
     assert writers == [threading.main_thread().name] * 3

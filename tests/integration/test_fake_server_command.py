@@ -53,12 +53,17 @@ async def test_command_serves_with_its_flags_until_signalled(
         "30",
         "--balance",
         "2",
+        "--split-writes",
+        "1",
+        "--trickle-bps",
+        "100000",
     )
     try:
         async with http.get(f"{url}/_control") as response:
             config = await response.json()
         assert (config["api_key"], config["inflight_limit"], config["unsafe_word"]) == ("k2", 3, "boom")
         assert (config["latency_ms"], config["url_ttl_s"], config["balance_usd"]) == (5, 30, 2)
+        assert (config["split_writes"], config["trickle_bps"]) == (1.0, 100_000)
         body = {"image_request": {"prompt": "x", "num_images": 4}}
         headers = {"Authorization": "Bearer k2"}
         async with http.post(f"{url}/ideogram/generate", json=body, headers=headers) as response:

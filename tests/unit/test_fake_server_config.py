@@ -8,6 +8,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 
 from pipeline.fake_server import FaultConfig, ServerState
+from pipeline.fake_server.state import FIRST_PIECE_MAX, MAX_PIECE
 
 
 def test_config_rejects_bad_values_and_unknown_fields() -> None:
@@ -88,3 +89,28 @@ def test_balance_reservations_and_duplicate_billing() -> None:
     assert state.stats()["balance_usd"] == 1.0
     state.reset()
     assert state.stats()["billed"] == 0
+
+
+def test_split_pieces_start_small_and_cover_the_bytes() -> None:
+    """A split write's pieces add up to the whole, the first at most 4 bytes, each cap doubling; seeded."""
+    state = ServerState(FaultConfig(seed=8))
+    for length in (1, 3, 319, 5000, 400_000):
+        sizes = state.piece_sizes(length)
+        assert sum(sizes) == length
+        assert all(size >= 1 for size in sizes)
+        assert sizes[0] <= FIRST_PIECE_MAX
+        assert all(size <= min(FIRST_PIECE_MAX * 2**i, MAX_PIECE) for i, size in enumerate(sizes))
+    assert len(state.piece_sizes(400_000)) < 40
+    assert ServerState(FaultConfig(seed=8)).piece_sizes(5000) == ServerState(FaultConfig(seed=8)).piece_sizes(
+        5000
+    )
+
+
+def test_split_and_trickle_settings_are_validated() -> None:
+    """split_writes is a rate in [0, 1]; trickle_bps a number of bytes per second, 0 for off."""
+    config = FaultConfig(split_writes=0.25, trickle_bps=500)
+    assert (config.split_writes, config.trickle_bps) == (0.25, 500)
+    with pytest.raises(ValueError, match="split_writes"):
+        FaultConfig(split_writes=1.01)
+    with pytest.raises(ValueError, match="trickle_bps"):
+        FaultConfig().updated({"trickle_bps": -5})
