@@ -24,7 +24,7 @@ import aiohttp
 
 from pipeline.api_schema import MAX_SOURCE_BYTES
 from pipeline.bodies import BodyError, BodyIncomplete, BodyTooLarge, read_body, read_prefix
-from pipeline.errors import ApiError, PermanentError, TransientError
+from pipeline.errors import ApiError, FatalError, PermanentError, TransientError
 from pipeline.images import CONTENT_TYPES, EXTENSIONS, sniff_image_type
 from pipeline.manifest import DEFAULT_DOWNLOAD_TIMEOUT_S, ProviderConfig, TimeoutsConfig
 from pipeline.redirects import RedirectPolicy, RedirectRefused, get_following
@@ -117,8 +117,19 @@ class IdeogramClient:
         await on_send()
         sent = False
         try:
-            async with self._session.post(url, headers=self._headers, **kwargs) as response:
+            # never follow a redirect with the key and a paid request: say where it points instead
+            async with self._session.post(
+                url, headers=self._headers, allow_redirects=False, **kwargs
+            ) as response:
                 sent = True
+                if 300 <= response.status < 400:
+                    where = _safe_url(response.headers.get("Location", "?"))
+                    raise FatalError(
+                        f"HTTP {response.status}: the API redirects {_safe_url(url)} to {where}; "
+                        "set provider.base_url to the right address (the key is not sent there)",
+                        reason="endpoint",
+                        status=response.status,
+                    )
                 if response.status != 200:
                     text = await self._text(response)
                     raise error_for_status(response.status, text, response.headers.get("Retry-After"))
@@ -219,6 +230,11 @@ def _source_error(url: str, name: str, exc: BaseException, expired: bool, deadli
         message = f"source image {url}: the download deadline of {deadline_s:g} s passed"
         return TransientError(message, reason="source_unavailable")
     return TransientError(f"source image {url}: {_describe(exc)}", reason="source_unavailable")
+
+
+def _safe_url(url: str) -> str:
+    """A URL without its query (signatures stay out of messages)."""
+    return url.split("?", 1)[0]
 
 
 def _describe(exc: BaseException) -> str:

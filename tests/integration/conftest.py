@@ -64,13 +64,14 @@ def write_manifest(
 async def run(manifest: Path, server: FakeServer, folder: Path, **options: Any) -> tuple[int, dict[str, Any]]:
     """`ideobatch run` in-process against ``server``; returns (exit code, summary)."""
     ledger = options.pop("ledger_url", f"sqlite:///{folder}/ledger.db")
+    base_url = options.pop("base_url", server.url)
     return await run_manifest(
         RunOptions(
             manifest=str(manifest),
             ledger_url=ledger,
             out_dir=str(folder / "out"),
             quiet=True,
-            base_url=server.url,
+            base_url=base_url,
             **options,
         )
     )

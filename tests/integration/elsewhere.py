@@ -1,8 +1,9 @@
 """A second tiny HTTP server on another 127.0.0.1 port: where test redirects lead.
 
 ``/moved.png`` serves a PNG of its own, ``/to?url=U`` answers 302 to ``U``,
-``/loop`` redirects to itself; every request is counted by path, so a test
-can assert that a refused redirect never reached it.
+``/loop`` redirects to itself, any POST answers 307 to ``post_target``; every
+request is counted by path, so a test can assert that a refused redirect
+never reached it.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ class Elsewhere:
     def __init__(self) -> None:
         self.hits: Counter[str] = Counter()
         self.url = ""
+        #: where a POST is sent on (307: the client would repeat the POST, body and headers)
+        self.post_target = ""
         app = web.Application()
         app.router.add_get("/moved.png", self._moved)
         app.router.add_get("/to", self._to)
         app.router.add_get("/loop", self._loop)
+        app.router.add_post("/{tail:.*}", self._post)
         self._runner = web.AppRunner(app, access_log=None)
 
     async def _moved(self, request: web.Request) -> web.Response:
@@ -40,6 +44,10 @@ class Elsewhere:
     async def _loop(self, request: web.Request) -> web.Response:
         self.hits[request.path] += 1
         return web.Response(status=302, headers={"Location": "/loop"})
+
+    async def _post(self, request: web.Request) -> web.Response:
+        self.hits[request.path] += 1
+        return web.Response(status=307, headers={"Location": self.post_target + request.path})
 
     @property
     def total(self) -> int:

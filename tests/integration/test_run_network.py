@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.fake_server import FakeServer
 from tests.integration.conftest import run, write_manifest
+from tests.integration.elsewhere import Elsewhere
 from tests.integration.test_runner import assert_images_on_disk, ledger_rows, make_image
 
 
@@ -64,3 +65,16 @@ async def test_a_download_past_the_manifests_deadline_fails_the_image_without_pa
     assert "deadline of 0.1 s passed" in summary["failure_examples"]["download_failed"]
     assert fake_server.state.stats()["billed"] == 1
     assert fake_server.state.stats()["downloads"] == 5  # retried in place, the API not called again
+
+
+async def test_an_api_that_redirects_the_paid_call_is_not_followed(
+    tmp_path: Path, fake_server: FakeServer
+) -> None:
+    """A 307 on the API call stops the run (exit 3): the request and the key are not sent on."""
+    async with Elsewhere() as proxy:
+        proxy.post_target = fake_server.url
+        manifest = write_manifest(tmp_path, "- op: generate\n  prompts: [a, b, c]\n")
+        code, summary = await run(manifest, fake_server, tmp_path, base_url=proxy.url)
+    assert code == 3, summary
+    assert "redirects" in summary["run"]["message"]
+    assert fake_server.state.stats()["requests"] == 0
