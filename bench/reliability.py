@@ -41,6 +41,9 @@ FAULTS = {
     "download_latency_ms": 30,
     "rate_download_truncate": 0.05,
     "rate_download_reset": 0.05,
+    # every response in pieces at random byte boundaries, headers included; bodies at 64 KB/s
+    "split_writes": 1.0,
+    "trickle_bps": 65536,
 }
 
 

@@ -52,6 +52,7 @@ async def delivery(request: web.Request, handler: Handler) -> web.StreamResponse
     split = state.chance(cfg.split_writes)
     if not split and not cfg.trickle_bps:
         return response
+    state.count_fault("split_writes" if split else "trickle")
     await request.app.on_response_prepare.send(request, response)
     head, body = serialized(request, response)
     pieces = _pieces(head, state.piece_sizes(len(head)) if split else [len(head)], PIECE_PAUSE_S)

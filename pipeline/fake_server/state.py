@@ -247,6 +247,10 @@ class ServerState:
             self._faults[fault] += 1
         self._notify()
 
+    def count_fault(self, fault: str) -> None:
+        """Count a fault applied outside a call's own log entry (a response split or trickled)."""
+        self._faults[fault] += 1
+
     def stats(self) -> dict[str, Any]:
         """Counters for tests and ``GET /_stats``."""
         return {

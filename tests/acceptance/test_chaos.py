@@ -21,7 +21,8 @@ async def test_every_fault_at_once_with_kills(tmp_path: Path, server: FakeServer
     """All faults at once plus three SIGKILLs: every job ends done, nothing is lost, re-billing is in doubt.
 
     Faults: 429 in every form and a real in-flight cap, 5xx HTML pages, billed resets, truncated
-    bodies, slow, cut and reset downloads, and URLs that expire while the runner is down.
+    bodies, slow, cut and reset downloads, URLs that expire while the runner is down, and every
+    response (answers, error pages, images; headers too) written in pieces at random boundaries.
     """
     rnd = random.Random(CHAOS_SEED)
     server.set_faults(
@@ -37,6 +38,7 @@ async def test_every_fault_at_once_with_kills(tmp_path: Path, server: FakeServer
         download_latency_ms=30,
         rate_download_truncate=0.05,
         rate_download_reset=0.05,
+        split_writes=1.0,
     )
     (tmp_path / "p.txt").write_text("".join(f"chaos prompt {i}\n" for i in range(150)))
     manifest = manifest_for(
@@ -86,6 +88,7 @@ async def test_every_fault_at_once_with_kills(tmp_path: Path, server: FakeServer
         "truncate",
         "download_truncate",
         "download_reset",
+        "split_writes",
     ):
         assert stats["faults"].get(fault, 0) > 0, (fault, stats["faults"])
     # every request paid twice was counted in doubt (or was an expired job deliberately regenerated)

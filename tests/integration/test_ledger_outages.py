@@ -186,3 +186,27 @@ async def test_kept_answers_are_recorded_before_anything_is_claimed(
     assert fake_server.state.stats()["downloads"] == downloads_before + 1  # job one's image was on disk
     assert not list(folder.glob("*.json"))
     assert json.loads(request)["prompt"] in ("one", "two")
+
+
+async def test_an_output_folder_that_turns_unusable_mid_run_stops_it_with_exit_5(
+    tmp_path: Path, fake_server: FakeServer
+) -> None:
+    """The images' folder replaced by a file mid-run: exit 5, answers kept in the ledger, no re-pay."""
+    fake_server.set_faults(latency_ms=20)
+    manifest = forty_jobs(tmp_path)
+    folder = tmp_path / "out" / "generate"
+    task = asyncio.create_task(run(manifest, fake_server, tmp_path))
+    await fake_server.state.wait_until(lambda s: s.downloads_served >= 6, timeout_s=30)
+    folder.rename(tmp_path / "moved-away")
+    folder.write_text("not a folder")
+    code, summary = await asyncio.wait_for(task, 60)
+    assert code == 5, summary
+    assert summary["run"]["stop_reason"] == "output"
+    assert str(folder) in summary["run"]["message"]
+
+    folder.unlink()
+    code, summary = await run(manifest, fake_server, tmp_path)
+    assert code == 0, summary
+    assert summary["jobs"]["succeeded"] == 40
+    assert billed(fake_server) == 40
+    assert fake_server.state.stats()["duplicate_billed"] == 0
