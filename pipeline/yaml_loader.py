@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ManifestError, Problem
+from pipeline.storable import unstorable
 
 Path = tuple[str | int, ...]
 
@@ -88,6 +89,10 @@ class _Builder:
                     continue
                 if not isinstance(key, (str, int)):
                     key = str(key)
+                if isinstance(key, str) and (why := unstorable(key)):
+                    line = key_node.start_mark.line + 1
+                    self.problems.append(Problem(self.file, line, _dotted(path), f"a key {why}"))
+                    continue
                 child = (*path, key)
                 if key in result:
                     self.problems.append(
@@ -106,7 +111,10 @@ class _Builder:
             return result
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
-        return self.loader.construct_object(node, deep=True)
+        value = self.loader.construct_object(node, deep=True)
+        if isinstance(value, str) and (why := unstorable(value)):
+            self.problems.append(Problem(self.file, line, _dotted(path), why))
+        return value
 
 
 def _dotted(path: Path) -> str:
@@ -135,6 +143,11 @@ def load_with_lines(text: str, file: str) -> tuple[Any, LineMap]:
         line = mark.line + 1 if mark is not None else None
         message = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
         raise ManifestError([Problem(file, line, "", f"YAML syntax error: {message}")]) from exc
+    except yaml.reader.ReaderError as exc:
+        # a character YAML refuses outright (a raw NUL, a control character): locate it
+        line = text.count("\n", 0, exc.position) + 1
+        message = f"YAML error: unacceptable character #x{exc.character:04x}: {exc.reason}"
+        raise ManifestError([Problem(file, line, "", message)]) from exc
     except yaml.YAMLError as exc:
         raise ManifestError([Problem(file, None, "", f"YAML error: {exc}")]) from exc
     except RecursionError as exc:
