@@ -23,6 +23,7 @@ import aiohttp
 
 from pipeline.errors import ApiError, FatalError, PermanentError, TransientError
 from pipeline.results import ApiResult, GeneratedImage
+from pipeline.storable import storable
 
 USER_AGENT = "ideobatch/0.1 (+https://github.com/ideobatch)"
 #: how much of an error body is kept as the recorded message
@@ -95,22 +96,38 @@ def parse_created(value: Any) -> float | None:
     return None
 
 
+def _field_text(value: Any, field: str, sanitized: list[str]) -> str | None:
+    """A text field of a response made storable (None if it is not text); notes a change."""
+    if not isinstance(value, str):
+        return None
+    cleaned = storable(value)
+    if cleaned != value and field not in sanitized:
+        sanitized.append(field)
+    return cleaned
+
+
 def parse_result(op: str, body: Any) -> ApiResult:
-    """A successful body as an `ApiResult`; a body the API would not send is retryable."""
+    """A successful body as an `ApiResult`; a body the API would not send is retryable.
+
+    The call is paid for by now, so text the ledger cannot store (a NUL, a
+    lone surrogate) is cleaned rather than refused, and the fields it was
+    found in are named in ``ApiResult.sanitized``.
+    """
     if not isinstance(body, dict):
         raise TransientError("the response is not a JSON object", reason="bad_response", in_doubt=True)
     created = parse_created(body.get("created"))
+    sanitized: list[str] = []
     if op == "describe":
         items = body.get("descriptions")
         if not isinstance(items, list) or not items:
             raise TransientError("the response has no `descriptions`", reason="bad_response", in_doubt=True)
         texts = []
         for item in items:
-            text = item.get("text") if isinstance(item, dict) else None
-            if not isinstance(text, str):
+            text = _field_text(item.get("text") if isinstance(item, dict) else None, "text", sanitized)
+            if text is None:
                 raise TransientError("a description has no `text`", reason="bad_response", in_doubt=True)
             texts.append(text)
-        return ApiResult(descriptions=tuple(texts), created=created)
+        return ApiResult(descriptions=tuple(texts), created=created, sanitized=tuple(sanitized))
     data = body.get("data")
     if not isinstance(data, list) or not data:
         raise TransientError("the response has no `data`", reason="bad_response", in_doubt=True)
@@ -128,15 +145,15 @@ def parse_result(op: str, body: Any) -> ApiResult:
         images.append(
             GeneratedImage(
                 index=index,
-                url=url or None,
-                prompt=item.get("prompt") if isinstance(item.get("prompt"), str) else None,
-                resolution=item.get("resolution") if isinstance(item.get("resolution"), str) else None,
+                url=_field_text(url, "url", sanitized) or None,
+                prompt=_field_text(item.get("prompt"), "prompt", sanitized),
+                resolution=_field_text(item.get("resolution"), "resolution", sanitized),
                 seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
                 is_image_safe=safe is not False,
-                style_type=item.get("style_type") if isinstance(item.get("style_type"), str) else None,
+                style_type=_field_text(item.get("style_type"), "style_type", sanitized),
             )
         )
-    return ApiResult(images=tuple(images), created=created)
+    return ApiResult(images=tuple(images), created=created, sanitized=tuple(sanitized))
 
 
 # --- errors ---------------------------------------------------------------------------------

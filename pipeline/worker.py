@@ -379,6 +379,8 @@ class JobRunner:
         return to_micros(self.prices.job_cost(job.op, job.model, billed))
 
     async def _finish(self, job: ClaimedJob, result: ApiResult, attempt_id: int | None) -> None:
+        if result.sanitized:
+            log.warning("job %s: %s", job.key[:12], result.sanitized_note)
         cost = self._cost(job, result)
         response = Response(job.id, attempt_id, result, cost)
         self.result.tally.spend_micros += cost

@@ -174,7 +174,7 @@ def _success(request: web.Request, state: ServerState, dialect: Dialect, call: C
         wanted = state.config.descriptions_per_image
         if wanted is not None:
             texts = (texts * wanted)[:wanted]
-        return dialect.describe_response(call.op, texts)
+        return dialect.describe_response(call.op, [t + state.config.response_text_suffix for t in texts])
     return dialect.images_response(call.op, state.now(), _images(request, state, call))
 
 
@@ -191,7 +191,7 @@ def _images(request: web.Request, state: ServerState, call: Call) -> list[ImageR
         resolution = resolution_for(params)
         size = served_size(*resolution, cfg.image_scale)
     withheld = bool(cfg.withheld_word) and str(cfg.withheld_word).lower() in call.prompt.lower()
-    prompt = _returned_prompt(call)
+    prompt = _returned_prompt(call) + cfg.response_text_suffix
     style = params.get("style_type")
     first_seed = params.get("seed")
     exp = int(state.now() + cfg.url_ttl_s)
