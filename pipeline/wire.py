@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from pipeline.errors import ApiError, FatalError, PermanentError, TransientError
+from pipeline.redaction import redact
 from pipeline.results import ApiResult, GeneratedImage
 from pipeline.storable import storable
 
@@ -178,33 +179,41 @@ def _strip_html(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)).strip()
 
 
-def error_details(text: str) -> tuple[str, str | None]:
-    """The message and the machine reason (``reject_reason`` / ``code``) of an error body."""
+def error_details(text: str, secret: str = "") -> tuple[str, str | None]:
+    """The message and the machine reason (``reject_reason`` / ``code``) of an error body.
+
+    The message is made storable and has ``secret`` (the API key, which a
+    server may quote back) redacted from it before it is cut to
+    `MAX_MESSAGE_CHARS`: a cut first could leave the key's beginning behind.
+    """
+    message, code = _message_and_code(text)
+    return redact(storable(message), secret)[:MAX_MESSAGE_CHARS], code
+
+
+def _message_and_code(text: str) -> tuple[str, str | None]:
     try:
         body = json.loads(text)
     except ValueError:
-        return (_strip_html(text)[:MAX_MESSAGE_CHARS] or "(empty body)"), None
+        return (_strip_html(text) or "(empty body)"), None
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict):  # proxy: {"error": {"message", "type", "code"}}
             code = error.get("code") or error.get("type")
-            return str(error.get("message") or code or "error")[:MAX_MESSAGE_CHARS], (
-                str(code) if code else None
-            )
+            return str(error.get("message") or code or "error"), (str(code) if code else None)
         reason = body.get("reject_reason")
         for key in ("error", "detail", "message", "title"):
             if isinstance(body.get(key), str):
-                return body[key][:MAX_MESSAGE_CHARS], str(reason) if reason else None
-    return text[:MAX_MESSAGE_CHARS], None
+                return body[key], str(reason) if reason else None
+    return text, None
 
 
 _FUNDS = {"insufficient_funds", "insufficient_quota", "daily_limit"}
 _RATE = {"inflight_limit", "rate_limit_exceeded"}
 
 
-def error_for_status(status: int, text: str, retry_after: str | None) -> ApiError:
-    """The error class an HTTP status calls for (SPEC §6 Retry)."""
-    message, code = error_details(text)
+def error_for_status(status: int, text: str, retry_after: str | None, secret: str = "") -> ApiError:
+    """The error class an HTTP status calls for (SPEC §6 Retry); ``secret`` is redacted from it."""
+    message, code = error_details(text, secret)
     shown = f"HTTP {status}: {message}"
     if status == 422:
         return PermanentError(shown, reason="unsafe", status=status)

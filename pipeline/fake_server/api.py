@@ -139,8 +139,11 @@ async def _handle(
                 outcome.fault = "5xx"
                 page = gateway_error(state.choice(_GATEWAY_STATUSES))
                 if cfg.echo_auth_in_errors:
+                    # like a debugging proxy, the quote comes first: its offset in the page's
+                    # text is the padding plus a fixed length, whatever the status
                     echoed = request.headers.get("Authorization") or request.headers.get("Api-Key") or ""
-                    page.text = (page.text or "") + f"<p>request headers: Authorization: {echoed}</p>"
+                    quote = f"{'.' * cfg.error_padding}request headers: Authorization: {echoed}"
+                    page.text = f"<p>{quote}</p>\r\n{page.text or ''}"
                 return page
             billed = outcome.billed = True
     finally:

@@ -79,6 +79,8 @@ class FaultConfig(BaseModel):
     rate_download_bomb: Rate = Field(default=0.0, ge=0, le=1)
     #: a misbehaving proxy: 5xx pages quote the request's auth header back (secrets tests)
     echo_auth_in_errors: bool = False
+    #: filler characters before that quote, to move the key across a client's message cut
+    error_padding: int = Field(default=0, ge=0, le=1_000_000)
     #: appended to every returned prompt and description: hostile text such as NULs and
     #: lone surrogates (JSON-escaped on the wire as `\u0000`, `\ud800`)
     response_text_suffix: str = ""
