@@ -101,6 +101,7 @@ async def _handle(
     cfg = state.config
 
     def fail(failure: Failure, message: str, fault: str | None = None) -> web.Response:
+        message += cfg.response_text_suffix
         outcome.message, outcome.fault = message, fault
         return dialect.failure(failure, message, op, inflight_limit=state.reported_inflight_limit)
 

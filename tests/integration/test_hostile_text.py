@@ -81,6 +81,22 @@ async def test_dirty_descriptions_are_stored_cleaned_and_feed_their_stage(
     assert fake_server.state.stats()["duplicate_billed"] == 0
 
 
+async def test_dirty_error_messages_are_recorded_cleaned(
+    tmp_path: Path, fake_server: FakeServer, ledger_url: str
+) -> None:
+    """A 422 whose message holds a NUL and a lone surrogate fails its job with a clean message."""
+    fake_server.set_faults(response_text_suffix=DIRTY, unsafe_word="forbidden")
+    manifest = write_manifest(tmp_path, "- op: generate\n  prompts: [fine, a forbidden one]\n")
+    code, summary = await run(manifest, fake_server, tmp_path, ledger_url=ledger_url)
+    assert code == 1, summary
+    assert summary["failures"] == {"unsafe": 1}
+    assert summary["jobs"]["succeeded"] == 1
+    async with opened_ledger(ledger_url) as ledger:
+        (failed,) = await ledger.failed_jobs(None)
+    assert failed["message"].startswith("HTTP 422: ")
+    assert failed["message"].endswith(CLEAN)
+
+
 async def test_run_refuses_a_lone_surrogate_in_a_prompts_file_before_sending(
     tmp_path: Path, fake_server: FakeServer
 ) -> None:
