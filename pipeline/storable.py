@@ -23,6 +23,8 @@ def unstorable(text: str) -> str | None:
     The message never contains the offending character itself, so it can be
     printed on any terminal.
     """
+    if _plainly_storable(text):
+        return None
     match = _UNSTORABLE.search(text)
     if match is None:
         return None
@@ -34,6 +36,11 @@ def unstorable(text: str) -> str | None:
 
 def storable(text: str) -> str:
     """``text`` with NULs removed and lone surrogates replaced by U+FFFD (itself when clean)."""
-    if _UNSTORABLE.search(text) is None:
+    if _plainly_storable(text) or _UNSTORABLE.search(text) is None:
         return text
     return _SURROGATES.sub(REPLACEMENT, text.replace("\x00", ""))
+
+
+def _plainly_storable(text: str) -> bool:
+    # the common case, without a regex: ASCII (a flag of the string, checked at once) and no NUL
+    return text.isascii() and "\x00" not in text
