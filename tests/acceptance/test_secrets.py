@@ -22,17 +22,15 @@ LEAK = CANARY[:MIN_SECRET_CHARS]
 QUOTE = "request headers: Authorization: Bearer "
 
 
+# with padding, the recorded message's cut at MAX_MESSAGE_CHARS falls in the middle of the
+# quoted key: what would be left is the key's first half
 @pytest.mark.parametrize(
     "padding",
     [0, MAX_MESSAGE_CHARS - len(QUOTE) - len(CANARY) // 2],
     ids=["whole-key-quoted", "message-cut-inside-the-key"],
 )
 async def test_canary_key_appears_nowhere(tmp_path: Path, padding: int) -> None:
-    """After runs with failures — a server even quoting our auth header back — no part of the key is anywhere.
-
-    With padding, the recorded message's cut at `MAX_MESSAGE_CHARS` falls in the
-    middle of the quoted key: what is left must not be the key's first half either.
-    """
+    """After failing runs against a server quoting our auth header back, no 8-char key prefix is anywhere."""
     config = FaultConfig(
         api_key=CANARY,
         seed=5,
