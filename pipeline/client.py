@@ -27,9 +27,11 @@ from pipeline.bodies import BodyError, BodyIncomplete, BodyTooLarge, read_body, 
 from pipeline.errors import ApiError, FatalError, PermanentError, TransientError
 from pipeline.images import CONTENT_TYPES, EXTENSIONS, sniff_image_type
 from pipeline.manifest import DEFAULT_DOWNLOAD_TIMEOUT_S, ProviderConfig, TimeoutsConfig
+from pipeline.redaction import redact
 from pipeline.redirects import RedirectPolicy, RedirectRefused, get_following
 from pipeline.results import ApiResult
 from pipeline.sources import is_url
+from pipeline.storable import storable
 from pipeline.wire import (
     SourceBytes,
     auth_headers,
@@ -41,8 +43,6 @@ from pipeline.wire import (
 )
 
 T = TypeVar("T")
-#: keys at least this long are cut out of recorded error messages
-MIN_SCRUB_CHARS = 8
 #: the largest successful API body we read (a response is a few KB)
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 #: how much of an error body is read for its message
@@ -132,7 +132,8 @@ class IdeogramClient:
                     )
                 if response.status != 200:
                     text = await self._text(response)
-                    raise error_for_status(response.status, text, response.headers.get("Retry-After"))
+                    retry_after = response.headers.get("Retry-After")
+                    raise error_for_status(response.status, text, retry_after, self._secret)
                 raw = await read_body(response, MAX_RESPONSE_BYTES)
                 try:
                     body = json.loads(raw)
@@ -147,11 +148,11 @@ class IdeogramClient:
             raise self._scrubbed(_translate(exc, sent)) from exc
 
     def _scrubbed(self, error: ApiError) -> ApiError:
-        """The error with our key cut out of its message (a server may quote request headers)."""
-        # a key this short would cut ordinary words out of messages; real keys are long
-        if len(self._secret) >= MIN_SCRUB_CHARS and self._secret in error.message:
-            error.message = error.message.replace(self._secret, "[redacted]")
-            error.args = (error.message,)
+        """The error with a storable message, our key cut out (a server may quote request headers)."""
+        message = redact(storable(error.message), self._secret)
+        if message != error.message:
+            error.message = message
+            error.args = (message,)
         return error
 
     async def _text(self, response: aiohttp.ClientResponse) -> str:
@@ -238,7 +239,7 @@ def _safe_url(url: str) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = storable(str(exc).strip())
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -32,11 +32,28 @@ class GeneratedImage:
 
 @dataclass(frozen=True, slots=True)
 class ApiResult:
-    """A parsed successful response: images (generate/remix/upscale) or descriptions."""
+    """A parsed successful response: images (generate/remix/upscale) or descriptions.
+
+    ``sanitized`` names the fields (``prompt``, ``text``, ...) whose text held
+    characters no ledger can store — NULs, which were removed, and lone
+    surrogates, which became U+FFFD — so that the run can say so.
+    """
 
     images: tuple[GeneratedImage, ...] = ()
     descriptions: tuple[str, ...] = ()
     created: float | None = None
+    sanitized: tuple[str, ...] = ()
+
+    @property
+    def sanitized_note(self) -> str:
+        """What was cleaned, for the run's log (empty when nothing was)."""
+        if not self.sanitized:
+            return ""
+        fields = ", ".join(self.sanitized)
+        return (
+            f"the API's {fields} held NULs or lone surrogates, which no ledger can store: "
+            "recorded with the NULs removed and the surrogates replaced by U+FFFD"
+        )
 
 
 @dataclass(frozen=True, slots=True)

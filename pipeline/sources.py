@@ -23,6 +23,7 @@ from typing import Any
 from pipeline.api_schema import MAX_SOURCE_BYTES
 from pipeline.errors import Problem
 from pipeline.images import sniff_image_type
+from pipeline.storable import unstorable
 from pipeline.yaml_loader import Path as DataPath
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
@@ -132,6 +133,9 @@ def _checked(prompt: str, file: Path, line: int, report: Reporter) -> str | None
     if len(prompt) > MAX_PROMPT_CHARS:
         report.in_file(file, line, "prompt", f"longer than {MAX_PROMPT_CHARS} characters")
         return None
+    if why := unstorable(prompt):
+        report.in_file(file, line, "prompt", why)
+        return None
     return prompt
 
 
@@ -177,6 +181,11 @@ def _jsonl_prompts(file: Path, report: Reporter) -> Iterator[str]:
                 continue
             if isinstance(item, str):
                 item = {"prompt": item}
+            # keys are shown in messages: one that cannot be printed is refused before that
+            bad_keys = [why for key in item if (why := unstorable(key))] if isinstance(item, dict) else []
+            if bad_keys:
+                report.in_file(file, number, "", f"a key {bad_keys[0]}")
+                continue
             if (
                 not isinstance(item, dict)
                 or not isinstance(item.get("prompt"), str)
@@ -244,6 +253,11 @@ def _one_image(
     catalog_id: str | None,
     csv_line: tuple[Path, int] | None,
 ) -> Iterator[SourceImage]:
+    if unstorable(text):
+        # glob reads a file name that is not UTF-8 with surrogate escapes: it cannot be stored
+        shown = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        report.at(where, f"{shown}: the file name is not UTF-8 text; rename the file")
+        return
     if is_url(text):
         yield SourceImage(text, True, catalog_id)
         return
@@ -321,9 +335,15 @@ def _csv_images(
                 if not value:
                     report.in_file(file, line, column, "empty")
                     continue
+                if why := unstorable(value):
+                    report.in_file(file, line, column, why)
+                    continue
                 catalog_id = (row.get(id_column) or "").strip() if id_column else None
                 if id_column and not catalog_id:
                     report.in_file(file, line, id_column, "empty id")
+                    continue
+                if catalog_id is not None and (why := unstorable(catalog_id)):
+                    report.in_file(file, line, id_column or "id", why)
                     continue
                 if catalog_id is not None:
                     # ids are few per catalog row; a million short strings fit in memory

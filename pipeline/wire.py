@@ -22,7 +22,9 @@ from typing import Any
 import aiohttp
 
 from pipeline.errors import ApiError, FatalError, PermanentError, TransientError
+from pipeline.redaction import redact
 from pipeline.results import ApiResult, GeneratedImage
+from pipeline.storable import storable
 
 USER_AGENT = "ideobatch/0.1 (+https://github.com/ideobatch)"
 #: how much of an error body is kept as the recorded message
@@ -95,22 +97,38 @@ def parse_created(value: Any) -> float | None:
     return None
 
 
+def _field_text(value: Any, field: str, sanitized: list[str]) -> str | None:
+    """A text field of a response made storable (None if it is not text); notes a change."""
+    if not isinstance(value, str):
+        return None
+    cleaned = storable(value)
+    if cleaned != value and field not in sanitized:
+        sanitized.append(field)
+    return cleaned
+
+
 def parse_result(op: str, body: Any) -> ApiResult:
-    """A successful body as an `ApiResult`; a body the API would not send is retryable."""
+    """A successful body as an `ApiResult`; a body the API would not send is retryable.
+
+    The call is paid for by now, so text the ledger cannot store (a NUL, a
+    lone surrogate) is cleaned rather than refused, and the fields it was
+    found in are named in ``ApiResult.sanitized``.
+    """
     if not isinstance(body, dict):
         raise TransientError("the response is not a JSON object", reason="bad_response", in_doubt=True)
     created = parse_created(body.get("created"))
+    sanitized: list[str] = []
     if op == "describe":
         items = body.get("descriptions")
         if not isinstance(items, list) or not items:
             raise TransientError("the response has no `descriptions`", reason="bad_response", in_doubt=True)
         texts = []
         for item in items:
-            text = item.get("text") if isinstance(item, dict) else None
-            if not isinstance(text, str):
+            text = _field_text(item.get("text") if isinstance(item, dict) else None, "text", sanitized)
+            if text is None:
                 raise TransientError("a description has no `text`", reason="bad_response", in_doubt=True)
             texts.append(text)
-        return ApiResult(descriptions=tuple(texts), created=created)
+        return ApiResult(descriptions=tuple(texts), created=created, sanitized=tuple(sanitized))
     data = body.get("data")
     if not isinstance(data, list) or not data:
         raise TransientError("the response has no `data`", reason="bad_response", in_doubt=True)
@@ -128,15 +146,15 @@ def parse_result(op: str, body: Any) -> ApiResult:
         images.append(
             GeneratedImage(
                 index=index,
-                url=url or None,
-                prompt=item.get("prompt") if isinstance(item.get("prompt"), str) else None,
-                resolution=item.get("resolution") if isinstance(item.get("resolution"), str) else None,
+                url=_field_text(url, "url", sanitized) or None,
+                prompt=_field_text(item.get("prompt"), "prompt", sanitized),
+                resolution=_field_text(item.get("resolution"), "resolution", sanitized),
                 seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
                 is_image_safe=safe is not False,
-                style_type=item.get("style_type") if isinstance(item.get("style_type"), str) else None,
+                style_type=_field_text(item.get("style_type"), "style_type", sanitized),
             )
         )
-    return ApiResult(images=tuple(images), created=created)
+    return ApiResult(images=tuple(images), created=created, sanitized=tuple(sanitized))
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -161,33 +179,41 @@ def _strip_html(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", text)).strip()
 
 
-def error_details(text: str) -> tuple[str, str | None]:
-    """The message and the machine reason (``reject_reason`` / ``code``) of an error body."""
+def error_details(text: str, secret: str = "") -> tuple[str, str | None]:
+    """The message and the machine reason (``reject_reason`` / ``code``) of an error body.
+
+    The message is made storable and has ``secret`` (the API key, which a
+    server may quote back) redacted from it before it is cut to
+    `MAX_MESSAGE_CHARS`: a cut first could leave the key's beginning behind.
+    """
+    message, code = _message_and_code(text)
+    return redact(storable(message), secret)[:MAX_MESSAGE_CHARS], code
+
+
+def _message_and_code(text: str) -> tuple[str, str | None]:
     try:
         body = json.loads(text)
     except ValueError:
-        return (_strip_html(text)[:MAX_MESSAGE_CHARS] or "(empty body)"), None
+        return (_strip_html(text) or "(empty body)"), None
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict):  # proxy: {"error": {"message", "type", "code"}}
             code = error.get("code") or error.get("type")
-            return str(error.get("message") or code or "error")[:MAX_MESSAGE_CHARS], (
-                str(code) if code else None
-            )
+            return str(error.get("message") or code or "error"), (str(code) if code else None)
         reason = body.get("reject_reason")
         for key in ("error", "detail", "message", "title"):
             if isinstance(body.get(key), str):
-                return body[key][:MAX_MESSAGE_CHARS], str(reason) if reason else None
-    return text[:MAX_MESSAGE_CHARS], None
+                return body[key], str(reason) if reason else None
+    return text, None
 
 
 _FUNDS = {"insufficient_funds", "insufficient_quota", "daily_limit"}
 _RATE = {"inflight_limit", "rate_limit_exceeded"}
 
 
-def error_for_status(status: int, text: str, retry_after: str | None) -> ApiError:
-    """The error class an HTTP status calls for (SPEC §6 Retry)."""
-    message, code = error_details(text)
+def error_for_status(status: int, text: str, retry_after: str | None, secret: str = "") -> ApiError:
+    """The error class an HTTP status calls for (SPEC §6 Retry); ``secret`` is redacted from it."""
+    message, code = error_details(text, secret)
     shown = f"HTTP {status}: {message}"
     if status == 422:
         return PermanentError(shown, reason="unsafe", status=status)

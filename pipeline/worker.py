@@ -64,6 +64,7 @@ from pipeline.results import (
 from pipeline.retrying import RetryPolicy
 from pipeline.settings import RunSettings
 from pipeline.signals import Shutdown
+from pipeline.storable import storable
 
 log = logging.getLogger("ideobatch")
 
@@ -330,7 +331,7 @@ class JobRunner:
         except Exception as exc:  # a bug: stop the run rather than burn through the batch
             log.exception("job %s: unexpected error", job.key[:12])
             self.result.errors.append(f"job {job.key[:12]}: {type(exc).__name__}: {exc}")
-            self._stop("fatal", f"unexpected error: {type(exc).__name__}: {exc}")
+            self._stop("fatal", storable(f"unexpected error: {type(exc).__name__}: {exc}"))
         finally:
             self._call_done(in_call)
             self.progress.update()
@@ -421,6 +422,8 @@ class JobRunner:
         return to_micros(self.prices.job_cost(job.op, job.model, billed))
 
     async def _finish(self, job: ClaimedJob, result: ApiResult, attempt_id: int | None) -> None:
+        if result.sanitized:
+            log.warning("job %s: %s", job.key[:12], result.sanitized_note)
         cost = self._cost(job, result)
         response = Response(job.id, attempt_id, result, cost)
         self.result.tally.spend_micros += cost
@@ -555,11 +558,11 @@ class JobRunner:
             async with self.download_gate:
                 saved = await self.policy.download(lambda: self.downloader.fetch(url, target))
         except UnsafePath as exc:
-            return DownloadOutcome(image.index, IMAGE_FAILED, error=f"unsafe output path: {exc}")
+            return DownloadOutcome(image.index, IMAGE_FAILED, error=storable(f"unsafe output path: {exc}"))
         except UrlExpired as exc:
-            return DownloadOutcome(image.index, IMAGE_EXPIRED, error=str(exc))
+            return DownloadOutcome(image.index, IMAGE_EXPIRED, error=storable(str(exc)))
         except (BadImage, DownloadRetryable) as exc:
-            return DownloadOutcome(image.index, IMAGE_FAILED, error=str(exc))
+            return DownloadOutcome(image.index, IMAGE_FAILED, error=storable(str(exc)))
         return DownloadOutcome(
             image.index,
             IMAGE_DOWNLOADED,

@@ -13,23 +13,48 @@ from typing import Any
 import yaml
 
 from pipeline.errors import ManifestError, Problem
+from pipeline.storable import unstorable
 
 Path = tuple[str | int, ...]
 
 #: deeper nesting than this is refused (a manifest is a few levels deep)
 MAX_DEPTH = 64
+#: alias uses (``*name``) allowed in one manifest
+MAX_ALIASES = 100
+#: values built a second time through aliases and merge keys (``<<: *defaults``) allowed in
+#: one manifest: an alias "bomb" of a few hundred bytes would otherwise expand to billions
+MAX_ALIAS_VALUES = 10_000
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _TooManyAliases(yaml.MarkedYAMLError):
+    """More than `MAX_ALIASES` alias uses in one document."""
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans: `ON`/`OFF`/`yes`/`no` stay text.
+    """SafeLoader with YAML 1.2 booleans and a cap on alias uses.
 
     Ideogram's enums include `ON` and `OFF` (magic_prompt_option); under YAML
     1.1 rules they would silently become true/false.
     """
 
+    aliases = 0
 
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        """Compose as PyYAML does, counting alias uses."""
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise _TooManyAliases(problem=f"more than {MAX_ALIASES} aliases", problem_mark=mark)
+        return super().compose_node(parent, index)
+
+
+# YAML 1.1's `=` (a "value key") is gone from YAML 1.2: `=` is text
+_YAML11_ONLY = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:value"}
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML11_ONLY]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
@@ -60,53 +85,121 @@ class LineMap:
 
 
 class _Builder:
+    """Plain data from a composed node graph, with lines, problems and an alias budget.
+
+    PyYAML's composer shares one node between an anchor and its aliases; the
+    builder makes a separate copy for each use (every path gets its own line),
+    so each node built again counts against `MAX_ALIAS_VALUES`.
+    """
+
     def __init__(self, file: str) -> None:
         self.file = file
         self.lines = LineMap()
         self.loader = _Loader("")
         self.problems: list[Problem] = []
+        self._built: set[int] = set()
+        self._repeats = 0
+        #: where the alias being expanded was used: its path and line
+        self._alias_use: tuple[Path, int | None] | None = None
 
     def build(self, node: yaml.Node, path: Path, depth: int = 0) -> Any:
+        outermost = self._count(node, path, 1)
         line = node.start_mark.line + 1
         self.lines.set(path, line)
         if depth > MAX_DEPTH:
             raise ManifestError([Problem(self.file, line, _dotted(path), "nested too deeply")])
         if isinstance(node, yaml.MappingNode):
-            self.loader.flatten_mapping(node)
             result: dict[Any, Any] = {}
-            for key_node, value_node in node.value:
-                key = self.loader.construct_object(key_node, deep=True)
-                if not isinstance(key, (str, int, float, bool)) and key is not None:
-                    self.problems.append(
-                        Problem(
-                            self.file,
-                            key_node.start_mark.line + 1,
-                            _dotted(path),
-                            "a key must be text",
-                        )
-                    )
+            self._fill(node, path, depth, result, own=True)
+            value: Any = result
+        elif isinstance(node, yaml.SequenceNode):
+            value = [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+        else:
+            value = self.loader.construct_object(node, deep=True)
+            if isinstance(value, str) and (why := unstorable(value)):
+                self.problems.append(Problem(self.file, line, _dotted(path), why))
+        if outermost:
+            self._alias_use = None
+        return value
+
+    def _count(self, node: yaml.Node, path: Path, cost: int) -> bool:
+        """Charge a node built again to the alias budget; true if it starts an alias's expansion."""
+        if id(node) not in self._built:
+            self._built.add(id(node))
+            return False
+        outermost = self._alias_use is None
+        if outermost:
+            # before `build` overwrites it, the path's line is where the alias was written
+            self._alias_use = (path, self.lines.line_of(path))
+        self._repeats += cost
+        if self._repeats > MAX_ALIAS_VALUES:
+            where, line = self._alias_use or (path, None)
+            message = f"aliases expand to more than {MAX_ALIAS_VALUES} values (refused as an alias bomb)"
+            raise ManifestError([Problem(self.file, line, _dotted(where), message)])
+        return outermost
+
+    def _fill(
+        self, node: yaml.MappingNode, path: Path, depth: int, result: dict[Any, Any], own: bool
+    ) -> None:
+        """Add a mapping's entries to ``result``, then those its merge keys bring that it lacks.
+
+        Own keys win over merged ones, and earlier merge sources over later
+        ones (YAML's merge rule); only the mapping's own repeated keys are
+        duplicates.
+        """
+        merges: list[yaml.Node] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                merges.append(value_node)
+                continue
+            key = self._key(key_node, path)
+            if key is None:
+                continue
+            child = (*path, key)
+            key_line = key_node.start_mark.line + 1
+            if key in result:
+                if own:
+                    message = "duplicate key (the earlier value would be silently lost)"
+                    self.problems.append(Problem(self.file, key_line, _dotted(child), message))
+                continue
+            self.lines.set(child, key_line)
+            result[key] = self.build(value_node, child, depth + 1)
+            # the key's line is the more useful one for errors about the value
+            self.lines.set(child, key_line)
+        own_keys = list(result) if own and merges else []
+        for merge in merges:
+            sources = merge.value if isinstance(merge, yaml.SequenceNode) else [merge]
+            for source in sources:
+                line = source.start_mark.line + 1
+                if not isinstance(source, yaml.MappingNode):
+                    message = "a merge key (<<) takes a mapping or a list of mappings"
+                    self.problems.append(Problem(self.file, line, _dotted(path), message))
                     continue
-                if not isinstance(key, (str, int)):
-                    key = str(key)
-                child = (*path, key)
-                if key in result:
-                    self.problems.append(
-                        Problem(
-                            self.file,
-                            key_node.start_mark.line + 1,
-                            _dotted(child),
-                            "duplicate key (the earlier value would be silently lost)",
-                        )
-                    )
-                    continue
-                self.lines.set(child, key_node.start_mark.line + 1)
-                result[key] = self.build(value_node, child, depth + 1)
-                # the key's line is the more useful one for errors about the value
-                self.lines.set(child, key_node.start_mark.line + 1)
-            return result
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
-        return self.loader.construct_object(node, deep=True)
+                if depth > MAX_DEPTH:  # a mapping can merge itself: `&a {<<: *a}`
+                    raise ManifestError([Problem(self.file, line, _dotted(path), "merges nested too deeply")])
+                outermost = self._count(source, path, 1 + len(source.value))
+                self._fill(source, path, depth + 1, result, own=False)
+                if outermost:
+                    self._alias_use = None
+        for key in own_keys:  # merged entries first, as PyYAML orders them
+            result[key] = result.pop(key)
+
+    def _key(self, key_node: yaml.Node, path: Path) -> str | int | None:
+        """A mapping key as text or integer; None (and a problem) when it cannot be one."""
+        line = key_node.start_mark.line + 1
+        # a non-scalar key is never constructed: it could be a large aliased structure
+        key = (
+            self.loader.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else ()
+        )
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            self.problems.append(Problem(self.file, line, _dotted(path), "a key must be text"))
+            return None
+        if not isinstance(key, (str, int)):
+            key = str(key)
+        if isinstance(key, str) and (why := unstorable(key)):
+            self.problems.append(Problem(self.file, line, _dotted(path), f"a key {why}"))
+            return None
+        return key
 
 
 def _dotted(path: Path) -> str:
@@ -128,6 +221,10 @@ def load_with_lines(text: str, file: str) -> tuple[Any, LineMap]:
     """Parse one YAML document; raise `ManifestError` on syntax errors or duplicate keys."""
     try:
         node = yaml.compose(text, Loader=_Loader)
+    except _TooManyAliases as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark is not None else None
+        message = f"YAML error: {exc.problem} (*name); write the values out or use fewer aliases"
+        raise ManifestError([Problem(file, line, "", message)]) from exc
     except yaml.MarkedYAMLError as exc:
         # an unclosed quote is best shown where it opened; other errors where they were found
         scanning = isinstance(exc, yaml.scanner.ScannerError) and exc.context_mark is not None
@@ -135,6 +232,11 @@ def load_with_lines(text: str, file: str) -> tuple[Any, LineMap]:
         line = mark.line + 1 if mark is not None else None
         message = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
         raise ManifestError([Problem(file, line, "", f"YAML syntax error: {message}")]) from exc
+    except yaml.reader.ReaderError as exc:
+        # a character YAML refuses outright (a raw NUL, a control character): locate it
+        line = text.count("\n", 0, exc.position) + 1
+        message = f"YAML error: unacceptable character #x{exc.character:04x}: {exc.reason}"
+        raise ManifestError([Problem(file, line, "", message)]) from exc
     except yaml.YAMLError as exc:
         raise ManifestError([Problem(file, None, "", f"YAML error: {exc}")]) from exc
     except RecursionError as exc:

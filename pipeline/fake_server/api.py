@@ -101,6 +101,7 @@ async def _handle(
     cfg = state.config
 
     def fail(failure: Failure, message: str, fault: str | None = None) -> web.Response:
+        message += cfg.response_text_suffix
         outcome.message, outcome.fault = message, fault
         return dialect.failure(failure, message, op, inflight_limit=state.reported_inflight_limit)
 
@@ -139,8 +140,11 @@ async def _handle(
                 outcome.fault = "5xx"
                 page = gateway_error(state.choice(_GATEWAY_STATUSES))
                 if cfg.echo_auth_in_errors:
+                    # like a debugging proxy, the quote comes first: its offset in the page's
+                    # text is the padding plus a fixed length, whatever the status
                     echoed = request.headers.get("Authorization") or request.headers.get("Api-Key") or ""
-                    page.text = (page.text or "") + f"<p>request headers: Authorization: {echoed}</p>"
+                    quote = f"{'.' * cfg.error_padding}request headers: Authorization: {echoed}"
+                    page.text = f"<p>{quote}</p>\r\n{page.text or ''}"
                 return page
             billed = outcome.billed = True
     finally:
@@ -174,7 +178,7 @@ def _success(request: web.Request, state: ServerState, dialect: Dialect, call: C
         wanted = state.config.descriptions_per_image
         if wanted is not None:
             texts = (texts * wanted)[:wanted]
-        return dialect.describe_response(call.op, texts)
+        return dialect.describe_response(call.op, [t + state.config.response_text_suffix for t in texts])
     return dialect.images_response(call.op, state.now(), _images(request, state, call))
 
 
@@ -191,7 +195,7 @@ def _images(request: web.Request, state: ServerState, call: Call) -> list[ImageR
         resolution = resolution_for(params)
         size = served_size(*resolution, cfg.image_scale)
     withheld = bool(cfg.withheld_word) and str(cfg.withheld_word).lower() in call.prompt.lower()
-    prompt = _returned_prompt(call)
+    prompt = _returned_prompt(call) + cfg.response_text_suffix
     style = params.get("style_type")
     first_seed = params.get("seed")
     exp = int(state.now() + cfg.url_ttl_s)

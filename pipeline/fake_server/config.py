@@ -79,6 +79,11 @@ class FaultConfig(BaseModel):
     rate_download_bomb: Rate = Field(default=0.0, ge=0, le=1)
     #: a misbehaving proxy: 5xx pages quote the request's auth header back (secrets tests)
     echo_auth_in_errors: bool = False
+    #: filler characters before that quote, to move the key across a client's message cut
+    error_padding: int = Field(default=0, ge=0, le=1_000_000)
+    #: appended to every returned prompt, description and error message: hostile text such
+    #: as NULs and lone surrogates (JSON-escaped on the wire as `\u0000`, `\ud800`)
+    response_text_suffix: str = ""
     #: when > 0, image URLs serve the PNG signature and this many bytes of garbage
     download_oversize_bytes: int = Field(default=0, ge=0)
     #: when set, valid image URLs answer 302 with this Location (a CDN that moved the image)

@@ -6,17 +6,31 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.fake_server import FakeServer, FaultConfig
+from pipeline.redaction import MIN_SECRET_CHARS
+from pipeline.wire import MAX_MESSAGE_CHARS
 from tests.acceptance.conftest import finish, manifest_for, start
 
 CANARY = "sk-CANARY-7f3e9a1c5b2d4e6f8a0b1c2d3e4f5a6b"
+#: what a leak would leave: the key, or any prefix of it this long or longer
+LEAK = CANARY[:MIN_SECRET_CHARS]
+#: the fake server's quote of the header, up to the key (crazyrouter sends `Bearer KEY`)
+QUOTE = "request headers: Authorization: Bearer "
 
 
-async def test_canary_key_appears_nowhere(tmp_path: Path) -> None:
-    """After runs with failures — a server even quoting our auth header back — the key is nowhere."""
+# with padding, the recorded message's cut at MAX_MESSAGE_CHARS falls in the middle of the
+# quoted key: what would be left is the key's first half
+@pytest.mark.parametrize(
+    "padding",
+    [0, MAX_MESSAGE_CHARS - len(QUOTE) - len(CANARY) // 2],
+    ids=["whole-key-quoted", "message-cut-inside-the-key"],
+)
+async def test_canary_key_appears_nowhere(tmp_path: Path, padding: int) -> None:
+    """After failing runs against a server quoting our auth header back, no 8-char key prefix is anywhere."""
     config = FaultConfig(
         api_key=CANARY,
         seed=5,
@@ -24,6 +38,7 @@ async def test_canary_key_appears_nowhere(tmp_path: Path) -> None:
         rate_reset=0.1,
         unsafe_word="forbidden",
         echo_auth_in_errors=True,
+        error_padding=padding,
     )
     ledger = ("--ledger", f"sqlite:///{tmp_path}/ledger.db")
     async with FakeServer(config) as server:
@@ -49,9 +64,11 @@ async def test_canary_key_appears_nowhere(tmp_path: Path) -> None:
     assert json.loads(outputs[0][2])["failures"], "the runs had failures"
     for name, code, out, err in outputs:
         assert code in (0, 1), (name, err)
-        assert CANARY not in out, name
-        assert CANARY not in err, name
+        assert LEAK not in out, name
+        assert LEAK not in err, name
     files = [path for path in tmp_path.rglob("*") if path.is_file()]
-    assert any(path.name == "ledger.db" for path in files)
+    ledger_bytes = b"".join(path.read_bytes() for path in files if path.name.startswith("ledger.db"))
+    assert f"{QUOTE}[redacted]".encode() in ledger_bytes, "the quoted headers were recorded, redacted"
+    assert any(path.name == "gallery.html" for path in files)
     for path in files:
-        assert CANARY.encode() not in path.read_bytes(), path
+        assert LEAK.encode() not in path.read_bytes(), path
