@@ -32,17 +32,19 @@ def command_env() -> dict[str, str]:
     return env
 
 
-async def start(*args: str, cwd: Path, key: str = API_KEY) -> asyncio.subprocess.Process:
+async def start(
+    *args: str, cwd: Path, key: str = API_KEY, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
     """Start `ideobatch ARGS` (stdout and stderr captured), with ``key`` as the API key."""
-    env = command_env()
-    env.update(CRAZYROUTER_API_KEY=key, IDEOGRAM_API_KEY=key)
+    environment = command_env()
+    environment.update(CRAZYROUTER_API_KEY=key, IDEOGRAM_API_KEY=key, **(env or {}))
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "pipeline.cli",
         *args,
         cwd=cwd,
-        env=env,
+        env=environment,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -55,9 +57,11 @@ async def finish(process: asyncio.subprocess.Process, limit_s: float = 60) -> tu
     return process.returncode, out.decode(), err.decode()
 
 
-async def ideobatch(*args: str, cwd: Path, limit_s: float = 60) -> tuple[int, str, str]:
-    """Run `ideobatch ARGS` to the end."""
-    return await finish(await start(*args, cwd=cwd), limit_s)
+async def ideobatch(
+    *args: str, cwd: Path, limit_s: float = 60, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run `ideobatch ARGS` to the end (``env``: variables added to its environment)."""
+    return await finish(await start(*args, cwd=cwd, env=env), limit_s)
 
 
 async def status_json(ledger: str, manifest: str, cwd: Path) -> dict[str, Any]:
