@@ -1,9 +1,11 @@
-"""The provider's request schema: enums, ranges and per-model rules of each op.
+"""The legacy endpoints' request schema: enums, ranges and per-model rules.
 
 The enum lists and ranges ship as data (``data/ideogram_schema.json``),
 extracted from Ideogram's OpenAPI spec; a test compares them with the spec so
-that drift is caught. The same rules serve manifest validation (a request the
-API would reject with 400 is rejected at `validate` time) and the fake server.
+that drift is caught. The models here are the request schemas that
+`pipeline.endpoints` gives its legacy ops; the same rules serve manifest
+validation (a request the API would reject with 400 is rejected at
+`validate` time) and the fake server.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import re
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -23,16 +25,8 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
-    ValidationError,
     model_validator,
 )
-
-Op = Literal["generate", "remix", "upscale", "describe"]
-OPS: tuple[Op, ...] = ("generate", "remix", "upscale", "describe")
-#: ops that send a source image
-SOURCE_OPS: frozenset[str] = frozenset({"remix", "upscale", "describe"})
-#: ops whose response is images (describe answers with text)
-IMAGE_OPS: frozenset[str] = frozenset({"generate", "remix", "upscale"})
 
 
 @cache
@@ -52,11 +46,6 @@ def value_range(name: str) -> tuple[int, int]:
     """The inclusive (min, max) of a numeric field."""
     low, high = schema_data()["ranges"][name]
     return int(low), int(high)
-
-
-def op_fields(op: str) -> frozenset[str]:
-    """The request fields an op takes (``image_request`` fields; describe: its form fields)."""
-    return frozenset(schema_data()["fields"][op])
 
 
 DEFAULT_MODEL: str = schema_data()["default_model"]
@@ -164,44 +153,12 @@ class DescribeRequest(_Strict):
     describe_model_version: DescribeModelVersion | None = None
 
 
-REQUEST_MODELS: dict[str, type[_Strict]] = {
-    "generate": ImageRequest,
-    "remix": RemixRequest,
-    "upscale": UpscaleRequest,
-    "describe": DescribeRequest,
-}
+def legacy_model_rules(params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Rules across fields of generate and remix that the schema states in prose.
 
-
-def _loc_text(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc)
-
-
-def check_request(op: str, params: Mapping[str, Any], *, need_prompt: bool = True) -> list[tuple[str, str]]:
-    """Check one op's request parameters; return (field path, message) for each problem.
-
-    ``need_prompt=False`` skips the required-prompt check, for validating the
-    fixed part of a job whose prompts come from a file.
+    ``aspect_ratio`` and ``resolution`` exclude each other; ``negative_prompt``,
+    ``style_type``, ``color_palette`` and ``resolution`` exist only on some models.
     """
-    problems: list[tuple[str, str]] = []
-    try:
-        REQUEST_MODELS[op].model_validate(dict(params))
-    except ValidationError as exc:
-        for err in exc.errors(include_url=False):
-            field = _loc_text(tuple(err["loc"]))
-            message = _clean_message(err["msg"], err["type"])
-            problems.append((field, message))
-    problems.extend(_model_rules(op, params))
-    if need_prompt and op in schema_data()["required"]:
-        for name in schema_data()["required"][op]:
-            if params.get(name) in (None, ""):
-                problems.append((name, f"{op} needs a `{name}`"))
-    return problems
-
-
-def _model_rules(op: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Rules across fields that the schema states in prose: exclusions and per-model fields."""
-    if op not in ("generate", "remix"):
-        return []
     model = params.get("model") or DEFAULT_MODEL
     if not isinstance(model, str):
         return []
@@ -223,18 +180,17 @@ def _model_rules(op: str, params: Mapping[str, Any]) -> list[tuple[str, str]]:
 _VALUE_ERROR = re.compile(r"^(Value error|Assertion failed), ")
 
 
-def _clean_message(msg: str, kind: str) -> str:
+def clean_message(msg: str, kind: str) -> str:
+    """A pydantic error message as a user reads it."""
     if kind == "extra_forbidden":
         return "not a field this op takes"
     return _VALUE_ERROR.sub("", msg)
 
 
-def effective_model(op: str, params: Mapping[str, Any]) -> str | None:
-    """The model a request runs on (the API default when unset); None for upscale/describe."""
-    if op in ("generate", "remix"):
-        model = params.get("model")
-        return str(model) if model else DEFAULT_MODEL
-    return None
+def legacy_model(params: Mapping[str, Any]) -> str:
+    """The model a generate or remix request runs on (the API default when unset)."""
+    model = params.get("model")
+    return str(model) if model else DEFAULT_MODEL
 
 
 def num_images(params: Mapping[str, Any]) -> int:

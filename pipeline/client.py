@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +22,10 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from pipeline import endpoints
 from pipeline.api_schema import MAX_SOURCE_BYTES
 from pipeline.bodies import BodyError, BodyIncomplete, BodyTooLarge, read_body, read_prefix
+from pipeline.endpoints import Encoding, Endpoint
 from pipeline.errors import ApiError, FatalError, PermanentError, TransientError
 from pipeline.images import CONTENT_TYPES, EXTENSIONS, sniff_image_type
 from pipeline.manifest import DEFAULT_DOWNLOAD_TIMEOUT_S, ProviderConfig, TimeoutsConfig
@@ -35,11 +37,11 @@ from pipeline.storable import storable
 from pipeline.wire import (
     SourceBytes,
     auth_headers,
-    endpoint,
     error_for_status,
     json_body,
     multipart_body,
     parse_result,
+    url_of,
 )
 
 T = TypeVar("T")
@@ -104,16 +106,19 @@ class IdeogramClient:
         self,
         op: str,
         request: dict[str, Any],
-        source: Source | None,
+        files: Sequence[tuple[str, Source]],
         on_send: Callable[[], Awaitable[None]],
     ) -> ApiResult:
         """Make one call and return its parsed result, or raise an `ApiError`.
 
-        ``on_send`` runs after the source is ready and just before the request
-        leaves, so that the ledger records the attempt as sent only then.
+        ``files`` are the call's files as (part name, source): the main image
+        first, then masks and references in order. ``on_send`` runs after the
+        files are ready and just before the request leaves, so that the ledger
+        records the attempt as sent only then.
         """
-        url = endpoint(self._provider.kind, self._provider.url, op)
-        kwargs = await self._body(op, request, source)
+        ep = endpoints.endpoint(op)
+        url = url_of(self._provider.kind, self._provider.url, ep)
+        kwargs = await self._body(ep, request, files)
         await on_send()
         sent = False
         try:
@@ -141,7 +146,7 @@ class IdeogramClient:
                     raise TransientError(
                         "the response is not JSON", reason="bad_response", in_doubt=True
                     ) from exc
-                return parse_result(op, body)
+                return parse_result(ep, body)
         except ApiError as exc:
             raise self._scrubbed(exc) from None
         except (TimeoutError, aiohttp.ClientError, OSError, BodyError) as exc:
@@ -159,16 +164,37 @@ class IdeogramClient:
         raw = await read_prefix(response, MAX_ERROR_BYTES)
         return raw.decode("utf-8", "replace")
 
-    async def _body(self, op: str, request: dict[str, Any], source: Source | None) -> dict[str, Any]:
-        if source is None:
-            return {"json": json_body(op, request, None)}
+    async def _body(
+        self, ep: Endpoint, request: dict[str, Any], files: Sequence[tuple[str, Source]]
+    ) -> dict[str, Any]:
+        """JSON (no files, or URLs the server fetches itself) or multipart (the files' bytes).
+
+        `image_encoding` decides (SPEC §6 Wire): ``url`` sends URLs in JSON,
+        ``multipart`` sends bytes; ``auto`` sends URLs in JSON only to the
+        proxy's legacy endpoints, and bytes everywhere else (URL sources are
+        downloaded first).
+        """
+        if not files:
+            return {"json": json_body(ep, request, {})}
         encoding = self._provider.image_encoding
-        if source.is_url and (
-            encoding == "url" or (encoding == "auto" and self._provider.kind == "crazyrouter")
+        proxy_takes_urls = self._provider.kind == "crazyrouter" and ep.encoding is Encoding.LEGACY
+        if all(source.is_url for _, source in files) and (
+            encoding == "url" or (encoding == "auto" and proxy_takes_urls)
         ):
-            return {"json": json_body(op, request, source.location)}
-        data = await (self._fetch_source(source.location) if source.is_url else _read_source(source))
-        return {"data": multipart_body(op, request, data)}
+            urls: dict[str, str | list[str]] = {}
+            for name, source in files:
+                if name != ep.image and ep.role(name).many:
+                    listed = urls.setdefault(name, [])
+                    assert isinstance(listed, list)
+                    listed.append(source.location)
+                else:
+                    urls[name] = source.location
+            return {"json": json_body(ep, request, urls)}
+        parts = []
+        for name, source in files:
+            data = await (self._fetch_source(source.location) if source.is_url else _read_source(source))
+            parts.append((name, data))
+        return {"data": multipart_body(ep, request, parts)}
 
     async def _fetch_source(self, url: str) -> SourceBytes:
         """Download a URL source for multipart upload (the native API takes bytes, not URLs)."""

@@ -12,11 +12,11 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pipeline.api_schema import effective_model, num_images, op_fields
+from pipeline import endpoints
+from pipeline.jobs import PlannedJob
 from pipeline.keys import child_key, job_key
 from pipeline.manifest import LoadedManifest, StageSpec
 from pipeline.pricing import PriceTable
@@ -26,36 +26,11 @@ from pipeline.sources import Reporter, SourceImage, file_sha256, iter_images, it
 HASH_CACHE_SIZE = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedJob:
-    """One unit of paid work, ready to be written into the ledger."""
-
-    key: str
-    op: str
-    request: dict[str, Any]
-    stage: str
-    rank: int
-    replica: int
-    model: str | None
-    num_images: int
-    cost_usd: Decimal
-    source: str | None = None
-    source_sha256: str | None = None
-    source_id: str | None = None
-    parent_key: str | None = None
-
-    @property
-    def prompt(self) -> str | None:
-        """The prompt sent, if the op has one."""
-        value = self.request.get("prompt")
-        return value if isinstance(value, str) else None
-
-
 def merge_params(
     op: str, defaults: Mapping[str, Any], own: Mapping[str, Any], combo: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Defaults the op takes, overlaid by the job's own fields, then by a matrix combination."""
-    fields = op_fields(op)
+    fields = endpoints.endpoint(op).fields
     merged = {k: v for k, v in defaults.items() if k in fields}
     merged.update(own)
     merged.update(combo)
@@ -112,6 +87,7 @@ def expand(loaded: LoadedManifest, report: Reporter | None = None) -> Iterator[P
     hashes = _HashCache()
     for index, spec in enumerate(manifest.jobs):
         path = ("jobs", index)
+        ep = endpoints.endpoint(spec.op)
         base = dict(spec.params)
         combos = matrix_combos(spec.matrix)
         images: Iterator[SourceImage | None]
@@ -131,8 +107,8 @@ def expand(loaded: LoadedManifest, report: Reporter | None = None) -> Iterator[P
                     request = merge_params(spec.op, manifest.defaults, base, combo)
                     if prompt is not None:
                         request["prompt"] = prompt
-                    model = effective_model(spec.op, request)
-                    count = num_images(request)
+                    model = ep.tier(request)
+                    count = ep.images(request)
                     cost = prices.job_cost(spec.op, model, count)
                     for replica in range(spec.repeat):
                         yield PlannedJob(
@@ -173,6 +149,7 @@ def expand_children(
     """The jobs of a finished job's `then:` stages, one per result (and matrix/replica)."""
     for stage_index, stage in enumerate(parent_spec.then or []):
         ref = f"{parent.stage}.{stage_index}"
+        ep = endpoints.endpoint(stage.op)
         rank = 0
         for result in results:
             values = {
@@ -187,8 +164,8 @@ def expand_children(
                 request = merge_params(stage.op, defaults, stage.params, combo)
                 if stage.prompt is not None:
                     request["prompt"] = stage.prompt.format(**values)
-                model = effective_model(stage.op, request)
-                count = num_images(request)
+                model = ep.tier(request)
+                count = ep.images(request)
                 for replica in range(stage.repeat):
                     yield PlannedJob(
                         key=child_key(parent.key, ref, result.index, stage.op, request, replica),
@@ -200,8 +177,8 @@ def expand_children(
                         model=model,
                         num_images=count,
                         cost_usd=prices.job_cost(stage.op, model, count),
-                        source=source if stage.op != "generate" else None,
-                        source_sha256=sha if stage.op != "generate" else None,
+                        source=source if ep.image else None,
+                        source_sha256=sha if ep.image else None,
                         source_id=parent.source_id,
                         parent_key=parent.key,
                     )

@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
 )
 
+from pipeline import endpoints
 from pipeline.errors import ManifestError, Problem
 from pipeline.yaml_loader import LineMap, dotted, load_with_lines
 from pipeline.yaml_loader import Path as DataPath
@@ -140,11 +141,18 @@ class StageSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    op: Literal["generate", "remix", "upscale", "describe"]
+    op: StrictStr
     prompt: StrictStr | None = None
     matrix: dict[str, list[Any]] | None = None
     repeat: Annotated[StrictInt, Field(ge=1, le=10_000)] = 1
     then: list[StageSpec] | None = None
+
+    @field_validator("op")
+    @classmethod
+    def _known_op(cls, value: str) -> str:
+        if value not in endpoints.ops():
+            raise ValueError(endpoints.unknown_op_message(value))
+        return value
 
     @property
     def params(self) -> dict[str, Any]:

@@ -6,9 +6,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pipeline import endpoints
 from pipeline.errors import LedgerNotMigrated, ManifestError
-from pipeline.expand import PlannedJob, expand
+from pipeline.expand import expand
 from pipeline.fingerprint import plan_fingerprint
+from pipeline.jobs import PlannedJob
 from pipeline.ledger.engine import async_url
 from pipeline.ledger.records import ManifestRecord, PlanCounts, to_micros, to_usd
 from pipeline.ledger.repository import Ledger, opened_ledger
@@ -60,7 +62,7 @@ async def plan_report(manifest: str, ledger_url: str) -> dict[str, Any]:
                 state = states.get(job.key)
                 cost = to_micros(job.cost_usd)
                 row["jobs"] += 1
-                row["images"] += job.num_images if job.op != "describe" else 0
+                row["images"] += job.num_images if endpoints.endpoint(job.op).makes_images else 0
                 row["estimate_micros"] += cost
                 if state == "succeeded":
                     row["done"] += 1

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.api_schema import SOURCE_OPS, check_request, op_fields
+from pipeline import endpoints
 from pipeline.errors import ManifestError, Problem
 from pipeline.expand import matrix_combos, merge_params
 from pipeline.manifest import LoadedManifest, StageSpec, load_manifest
@@ -23,7 +23,6 @@ from pipeline.pricing import valid_override_key
 from pipeline.sources import Reporter, iter_images, iter_prompts
 from pipeline.yaml_loader import Path as DataPath
 
-ALL_FIELDS = frozenset().union(*(op_fields(op) for op in ("generate", "remix", "upscale", "describe")))
 #: a matrix larger than this is almost certainly a mistake
 MAX_MATRIX_COMBOS = 100_000
 
@@ -78,11 +77,11 @@ def _check_defaults(defaults: Mapping[str, Any], report: Reporter) -> None:
         if name == "prompt":
             report.at(("defaults", name), "a prompt belongs to a job, not to defaults")
             continue
-        ops = [op for op in ("generate", "remix", "upscale", "describe") if name in op_fields(op)]
-        if not ops:
+        takers = [e for e in endpoints.CATALOG.values() if name in e.fields]
+        if not takers:
             report.at(("defaults", name), "not a request field of any op")
             continue
-        for field_name, message in check_request(ops[0], {name: value}, need_prompt=False):
+        for field_name, message in takers[0].check({name: value}, need_required=False):
             report.at(("defaults", field_name or name), message)
 
 
@@ -103,17 +102,19 @@ def _check_stage(
     parent_op: str | None,
 ) -> None:
     own = spec.params
-    if spec.op == "describe" and spec.prompt is not None:
-        report.at((*path, "prompt"), "describe takes no prompt")
-    if parent_op is None and spec.op in SOURCE_OPS and getattr(spec, "images", None) is None:
+    ep = endpoints.endpoint(spec.op)
+    takes_prompt = "prompt" in ep.fields
+    needs_prompt = "prompt" in ep.required
+    if not takes_prompt and spec.prompt is not None:
+        report.at((*path, "prompt"), f"{spec.op} takes no prompt")
+    if parent_op is None and ep.image is not None and getattr(spec, "images", None) is None:
         report.at(path, f"{spec.op} needs `images`")
-    if parent_op is None and spec.op not in SOURCE_OPS and getattr(spec, "images", None) is not None:
+    if parent_op is None and ep.image is None and getattr(spec, "images", None) is not None:
         report.at((*path, "images"), f"{spec.op} takes no source image")
-    needs_prompt = parent_op is None and spec.op in ("generate", "remix")
-    if needs_prompt and spec.prompt is None and getattr(spec, "prompts", None) is None:
+    if parent_op is None and needs_prompt and spec.prompt is None and getattr(spec, "prompts", None) is None:
         report.at(path, f"{spec.op} needs `prompt` or `prompts`")
     if parent_op is not None:
-        if spec.op in ("generate", "remix") and spec.prompt is None:
+        if needs_prompt and spec.prompt is None:
             report.at(path, f"{spec.op} needs a `prompt` template")
         if spec.prompt is not None:
             _check_prompt_template(spec.prompt, parent_op, (*path, "prompt"), report)
@@ -122,7 +123,7 @@ def _check_stage(
         params = merge_params(spec.op, defaults, own, combo)
         if "prompt" in combo:
             report.at((*path, "matrix", "prompt"), "use `prompts` for several prompts")
-        for field_name, message in check_request(spec.op, params, need_prompt=False):
+        for field_name, message in ep.check(params, need_required=False):
             if field_name == "prompt":
                 continue
             report.at(_origin(field_name, path, own, combo), message)
@@ -146,7 +147,7 @@ def _checked_combos(spec: StageSpec, path: DataPath, report: Reporter) -> list[d
 
 
 def _check_prompt_template(template: str, parent_op: str, path: DataPath, report: Reporter) -> None:
-    allowed = {"id", "description"} if parent_op == "describe" else {"id", "prompt"}
+    allowed = {"id", "prompt"} if endpoints.endpoint(parent_op).makes_images else {"id", "description"}
     try:
         names = [f for _lit, f, _s, _c in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:

@@ -1,11 +1,13 @@
 """The two API dialects on the wire: request bodies, response parsing, error bodies (SPEC §6).
 
-`crazyrouter` (the proxy) takes ``Authorization: Bearer`` and JSON with the
-source as ``"image_file": "<url>"``, or the native multipart form for local
-files. `ideogram` (native) takes ``Api-Key``; generate is JSON, remix and
-upscale are multipart (an ``image_request`` JSON part and an ``image_file``
-part), describe is multipart with ``image_file`` only. Responses are parsed
-leniently where the API varies and strictly where it matters.
+`crazyrouter` (the proxy) takes ``Authorization: Bearer``; `ideogram`
+(native) takes ``Api-Key``. Each op's paths and body encoding come from the
+endpoint catalog (`pipeline.endpoints`): the legacy encoding wraps the fields
+in ``image_request`` (JSON, or a JSON part of a multipart form beside the
+``image_file`` part; the proxy also takes ``"image_file": "<url>"`` in JSON),
+except for ops whose fields are not wrapped (describe), which send them flat.
+Responses are parsed leniently where the API varies and strictly where it
+matters.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from pipeline.endpoints import Encoding, Endpoint
 from pipeline.errors import ApiError, FatalError, PermanentError, TransientError
 from pipeline.redaction import redact
 from pipeline.results import ApiResult, GeneratedImage
@@ -40,10 +43,9 @@ class SourceBytes:
     content_type: str
 
 
-def endpoint(kind: str, base_url: str, op: str) -> str:
-    """The URL of an op for a provider."""
-    prefix = "/ideogram" if kind == "crazyrouter" else ""
-    return f"{base_url}{prefix}/{op}"
+def url_of(kind: str, base_url: str, ep: Endpoint) -> str:
+    """The URL of an endpoint at a provider."""
+    return f"{base_url}{ep.proxy_path if kind == 'crazyrouter' else ep.native_path}"
 
 
 def auth_headers(kind: str, api_key: str) -> dict[str, str]:
@@ -53,30 +55,37 @@ def auth_headers(kind: str, api_key: str) -> dict[str, str]:
     return {"Api-Key": api_key, "User-Agent": USER_AGENT}
 
 
-def json_body(op: str, request: dict[str, Any], source_url: str | None) -> dict[str, Any]:
-    """The JSON body of a call (generate anywhere; remix/upscale/describe with a URL source)."""
-    if op == "describe":
-        body: dict[str, Any] = {"image_file": source_url}
-        body.update(request)
-        return body
-    body = {"image_request": request}
-    if source_url is not None:
-        body["image_file"] = source_url
+def json_body(ep: Endpoint, request: dict[str, Any], files: dict[str, str | list[str]]) -> dict[str, Any]:
+    """The JSON body of a call; ``files`` are URLs by part name (the proxy fetches them)."""
+    if ep.encoding is Encoding.LEGACY and ep.wrapped:
+        body: dict[str, Any] = {"image_request": request}
+    else:
+        body = dict(request)
+    body.update(files)
     return body
 
 
-def multipart_body(op: str, request: dict[str, Any], source: SourceBytes) -> aiohttp.FormData:
-    """The native multipart form of remix, upscale and describe."""
+def multipart_body(
+    ep: Endpoint, request: dict[str, Any], files: list[tuple[str, SourceBytes]]
+) -> aiohttp.FormData:
+    """The multipart form of a call with files; ``files`` are (part name, file) in order."""
     form = aiohttp.FormData()
-    if op == "describe":
-        for name, value in request.items():
-            form.add_field(name, str(value))
-    else:
+    if ep.encoding is Encoding.LEGACY and ep.wrapped:
         form.add_field("image_request", json.dumps(request), content_type="application/json")
-    # a file object (not bytes): aiohttp streams it without copying or warning on large uploads
-    form.add_field(
-        "image_file", io.BytesIO(source.data), filename=source.filename, content_type=source.content_type
-    )
+    else:
+        for name, value in request.items():
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, dict):
+                    form.add_field(name, json.dumps(item), content_type="application/json")
+                elif isinstance(item, bool):
+                    form.add_field(name, "true" if item else "false")
+                else:
+                    form.add_field(name, str(item))
+    for name, source in files:
+        # a file object (not bytes): aiohttp streams it without copying or warning on large uploads
+        form.add_field(
+            name, io.BytesIO(source.data), filename=source.filename, content_type=source.content_type
+        )
     return form
 
 
@@ -107,7 +116,7 @@ def _field_text(value: Any, field: str, sanitized: list[str]) -> str | None:
     return cleaned
 
 
-def parse_result(op: str, body: Any) -> ApiResult:
+def parse_result(ep: Endpoint, body: Any) -> ApiResult:
     """A successful body as an `ApiResult`; a body the API would not send is retryable.
 
     The call is paid for by now, so text the ledger cannot store (a NUL, a
@@ -118,7 +127,7 @@ def parse_result(op: str, body: Any) -> ApiResult:
         raise TransientError("the response is not a JSON object", reason="bad_response", in_doubt=True)
     created = parse_created(body.get("created"))
     sanitized: list[str] = []
-    if op == "describe":
+    if not ep.makes_images:
         items = body.get("descriptions")
         if not isinstance(items, list) or not items:
             raise TransientError("the response has no `descriptions`", reason="bad_response", in_doubt=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiohttp
 
-from pipeline.api_schema import IMAGE_OPS
+from pipeline import endpoints
 from pipeline.client import IdeogramClient, Source
 from pipeline.downloads import Downloader, clean_temp_files
 from pipeline.errors import (
@@ -33,7 +33,8 @@ from pipeline.errors import (
     TransientError,
     UrlExpired,
 )
-from pipeline.expand import ParentResult, PlannedJob, expand_children, find_stage
+from pipeline.expand import ParentResult, expand_children, find_stage
+from pipeline.jobs import PlannedJob
 from pipeline.leases import DEFAULT_LEASE_S, POLL_S, reclaim_dead_on_this_host
 from pipeline.ledger.batcher import WriteBatcher
 from pipeline.ledger.records import (
@@ -342,11 +343,13 @@ class JobRunner:
             self._wake.set()
         return False
 
-    def _source(self, job: ClaimedJob) -> Source | None:
-        return Source(job.source, job.source_sha256) if job.source else None
+    def _files(self, job: ClaimedJob) -> list[tuple[str, Source]]:
+        """The call's files: the main image under its part name, then the job's other inputs."""
+        main = endpoints.endpoint(job.op).image
+        return [(main, Source(job.source, job.source_sha256))] if main and job.source else []
 
     async def _call(self, job: ClaimedJob) -> tuple[ApiResult, int | None] | None:
-        images = job.num_images if job.op in IMAGE_OPS else 1
+        images = job.num_images if endpoints.endpoint(job.op).makes_images else 1
         attempt_id: int | None = None
 
         async def on_send() -> None:
@@ -360,7 +363,7 @@ class JobRunner:
                 return None
             if self.bucket is not None:
                 await self.bucket.take()
-            result = await self.client.call(job.op, job.request, self._source(job), on_send)
+            result = await self.client.call(job.op, job.request, self._files(job), on_send)
         except FatalError as exc:
             self._stop("fatal", exc.message)
             await self.batcher.settle(self._outcome(job, attempt_id, exc, time.time()), final=False)
@@ -418,7 +421,7 @@ class JobRunner:
         tally.failures[reason] = tally.failures.get(reason, 0) + 1
 
     def _cost(self, job: ClaimedJob, result: ApiResult) -> int:
-        billed = len(result.images) if job.op in IMAGE_OPS else 1
+        billed = len(result.images) if endpoints.endpoint(job.op).makes_images else 1
         return to_micros(self.prices.job_cost(job.op, job.model, billed))
 
     async def _finish(self, job: ClaimedJob, result: ApiResult, attempt_id: int | None) -> None:
@@ -515,7 +518,7 @@ class JobRunner:
         spec = find_stage(self.settings.jobs, job.stage)
         if not spec.then:
             return []
-        if job.op == "describe":
+        if not endpoints.endpoint(job.op).makes_images:
             results = [ParentResult(i, description=text) for i, text in enumerate(descriptions)]
         else:
             results = [

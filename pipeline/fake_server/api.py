@@ -17,6 +17,7 @@ from decimal import Decimal
 
 from aiohttp import web
 
+from pipeline.endpoints import Endpoint
 from pipeline.fake_server.dialects import (
     NATIVE,
     PROXY,
@@ -35,7 +36,6 @@ from pipeline.fake_server.urls import ImageSpec
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAGIC_SUFFIX = ", highly detailed"
-_VARIANT = {"generate": 0, "remix": 1, "upscale": 2}
 _SEED_SPACE = 2**31
 _GATEWAY_STATUSES = (500, 502, 503)
 _INFLIGHT_MESSAGE = (
@@ -57,19 +57,19 @@ class _Outcome:
         self.message: str | None = None
 
 
-def api_handler(dialect: Dialect, op: str) -> Handler:
-    """The aiohttp handler of ``op`` in ``dialect``."""
+def api_handler(dialect: Dialect, ep: Endpoint) -> Handler:
+    """The aiohttp handler of an endpoint in ``dialect``."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE]
         outcome = _Outcome()
-        response = await _handle(request, state, dialect, op, outcome)
+        response = await _handle(request, state, dialect, ep, outcome)
         call = outcome.call
         state.record(
             LogEntry(
                 time=state.now(),
                 dialect=dialect.name,
-                op=op,
+                op=ep.op,
                 status=response.status if outcome.fault != "reset" else NO_RESPONSE,
                 billed=outcome.billed,
                 cost=call.cost if call and outcome.billed else Decimal(0),
@@ -81,35 +81,35 @@ def api_handler(dialect: Dialect, op: str) -> Handler:
         )
         return response
 
-    handle.__name__ = f"{dialect.name}_{op}"
+    handle.__name__ = f"{dialect.name}_{ep.op}"
     return handle
 
 
-def native_handler(op: str) -> Handler:
-    """The handler of ``POST /{op}``."""
-    return api_handler(NATIVE, op)
+def native_handler(ep: Endpoint) -> Handler:
+    """The handler of the endpoint's native path."""
+    return api_handler(NATIVE, ep)
 
 
-def proxy_handler(op: str) -> Handler:
-    """The handler of ``POST /ideogram/{op}``."""
-    return api_handler(PROXY, op)
+def proxy_handler(ep: Endpoint) -> Handler:
+    """The handler of the endpoint's proxy path."""
+    return api_handler(PROXY, ep)
 
 
 async def _handle(
-    request: web.Request, state: ServerState, dialect: Dialect, op: str, outcome: _Outcome
+    request: web.Request, state: ServerState, dialect: Dialect, ep: Endpoint, outcome: _Outcome
 ) -> web.StreamResponse:
     cfg = state.config
 
     def fail(failure: Failure, message: str, fault: str | None = None) -> web.Response:
         message += cfg.response_text_suffix
         outcome.message, outcome.fault = message, fault
-        return dialect.failure(failure, message, op, inflight_limit=state.reported_inflight_limit)
+        return dialect.failure(failure, message, ep, inflight_limit=state.reported_inflight_limit)
 
     auth = dialect.authenticate(request.headers, cfg.api_key)
     if auth is not Auth.OK:
         return fail(Failure.UNAUTHORIZED, dialect.auth_messages[auth])
     try:
-        call = await read_call(request, op, proxy=dialect is PROXY, fetcher=request.app.get(FETCHER))
+        call = await read_call(request, ep, proxy=dialect is PROXY, fetcher=request.app.get(FETCHER))
     except BadRequest as exc:
         return fail(Failure.BAD_REQUEST, exc.message)
     outcome.call = call
@@ -172,24 +172,27 @@ def _with_retry_after(response: web.Response, state: ServerState) -> web.Respons
 
 
 def _success(request: web.Request, state: ServerState, dialect: Dialect, call: Call) -> web.Response:
-    if call.op == "describe":
+    if not call.endpoint.makes_images:
         assert call.source is not None
         texts = describe(call.source)
         wanted = state.config.descriptions_per_image
         if wanted is not None:
             texts = (texts * wanted)[:wanted]
-        return dialect.describe_response(call.op, [t + state.config.response_text_suffix for t in texts])
-    return dialect.images_response(call.op, state.now(), _images(request, state, call))
+        return dialect.describe_response(
+            call.endpoint, [t + state.config.response_text_suffix for t in texts]
+        )
+    return dialect.images_response(call.endpoint, state.now(), _images(request, state, call))
 
 
 def _images(request: web.Request, state: ServerState, call: Call) -> list[ImageResult]:
     cfg = state.config
     params = call.params
     upscaled: tuple[int, int] | None = None
-    if call.op == "upscale":
+    scale = call.endpoint.output_scale
+    if scale > 1:
         assert call.source is not None
         resolution = (call.source.width, call.source.height)
-        upscaled = (resolution[0] * 2, resolution[1] * 2)
+        upscaled = (resolution[0] * scale, resolution[1] * scale)
         size = served_size(*upscaled, cfg.image_scale)
     else:
         resolution = resolution_for(params)
@@ -202,7 +205,7 @@ def _images(request: web.Request, state: ServerState, call: Call) -> list[ImageR
     base = f"{request.scheme}://{request.host}"
     images = []
     for seed in _seeds(first_seed, call.images, state):
-        spec = ImageSpec(seed, size[0], size[1], _VARIANT[call.op])
+        spec = ImageSpec(seed, size[0], size[1], call.variant)
         url = None if withheld else state.signer.url(base, spec, exp, state.nonce())
         images.append(
             ImageResult(

@@ -1,8 +1,9 @@
 """The aiohttp application: routes of both dialects, image URLs, assets and control.
 
-Native paths are ``POST /{generate,remix,upscale,describe}``; the proxy's are the
-same under ``/ideogram/``. One server answers both, so a test picks the dialect
-by path, as the runner does by ``base_url``.
+Every op of the endpoint catalog is served at its native path (``POST
+/generate``...) and its proxy path (``POST /ideogram/generate``...). One
+server answers both, so a test picks the dialect by path, as the runner does
+by ``base_url``. The routes are read from the catalog when the app is made.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from pipeline.api_schema import MAX_SOURCE_BYTES, OPS
+from pipeline import endpoints
+from pipeline.api_schema import MAX_SOURCE_BYTES
 from pipeline.fake_server import control, downloads
 from pipeline.fake_server.api import native_handler, proxy_handler
 from pipeline.fake_server.config import FaultConfig
@@ -20,7 +22,6 @@ from pipeline.fake_server.delivery import delivery
 from pipeline.fake_server.requests import FETCHER, SourceFetcher
 from pipeline.fake_server.state import STATE, ServerState
 
-PROXY_PREFIX = "/ideogram"
 SERVER_HEADER = "nginx"
 #: room for a 10 MB image plus the rest of a multipart body
 CLIENT_MAX_SIZE = MAX_SOURCE_BYTES + 1024 * 1024
@@ -30,9 +31,9 @@ def create_app(config: FaultConfig | None = None, *, state: ServerState | None =
     """A fresh fake Ideogram application (give ``state`` to share or inspect it)."""
     app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[delivery])
     app[STATE] = state if state is not None else ServerState(config or FaultConfig())
-    for op in OPS:
-        app.router.add_post(f"/{op}", native_handler(op))
-        app.router.add_post(f"{PROXY_PREFIX}/{op}", proxy_handler(op))
+    for ep in endpoints.CATALOG.values():
+        app.router.add_post(ep.native_path, native_handler(ep))
+        app.router.add_post(ep.proxy_path, proxy_handler(ep))
     downloads.add_routes(app)
     control.add_routes(app)
     app.cleanup_ctx.append(_source_fetcher)

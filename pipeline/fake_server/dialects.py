@@ -20,6 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
+from pipeline.endpoints import Encoding, Endpoint
+
 SUCCESSOR_LINK = '<https://developer.ideogram.ai/v2/api-reference/{op}>; rel="successor-version"'
 
 
@@ -81,7 +83,7 @@ class Dialect(ABC):
         ...
 
     @abstractmethod
-    def auth_status(self, op: str) -> int:
+    def auth_status(self, ep: Endpoint) -> int:
         """The status of a call with a missing or wrong key."""
         ...
 
@@ -96,27 +98,31 @@ class Dialect(ABC):
         ...
 
     @abstractmethod
-    def failure(self, failure: Failure, message: str, op: str, *, inflight_limit: int = 0) -> web.Response:
+    def failure(
+        self, failure: Failure, message: str, ep: Endpoint, *, inflight_limit: int = 0
+    ) -> web.Response:
         """The response of a failed call."""
         ...
 
-    def headers(self, op: str) -> dict[str, str]:
+    def headers(self, ep: Endpoint) -> dict[str, str]:
         """Headers every response of this dialect carries."""
         return {}
 
-    def images_response(self, op: str, now: float, images: list[ImageResult]) -> web.Response:
+    def images_response(self, ep: Endpoint, now: float, images: list[ImageResult]) -> web.Response:
         """The 200 of generate, remix and upscale."""
         body = {"created": self.created(now), "data": [self.image_object(i) for i in images]}
-        return self.json(body, 200, op)
+        return self.json(body, 200, ep)
 
-    def describe_response(self, op: str, texts: list[str]) -> web.Response:
+    def describe_response(self, ep: Endpoint, texts: list[str]) -> web.Response:
         """The 200 of describe."""
-        return self.json({"descriptions": [{"text": t} for t in texts]}, 200, op)
+        return self.json({"descriptions": [{"text": t} for t in texts]}, 200, ep)
 
-    def json(self, body: Any, status: int, op: str, content_type: str = "application/json") -> web.Response:
+    def json(
+        self, body: Any, status: int, ep: Endpoint, content_type: str = "application/json"
+    ) -> web.Response:
         """A JSON response with this dialect's headers."""
         return web.Response(
-            text=_dumps(body), status=status, content_type=content_type, headers=self.headers(op)
+            text=_dumps(body), status=status, content_type=content_type, headers=self.headers(ep)
         )
 
 
@@ -132,9 +138,9 @@ class NativeDialect(Dialect):
             return Auth.MISSING
         return Auth.OK if given == api_key else Auth.INVALID
 
-    def auth_status(self, op: str) -> int:
-        """The spec lists 403 for remix and upscale, 401 for the others."""
-        return 403 if op in ("remix", "upscale") else 401
+    def auth_status(self, ep: Endpoint) -> int:
+        """The status the spec lists for the endpoint (403 for remix and upscale, 401 for others)."""
+        return ep.unauthorized_status
 
     def created(self, now: float) -> str:
         """An ISO-8601 date-time string."""
@@ -155,11 +161,13 @@ class NativeDialect(Dialect):
             data["style_type"] = image.style_type
         return data
 
-    def headers(self, op: str) -> dict[str, str]:
-        """The deprecation hint Ideogram sends on older endpoints."""
-        return {"Link": SUCCESSOR_LINK.format(op=op)}
+    def headers(self, ep: Endpoint) -> dict[str, str]:
+        """The deprecation hint Ideogram sends on its legacy endpoints."""
+        return {"Link": SUCCESSOR_LINK.format(op=ep.op)} if ep.encoding is Encoding.LEGACY else {}
 
-    def failure(self, failure: Failure, message: str, op: str, *, inflight_limit: int = 0) -> web.Response:
+    def failure(
+        self, failure: Failure, message: str, ep: Endpoint, *, inflight_limit: int = 0
+    ) -> web.Response:
         """Connexion problem+json for 400, ``{"error", "reject_reason"}`` otherwise."""
         if failure is Failure.BAD_REQUEST:
             problem = {
@@ -168,18 +176,18 @@ class NativeDialect(Dialect):
                 "title": "Bad Request",
                 "type": "about:blank",
             }
-            return self.json(problem, 400, op, "application/problem+json")
+            return self.json(problem, 400, ep, "application/problem+json")
         body: dict[str, Any] = {"error": message}
         if failure is Failure.UNAUTHORIZED:
-            return self.json(body, self.auth_status(op), op)
+            return self.json(body, self.auth_status(ep), ep)
         if failure is Failure.NO_FUNDS:
             body["reject_reason"] = "insufficient_funds"
-            return self.json(body, 402, op)
+            return self.json(body, 402, ep)
         if failure is Failure.RATE_LIMITED:
             body["reject_reason"] = "inflight_limit"
             body["max_inflight_requests"] = inflight_limit
-            return self.json(body, 429, op)
-        return self.json(body, 422, op)
+            return self.json(body, 429, ep)
+        return self.json(body, 422, ep)
 
 
 #: proxy status, error type and code of each failure
@@ -209,7 +217,7 @@ class ProxyDialect(Dialect):
             return Auth.MISSING
         return Auth.OK if token.strip() == api_key else Auth.INVALID
 
-    def auth_status(self, op: str) -> int:
+    def auth_status(self, ep: Endpoint) -> int:
         """Always 401 ``invalid_api_key``."""
         return 401
 
@@ -233,10 +241,12 @@ class ProxyDialect(Dialect):
             data["style_type"] = image.style_type
         return data
 
-    def failure(self, failure: Failure, message: str, op: str, *, inflight_limit: int = 0) -> web.Response:
+    def failure(
+        self, failure: Failure, message: str, ep: Endpoint, *, inflight_limit: int = 0
+    ) -> web.Response:
         """``{"error": {"message", "type", "code"}}`` whatever the status."""
         status, kind, code = _PROXY_ERRORS[failure]
-        return self.json({"error": {"message": message, "type": kind, "code": code}}, status, op)
+        return self.json({"error": {"message": message, "type": kind, "code": code}}, status, ep)
 
 
 NATIVE = NativeDialect()

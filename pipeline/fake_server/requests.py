@@ -1,11 +1,12 @@
 """Reading an API call off the wire: JSON or multipart, the source image, validation.
 
 Every problem is a `BadRequest` whose message the dialect sends with 400. The
-rules are the real API's, or stricter: the content type must be the one the
-endpoint takes, the ``image_request`` must pass `pipeline.api_schema.check_request`
-(enums, ranges, unknown fields, per-model rules, the required prompt), and a
-source image must be JPEG, PNG or WebP by its magic bytes, at most 10 MB, and
-decodable. The proxy also takes ``"image_file": "<url>"`` in JSON and fetches it.
+rules are the real API's, or stricter, and come from the endpoint catalog:
+the content type must be one the endpoint takes, the fields must pass the
+endpoint's check (`Endpoint.check`: enums, ranges, unknown fields, per-model
+rules, required fields), and a source image must be JPEG, PNG or WebP by its
+magic bytes, at most 10 MB, and decodable. The proxy also takes
+``"image_file": "<url>"`` in JSON and fetches it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from pipeline.api_schema import MAX_SOURCE_BYTES, check_request, effective_model, num_images
+from pipeline import endpoints
+from pipeline.api_schema import MAX_SOURCE_BYTES
+from pipeline.endpoints import Endpoint
 from pipeline.fake_server.images import SourceInfo, UndecodableImage, inspect_source, sniff_format
 from pipeline.pricing import DEFAULT_PRICES
 
@@ -30,18 +33,6 @@ MULTIPART_TYPE = "multipart/form-data"
 #: cap on the ``image_request`` part and on JSON bodies
 MAX_JSON_BYTES = 1024 * 1024
 _CHUNK = 64 * 1024
-#: the form fields of each multipart op, and which are required
-_FORM_FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "remix": (
-        frozenset({"image_request", "image_file"}),
-        frozenset({"image_request", "image_file"}),
-    ),
-    "upscale": (
-        frozenset({"image_request", "image_file"}),
-        frozenset({"image_request", "image_file"}),
-    ),
-    "describe": (frozenset({"image_file", "describe_model_version"}), frozenset({"image_file"})),
-}
 
 
 class BadRequest(Exception):
@@ -56,8 +47,8 @@ class BadRequest(Exception):
 class Call:
     """A parsed, valid API call."""
 
-    op: str
-    #: the ``image_request`` (describe: its form fields besides the image)
+    endpoint: Endpoint
+    #: the request's fields (legacy: the ``image_request``; describe: its form fields)
     params: dict[str, Any]
     source: SourceInfo | None = None
     #: cached derived values
@@ -70,14 +61,24 @@ class Call:
         return value if isinstance(value, str) else ""
 
     @property
+    def op(self) -> str:
+        """The op called."""
+        return self.endpoint.op
+
+    @property
     def images(self) -> int:
-        """Images this call produces (describe counts as one)."""
-        return 1 if self.op == "describe" else num_images(self.params)
+        """Images this call produces (an op returning descriptions counts as one)."""
+        return self.endpoint.images(self.params)
+
+    @property
+    def variant(self) -> int:
+        """What tells this op's images from another's of the same seed (its catalog position)."""
+        return endpoints.ops().index(self.op) % 256
 
     @property
     def cost(self) -> Decimal:
         """What the call is billed."""
-        return DEFAULT_PRICES.job_cost(self.op, effective_model(self.op, self.params), self.images)
+        return DEFAULT_PRICES.job_cost(self.op, self.endpoint.tier(self.params), self.images)
 
     @property
     def request_hash(self) -> str:
@@ -132,18 +133,28 @@ async def _read_capped(stream: aiohttp.StreamReader, limit: int, message: str) -
     return b"".join(chunks)
 
 
-async def read_call(request: web.Request, op: str, *, proxy: bool, fetcher: SourceFetcher | None) -> Call:
-    """Parse and validate one call to ``op`` (BadRequest on any problem)."""
+async def read_call(
+    request: web.Request, ep: Endpoint, *, proxy: bool, fetcher: SourceFetcher | None
+) -> Call:
+    """Parse and validate one call to ``ep`` (BadRequest on any problem)."""
     content_type = request.content_type
-    if op == "generate":
+    if ep.image is None:
         _expect(content_type, JSON_TYPE)
         body = await _json_body(request)
-        _only_keys(body, {"image_request"}, required={"image_request"})
-        return _validated(op, _image_request(body["image_request"]), None)
+        return _validated(ep, _fields_of(ep, body), None)
     if proxy and content_type == JSON_TYPE:
-        return await _proxy_json(request, op, fetcher)
+        return await _proxy_json(request, ep, fetcher)
     _expect(content_type, MULTIPART_TYPE)
-    return await _multipart(request, op)
+    return await _multipart(request, ep)
+
+
+def _fields_of(ep: Endpoint, body: dict[str, Any], files: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The request fields of a JSON body: ``image_request`` when wrapped, else the body's own."""
+    if ep.wrapped:
+        _only_keys(body, {"image_request", *files}, required={"image_request", *files})
+        return _image_request(body["image_request"])
+    _only_keys(body, {*ep.fields, *files}, required=set(files))
+    return {k: v for k, v in body.items() if k not in files}
 
 
 def _expect(content_type: str, wanted: str) -> None:
@@ -187,12 +198,12 @@ def _image_request(value: Any) -> dict[str, Any]:
     return value
 
 
-def _validated(op: str, params: dict[str, Any], source: SourceInfo | None) -> Call:
-    problems = check_request(op, params)
+def _validated(ep: Endpoint, params: dict[str, Any], source: SourceInfo | None) -> Call:
+    problems = ep.check(params)
     if problems:
-        where = "image_request" if op != "describe" else "form"
+        where = "image_request" if ep.wrapped else "form"
         raise BadRequest("; ".join(f"{where}.{name}: {message}" for name, message in problems))
-    return Call(op, params, source)
+    return Call(ep, params, source)
 
 
 def _source(data: bytes) -> SourceInfo:
@@ -208,29 +219,24 @@ def _source(data: bytes) -> SourceInfo:
         raise BadRequest(str(exc)) from exc
 
 
-async def _proxy_json(request: web.Request, op: str, fetcher: SourceFetcher | None) -> Call:
+async def _proxy_json(request: web.Request, ep: Endpoint, fetcher: SourceFetcher | None) -> Call:
+    assert ep.image is not None
     body = await _json_body(request)
-    if op == "describe":
-        _only_keys(body, {"image_file", "describe_model_version"}, required={"image_file"})
-        params = {k: v for k, v in body.items() if k != "image_file"}
-    else:
-        _only_keys(body, {"image_request", "image_file"}, required={"image_request", "image_file"})
-        params = _image_request(body["image_request"])
-    url = body["image_file"]
+    params = _fields_of(ep, body, (ep.image,))
+    url = body[ep.image]
     if not isinstance(url, str):
-        raise BadRequest("image_file must be a URL string")
+        raise BadRequest(f"{ep.image} must be a URL string")
     # validate before fetching: a bad request costs the server nothing
-    call = _validated(op, params, None)
+    call = _validated(ep, params, None)
     if fetcher is None:
-        raise BadRequest("image_file URLs are not accepted here")
+        raise BadRequest(f"{ep.image} URLs are not accepted here")
     call.source = _source(await fetcher.fetch(url))
     return call
 
 
-async def _multipart(request: web.Request, op: str) -> Call:
-    if op not in _FORM_FIELDS:
-        raise BadRequest(f"Invalid Content-type ({request.content_type}), expected JSON data")
-    allowed, required = _FORM_FIELDS[op]
+async def _multipart(request: web.Request, ep: Endpoint) -> Call:
+    assert ep.image is not None
+    text_fields = {"image_request"} if ep.wrapped else set(ep.fields)
     fields: dict[str, bytes] = {}
     try:
         reader = await request.multipart()
@@ -238,11 +244,11 @@ async def _multipart(request: web.Request, op: str) -> Call:
             if not isinstance(part, aiohttp.BodyPartReader):
                 raise BadRequest("nested multipart bodies are not supported")
             name = part.name or ""
-            if name not in allowed:
+            if name not in text_fields and name != ep.image:
                 raise BadRequest(f"unexpected form field {name!r}")
             if name in fields:
                 raise BadRequest(f"form field {name!r} given twice")
-            limit = MAX_SOURCE_BYTES if name == "image_file" else MAX_JSON_BYTES
+            limit = MAX_SOURCE_BYTES if name == ep.image else MAX_JSON_BYTES
             fields[name] = await _read_part(part, limit, name)
     except (
         ValueError,
@@ -252,17 +258,16 @@ async def _multipart(request: web.Request, op: str) -> Call:
         asyncio.IncompleteReadError,
     ) as exc:
         raise BadRequest(f"malformed multipart body: {str(exc) or type(exc).__name__}") from exc
+    required = {"image_request", ep.image} if ep.wrapped else {ep.image}
     missing = sorted(required - fields.keys())
     if missing:
         raise BadRequest(f"'{missing[0]}' is a required property")
-    if op == "describe":
-        params: dict[str, Any] = {}
-        if "describe_model_version" in fields:
-            params["describe_model_version"] = _text(fields["describe_model_version"], "form field")
-    else:
+    if ep.wrapped:
         params = _image_request(_json_object(fields["image_request"], "image_request"))
-    call = _validated(op, params, None)
-    call.source = _source(fields["image_file"])
+    else:
+        params = {name: _text(raw, "form field") for name, raw in fields.items() if name != ep.image}
+    call = _validated(ep, params, None)
+    call.source = _source(fields[ep.image])
     return call
 
 
@@ -272,7 +277,7 @@ async def _read_part(part: aiohttp.BodyPartReader, limit: int, name: str) -> byt
     while chunk := await part.read_chunk(_CHUNK):
         size += len(chunk)
         if size > limit:
-            raise BadRequest(_too_big() if name == "image_file" else f"{name} is too large")
+            raise BadRequest(_too_big() if limit == MAX_SOURCE_BYTES else f"{name} is too large")
         chunks.append(chunk)
     return b"".join(chunks)
 

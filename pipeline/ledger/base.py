@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pipeline.errors import LedgerUnavailable
-from pipeline.expand import PlannedJob
+from pipeline.jobs import PlannedJob
 from pipeline.keys import canonical_json
 from pipeline.ledger import engine as engines
 from pipeline.ledger import faults

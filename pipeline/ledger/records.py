@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from pipeline.expand import PlannedJob
+from pipeline.jobs import PlannedJob
 from pipeline.results import ApiResult, DownloadOutcome
 
 MICROS_PER_USD = 1_000_000

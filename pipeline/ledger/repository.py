@@ -27,7 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from pipeline.errors import LedgerError, LedgerNotMigrated
-from pipeline.expand import PlannedJob
+from pipeline.jobs import PlannedJob
 from pipeline.keys import canonical_json
 from pipeline.ledger import engine as engines
 from pipeline.ledger.base import id_chunks, job_row_values

@@ -50,7 +50,7 @@ async def test_a_json_answer_in_pieces_is_parsed_and_billed_once(
 ) -> None:
     """A 200 answer split in pieces is one result: no "not JSON", no retry, billed once."""
     result = await client(http, server, kind).call(
-        "generate", {"prompt": "a kite", "num_images": 2}, None, sent
+        "generate", {"prompt": "a kite", "num_images": 2}, [], sent
     )
     assert len(result.images) == 2
     assert all(image.url for image in result.images)
@@ -63,7 +63,7 @@ async def test_an_error_body_in_pieces_is_recorded_whole(
     """A 422 whose body arrives in pieces fails the job with the server's whole message."""
     server.set_faults(unsafe_word="forbidden")
     with pytest.raises(PermanentError) as caught:
-        await client(http, server).call("generate", {"prompt": "a forbidden act"}, None, sent)
+        await client(http, server).call("generate", {"prompt": "a forbidden act"}, [], sent)
     assert caught.value.reason == "unsafe"
     assert caught.value.message == f"HTTP 422: {UNSAFE_MESSAGE}"
 
@@ -74,10 +74,10 @@ async def test_a_url_source_in_pieces_is_uploaded_whole(
 ) -> None:
     """Native dialect: a URL source served in pieces is downloaded whole and uploaded as served."""
     url = sample_url(server.url, "cat", 64, 48) + (f"&pad={pad}" if pad else "")
-    described = await client(http, server).call("describe", {}, Source(url), sent)
+    described = await client(http, server).call("describe", {}, [("image_file", Source(url))], sent)
     assert described.descriptions
     server.set_faults(split_writes=0.0)
-    await client(http, server).call("describe", {}, Source(url), sent)
+    await client(http, server).call("describe", {}, [("image_file", Source(url))], sent)
     split, whole = server.state.log
     assert split.request_hash == whole.request_hash  # the same bytes reached the server
     assert (split.status, split.billed) == (200, True)
@@ -89,7 +89,7 @@ async def test_a_url_source_redirect_is_followed_to_an_allowed_host(
     """A URL source redirected to another loopback port is fetched there (the provider is on loopback)."""
     async with Elsewhere() as elsewhere:
         url = f"{elsewhere.url}/to?url={quote(sample_url(server.url, 'dog', 32, 32))}"
-        described = await client(http, server).call("describe", {}, Source(url), sent)
+        described = await client(http, server).call("describe", {}, [("image_file", Source(url))], sent)
     assert described.descriptions
     assert elsewhere.hits["/to"] == 1
     assert server.state.stats()["billed"] == 1
@@ -103,7 +103,9 @@ async def test_a_url_source_redirect_to_a_forbidden_host_fails_the_job_unsent(
     async with Elsewhere() as elsewhere:
         source = f"{elsewhere.url}/to?url={quote(f'{elsewhere.url}/moved.png')}"
         with pytest.raises(PermanentError) as caught:
-            await client(http, server, redirects=policy).call("describe", {}, Source(source), sent)
+            await client(http, server, redirects=policy).call(
+                "describe", {}, [("image_file", Source(source))], sent
+            )
         assert elsewhere.hits == {"/to": 1}
     assert caught.value.reason == "bad_source"
     assert "127.0.0.1" in caught.value.message
@@ -118,7 +120,7 @@ async def test_a_url_source_trickling_past_its_deadline_is_retried_later(
     server.set_faults(split_writes=0.0, trickle_bps=50)
     with pytest.raises(TransientError) as caught:
         await client(http, server, source_deadline_s=0.2).call(
-            "describe", {}, Source(sample_url(server.url, "slow", 64, 64)), sent
+            "describe", {}, [("image_file", Source(sample_url(server.url, "slow", 64, 64)))], sent
         )
     assert caught.value.reason == "source_unavailable"
     assert "deadline of 0.2 s passed" in caught.value.message

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.api_schema import enum_values, op_fields, schema_data, value_range
+from pipeline.api_schema import enum_values, schema_data, value_range
+from pipeline.endpoints import endpoint
 
 SPEC = Path(__file__).resolve().parents[3] / "shared" / "reference" / "ideogram-openapi.json"
 VENDORED = Path(__file__).resolve().parents[1] / "data" / "ideogram-openapi.json"
@@ -54,10 +55,10 @@ def test_ranges_match_the_spec(spec: dict) -> None:
 def test_fields_per_op_match_the_spec(spec: dict) -> None:
     """The fields each op takes are the properties of its request schema."""
     image_request = set(spec["ImageRequest"]["properties"])
-    assert op_fields("generate") == image_request
-    assert op_fields("remix") == image_request | set(spec["InitialImageRequest"]["properties"])
-    assert op_fields("upscale") == set(spec["UpscaleInitialImageRequest"]["properties"])
-    assert op_fields("describe") == set(spec["DescribeRequest"]["properties"]) - {"image_file"}
+    assert endpoint("generate").fields == image_request
+    assert endpoint("remix").fields == image_request | set(spec["InitialImageRequest"]["properties"])
+    assert endpoint("upscale").fields == set(spec["UpscaleInitialImageRequest"]["properties"])
+    assert endpoint("describe").fields == set(spec["DescribeRequest"]["properties"]) - {"image_file"}
 
 
 def test_default_model_matches_the_spec(spec: dict) -> None:

@@ -73,6 +73,6 @@ async def test_network_error_texts_are_redacted_and_storable() -> None:
             text = f"proxy said: Authorization: Bearer {KEY[:15]}\x00"
             mocked.post("http://127.0.0.1:9/ideogram/generate", exception=aiohttp.ClientOSError(text))
             with pytest.raises(TransientError) as caught:
-                await client.call("generate", {"prompt": "x"}, None, on_send)
+                await client.call("generate", {"prompt": "x"}, [], on_send)
     assert caught.value.message == f"connection lost: ClientOSError: proxy said: Authorization: Bearer {R}"
     assert str(caught.value) == caught.value.message

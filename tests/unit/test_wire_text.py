@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline.endpoints import endpoint
 from pipeline.wire import parse_result
 
 
@@ -20,7 +21,7 @@ def test_every_text_field_of_an_image_is_cleaned_and_named() -> None:
             {"url": "https://x.test/b.png", "prompt": "q\x00", "seed": 4},
         ],
     }
-    result = parse_result("generate", body)
+    result = parse_result(endpoint("generate"), body)
     first, second = result.images
     assert (first.url, first.prompt, first.resolution, first.style_type) == (
         "https://x.test/a.png",
@@ -35,10 +36,14 @@ def test_every_text_field_of_an_image_is_cleaned_and_named() -> None:
 
 def test_descriptions_are_cleaned_and_clean_answers_are_untouched() -> None:
     """A description's text is cleaned too; an answer without such characters reports nothing."""
-    result = parse_result("describe", {"descriptions": [{"text": "a\x00 cat \ud83d"}, {"text": "ok 😀"}]})
+    result = parse_result(
+        endpoint("describe"), {"descriptions": [{"text": "a\x00 cat \ud83d"}, {"text": "ok 😀"}]}
+    )
     assert result.descriptions == ("a cat \ufffd", "ok 😀")
     assert result.sanitized == ("text",)
-    clean = parse_result("generate", {"data": [{"url": "https://x.test/a.png", "prompt": "fine 😀"}]})
+    clean = parse_result(
+        endpoint("generate"), {"data": [{"url": "https://x.test/a.png", "prompt": "fine 😀"}]}
+    )
     assert clean.sanitized == ()
     assert clean.sanitized_note == ""
     assert clean.images[0].prompt == "fine 😀"
