@@ -12,7 +12,7 @@ import asyncio
 from alembic import context
 from sqlalchemy import Connection
 
-from pipeline.ledger.engine import create_engine
+from pipeline.ledger.engine import compare_type, create_engine
 from pipeline.ledger.tables import metadata
 
 config = context.config
@@ -23,7 +23,7 @@ def _configure(connection: Connection) -> None:
         connection=connection,
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
-        compare_type=True,
+        compare_type=compare_type,
     )
 
 

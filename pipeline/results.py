@@ -71,8 +71,32 @@ class DownloadOutcome:
 
 
 @dataclass(slots=True)
+class JobEnd:
+    """What executing one job came to this time, for the run's tally."""
+
+    job_id: int
+    succeeded: bool = False
+    #: the reason the job failed for good this time
+    failure: str | None = None
+    #: it goes back to wait for another attempt
+    retried: bool = False
+    #: the attempt may have been billed without an answer being recorded
+    in_doubt: bool = False
+    spend_micros: int = 0
+    images: int = 0
+    withheld: int = 0
+    expired: int = 0
+    #: jobs of `then:` stages it planned
+    children: int = 0
+    #: another worker took the job over
+    lease_lost: bool = False
+    #: where its paid answer was kept while the ledger was away
+    kept_answer: str | None = None
+
+
+@dataclass(slots=True)
 class RunTally:
-    """Counts a run keeps as it goes, for progress and the summary."""
+    """Counts a run keeps as it goes, for progress and the summary; `add` is its only writer."""
 
     succeeded: int = 0
     failed: int = 0
@@ -83,3 +107,21 @@ class RunTally:
     expired: int = 0
     spend_micros: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+    lost_leases: int = 0
+    kept_answers: list[str] = field(default_factory=list)
+
+    def add(self, end: JobEnd) -> None:
+        """Count one job's end."""
+        self.succeeded += end.succeeded
+        self.retried += end.retried
+        self.in_doubt += end.in_doubt
+        self.images += end.images
+        self.withheld += end.withheld
+        self.expired += end.expired
+        self.spend_micros += end.spend_micros
+        self.lost_leases += end.lease_lost
+        if end.failure is not None:
+            self.failed += 1
+            self.failures[end.failure] = self.failures.get(end.failure, 0) + 1
+        if end.kept_answer is not None:
+            self.kept_answers.append(end.kept_answer)

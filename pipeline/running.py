@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.client import opened_session
-from pipeline.errors import LedgerError, LockHeld, UsageError
+from pipeline.errors import LedgerError, LockHeld
 from pipeline.exit_codes import EXIT_ABORTED, EXIT_OK, EXIT_UNUSABLE
+from pipeline.jobs import StopReason
 from pipeline.leases import DEFAULT_LEASE_S, HOST, reclaim_dead_on_this_host
 from pipeline.ledger.records import ManifestRecord
 from pipeline.ledger.reports import LedgerStatus
 from pipeline.ledger.repository import Ledger, opened_ledger
+from pipeline.manifest import TimeoutsConfig
 from pipeline.planning import load_structure, log_plan, plan_into
 from pipeline.progress import Progress
 from pipeline.recovery import forget, kept_answers
@@ -70,7 +72,7 @@ async def run_manifest(options: RunOptions) -> tuple[int, dict[str, Any]]:
         if lock and not await ledger.acquire_lock(record.id, owner, options.lease_s):
             raise LockHeld(f"another run holds the lock of manifest {settings.name}")
         try:
-            result = await execute(ledger, record, settings, api_key, owner, options)
+            result = await execute(ledger, owner, options, record=record, settings=settings, api_key=api_key)
         finally:
             if lock:
                 await ledger.release_lock(record.id, owner)
@@ -78,12 +80,14 @@ async def run_manifest(options: RunOptions) -> tuple[int, dict[str, Any]]:
         return exit_code(summary, result), summary
 
 
-async def closing_summary(ledger: Ledger, record: ManifestRecord, result: RunResult | None) -> dict[str, Any]:
+async def closing_summary(
+    ledger: Ledger, record: ManifestRecord | None, result: RunResult | None
+) -> dict[str, Any]:
     """The summary of a run; from this run's own counts when the ledger cannot be read."""
     try:
-        return build_summary(await ledger.status(record.id), result)
+        return build_summary(await ledger.status(record.id if record else None), result)
     except LedgerError as exc:
-        summary = build_summary(LedgerStatus(manifest=record.name), result)
+        summary = build_summary(LedgerStatus(manifest=record.name if record else None), result)
         summary["ledger_unavailable"] = str(exc)
         return summary
 
@@ -104,23 +108,30 @@ async def take_back_kept_answers(ledger: Ledger, record: ManifestRecord, output_
 
 async def execute(
     ledger: Ledger,
-    record: ManifestRecord,
-    settings: RunSettings,
-    api_key: str,
     owner: str,
     options: RunOptions,
     *,
+    record: ManifestRecord | None = None,
+    settings: RunSettings | None = None,
+    api_key: str | None = None,
     kind: str = "run",
     shutdown: Shutdown | None = None,
 ) -> RunResult:
-    """Run a planned manifest's pending jobs under a registered run."""
+    """Run due jobs under a registered run: of ``record`` (with its settings and key), or of all."""
     reclaimed = await reclaim_dead_on_this_host(ledger)
     if reclaimed:
         log.info("took back %d job(s) from stopped run(s)", reclaimed)
-    await take_back_kept_answers(ledger, record, settings.output_dir)
-    run_id = await ledger.start_run(owner=owner, kind=kind, manifest_id=record.id, host=HOST, pid=os.getpid())
-    pending, running, _due = await ledger.pending_work(record.id)
-    progress = Progress(pending + running, label=settings.name, quiet=options.quiet)
+    records = [record] if record is not None else await ledger.list_manifests()
+    every = [settings] if settings is not None else [RunSettings.from_config(r.config) for r in records]
+    for each, each_settings in zip(records, every, strict=True):
+        await take_back_kept_answers(ledger, each, each_settings.output_dir)
+    manifest_id = record.id if record is not None else None
+    run_id = await ledger.start_run(
+        owner=owner, kind=kind, manifest_id=manifest_id, host=HOST, pid=os.getpid()
+    )
+    pending, running, _due = await ledger.pending_work(manifest_id)
+    label = settings.name if settings is not None else "all manifests"
+    progress = Progress(pending + running, label=label, quiet=options.quiet)
     own_shutdown = shutdown is None
     shutdown = shutdown or Shutdown()
     if own_shutdown:
@@ -128,18 +139,20 @@ async def execute(
     ticker = asyncio.create_task(progress.run(), name="progress")
     outcome = "crashed"
     try:
-        connections = max(8, settings.limits.concurrency * 2)
-        async with opened_session(settings.timeouts, connections) as session:
+        connections = max([8, *(2 * s.limits.concurrency for s in every)])
+        timeouts = every[0].timeouts if every else TimeoutsConfig()
+        async with opened_session(timeouts, connections) as session:
             runner = JobRunner(
                 ledger,
-                record,
-                settings,
                 owner=owner,
                 run_id=run_id,
                 session=session,
-                api_key=api_key,
                 shutdown=shutdown,
                 progress=progress,
+                manifest=record,
+                settings=settings,
+                api_key=api_key,
+                base_url=options.base_url if record is None else None,
                 max_jobs=options.max_jobs,
                 lease_s=options.lease_s,
             )
@@ -167,66 +180,42 @@ async def run_worker(
     lease_s: float,
     poll_s: float = 5.0,
     ledger_retry_s: float | None = None,
+    base_url: str | None = None,
 ) -> int:
     """Work on every planned manifest until none has pending jobs (forever with ``follow``).
 
+    One loop serves them all: whatever job is due in any manifest is claimed,
+    so a manifest whose jobs all wait out a Retry-After holds no other back.
     A manifest this worker cannot go on with (no key in its environment, the
-    key rejected, the budget reached) is set aside; with ``--follow`` it is
-    looked at again after each idle poll, so a raised budget is noticed.
+    key rejected, the budget reached, its output folder unusable) is set
+    aside; with ``--follow`` it is looked at again after each idle poll, so a
+    raised budget is noticed.
     """
     shutdown = Shutdown()
     shutdown.install()
     code = EXIT_OK
-    set_aside: dict[int, str] = {}
     try:
         async with opened_ledger(ledger_url, retry_window_s=ledger_retry_s) as ledger:
             while not shutdown.stop.is_set():
-                worked = False
-                for record in await ledger.list_manifests():
-                    if shutdown.stop.is_set():
-                        break
-                    if record.id in set_aside:
-                        continue
-                    pending, running, _due = await ledger.pending_work(record.id)
-                    if not pending and not running:
-                        continue
-                    settings = RunSettings.from_config(record.config)
-                    try:
-                        api_key = settings.api_key()
-                    except UsageError as exc:
-                        log.error("%s", exc)
-                        set_aside[record.id] = "no key"
-                        code = EXIT_ABORTED
-                        continue
-                    worked = True
-                    options = RunOptions(
-                        manifest=record.name, ledger_url=ledger_url, quiet=quiet, lease_s=lease_s
-                    )
-                    result = await execute(
-                        ledger,
-                        record,
-                        settings,
-                        api_key,
-                        new_owner(),
-                        options,
-                        kind="worker",
-                        shutdown=shutdown,
-                    )
-                    if result.stop_reason in ("ledger", "output"):
-                        log.error("%s: %s", record.name, result.message)
-                        set_aside[record.id] = result.stop_reason
-                        code = EXIT_UNUSABLE
-                    elif result.stop_reason in ("fatal", "budget"):
-                        log.warning("%s: %s", record.name, result.message)
-                        set_aside[record.id] = result.stop_reason
-                        code = EXIT_ABORTED
-                if worked:
-                    continue
-                if not follow:
+                options = RunOptions(
+                    manifest="", ledger_url=ledger_url, quiet=quiet, lease_s=lease_s, base_url=base_url
+                )
+                result = await execute(ledger, new_owner(), options, kind="worker", shutdown=shutdown)
+                code = max(code, _worker_code(result))
+                if result.stop_reason is not None or not follow:
                     break
-                set_aside.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(shutdown.stop.wait(), timeout=poll_s)
     finally:
         shutdown.uninstall()
     return EXIT_ABORTED if shutdown.requested else code
+
+
+def _worker_code(result: RunResult) -> int:
+    """A worker's exit code from one pass: 5 ledger or output, 3 aborted, else 0."""
+    reasons = {result.stop_reason, *result.set_aside.values()}
+    if reasons & {StopReason.LEDGER, StopReason.OUTPUT}:
+        return EXIT_UNUSABLE
+    if reasons & {StopReason.FATAL, StopReason.BUDGET, "no key"}:
+        return EXIT_ABORTED
+    return EXIT_OK

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -165,6 +166,7 @@ def job_row_values(
         job.source,
         job.source_sha256,
         job.source_id,
+        json.dumps([i.as_json() for i in job.inputs]) if job.inputs else None,
         parent_id,
         PENDING,
         0,  # attempts

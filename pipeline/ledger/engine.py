@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, event, make_url
+from sqlalchemy import Connection, Engine, String, event, make_url
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, DBAPIError
@@ -125,6 +125,19 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+def compare_type(
+    context: Any, inspected_column: Any, metadata_column: Any, inspected_type: Any, metadata_type: Any
+) -> bool | None:
+    """Alembic's type comparison, except string lengths on SQLite (which does not enforce them).
+
+    None lets Alembic compare as usual; a bool says whether the types differ.
+    """
+    sqlite = context.dialect.name == "sqlite"
+    if sqlite and isinstance(inspected_type, String) and isinstance(metadata_type, String):
+        return type(inspected_type.as_generic()) is not type(metadata_type.as_generic())
+    return None
+
+
 def known_revisions() -> frozenset[str]:
     """Every revision this ideobatch's migrations know (a ledger at another is newer)."""
     from alembic.script import ScriptDirectory
@@ -162,7 +175,7 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 #: the newest revision in migrations/versions (a test checks it against Alembic's head);
 #: knowing it lets a ledger already at head open without importing Alembic at all
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 
 async def stored_revision(engine: AsyncEngine) -> str | None:

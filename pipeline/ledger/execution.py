@@ -64,35 +64,70 @@ class Execution(LedgerBase):
 
     @verb
     async def claim_jobs(
-        self, manifest_id: int, owner: str, limit: int, lease_s: float, now: float | None = None
+        self,
+        manifest_id: int | None,
+        owner: str,
+        limit: int,
+        lease_s: float,
+        now: float | None = None,
+        *,
+        skip: Sequence[int] = (),
     ) -> Claim:
-        """Lease up to ``limit`` due pending jobs, lowest rank first, within the budget."""
+        """Lease up to ``limit`` due pending jobs, lowest rank first, within their budgets.
+
+        ``manifest_id`` None claims from every manifest but those in ``skip``.
+        """
         now = time.time() if now is None else now
         if limit <= 0:
             return Claim([])
-        claim = await self._transact(lambda conn: self._claim(conn, manifest_id, owner, limit, lease_s, now))
+        claim = await self._transact(
+            lambda conn: self._claim(conn, manifest_id, owner, limit, lease_s, now, list(skip))
+        )
         claim.jobs.sort(key=lambda j: (j.rank, j.id))
         return claim
 
     def _claim(
-        self, conn: Connection, manifest_id: int, owner: str, limit: int, lease_s: float, now: float
+        self,
+        conn: Connection,
+        manifest_id: int | None,
+        owner: str,
+        limit: int,
+        lease_s: float,
+        now: float,
+        skip: list[int],
     ) -> Claim:
         sql = self._sql
-        candidates = conn.execute(sql.due, {"b_manifest": manifest_id, "b_now": now, "b_limit": limit}).all()
+        params: dict[str, Any] = {"b_now": now, "b_limit": limit}
+        if manifest_id is not None:
+            query, params["b_manifest"] = sql.due, manifest_id
+        else:
+            query, params["b_skip"] = sql.due_any, skip
+        candidates = conn.execute(query, params).all()
         if not candidates:
             return Claim([])
-        chosen, blocked, reserve = self._within_budget(conn, manifest_id, candidates)
-        if not chosen:
-            return Claim([], budget_blocked=blocked)
-        lease = sql.lease_reserving if reserve else sql.lease
-        params = {"b_owner": owner, "b_expires": now + lease_s, "b_now": now}
+        by_manifest: dict[int, list[Any]] = {}
+        for candidate in candidates:
+            by_manifest.setdefault(candidate.manifest_id, []).append(candidate)
+        plain: list[int] = []
+        reserving: list[int] = []
+        blocked: list[int] = []
+        moves: dict[int, tuple[int, int]] = {}
+        for owner_manifest in sorted(by_manifest):  # one order of manifest rows: no deadlocks
+            ids, held_back, reserve = self._within_budget(conn, owner_manifest, by_manifest[owner_manifest])
+            # a job reserves its estimate only in a manifest with a budget (whose reserve it joins)
+            (reserving if reserve else plain).extend(ids)
+            if held_back:
+                blocked.append(owner_manifest)
+            if reserve:
+                moves[owner_manifest] = (0, reserve)
+        lease_params = {"b_owner": owner, "b_expires": now + lease_s, "b_now": now}
         claimed: list[ClaimedJob] = []
-        for part in id_chunks(chosen):
-            rows = conn.execute(lease, {**params, "b_ids": part})
-            claimed.extend(claimed_from_row(r) for r in rows)
-        if reserve:
-            self._move_money(conn, {manifest_id: (0, reserve)})
-        return Claim(claimed, budget_blocked=blocked)
+        for lease, ids in ((sql.lease, plain), (sql.lease_reserving, reserving)):
+            for part in id_chunks(ids):
+                rows = conn.execute(lease, {**lease_params, "b_ids": part})
+                claimed.extend(claimed_from_row(r) for r in rows)
+        self._move_money(conn, moves)
+        return Claim(claimed, tuple(blocked))
 
     def _within_budget(
         self, conn: Connection, manifest_id: int, candidates: Sequence[Any]
@@ -547,9 +582,16 @@ class Execution(LedgerBase):
             return [r.text for r in rows]
 
     @verb
-    async def pending_work(self, manifest_id: int | None = None) -> tuple[int, int, float | None]:
-        """Pending and running job counts, and the earliest time a pending job is due."""
+    async def pending_work(
+        self, manifest_id: int | None = None, *, skip: Sequence[int] = ()
+    ) -> tuple[int, int, float | None]:
+        """Pending and running job counts, and the earliest time a pending job is due.
+
+        ``manifest_id`` None counts every manifest but those in ``skip``.
+        """
         where = [jobs.c.manifest_id == manifest_id] if manifest_id is not None else []
+        if skip:
+            where.append(jobs.c.manifest_id.not_in(list(skip)))
         async with self._read() as conn:
             rows = await conn.execute(
                 select(jobs.c.state, func.count(), func.min(jobs.c.next_attempt_at))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from pipeline.jobs import PlannedJob
+from pipeline.jobs import InputFile, PlannedJob
 from pipeline.results import ApiResult, DownloadOutcome
 
 MICROS_PER_USD = 1_000_000
@@ -66,6 +66,8 @@ class ClaimedJob:
     attempts: int
     estimate_micros: int
     response_recorded: bool
+    #: files besides the main image (mask, references)
+    inputs: tuple[InputFile, ...] = ()
 
     @property
     def prompt(self) -> str | None:
@@ -88,6 +90,7 @@ class ClaimedJob:
             source=self.source,
             source_sha256=self.source_sha256,
             source_id=self.source_id,
+            inputs=self.inputs,
         )
 
 
@@ -115,6 +118,7 @@ def claimed_from_row(row: Any) -> ClaimedJob:
         attempts,
         estimate_micros,
         response_at,
+        inputs,
     ) = row
     return ClaimedJob(
         id=job_id,
@@ -134,15 +138,21 @@ def claimed_from_row(row: Any) -> ClaimedJob:
         attempts=attempts,
         estimate_micros=estimate_micros,
         response_recorded=response_at is not None,
+        inputs=tuple(InputFile.from_json(i) for i in json.loads(inputs)) if inputs else (),
     )
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """What a claim got: jobs, and whether the budget held back a due job."""
+    """What a claim got: jobs, and the manifests whose budget held back a due job."""
 
     jobs: list[ClaimedJob]
-    budget_blocked: bool = False
+    blocked_manifests: tuple[int, ...] = ()
+
+    @property
+    def budget_blocked(self) -> bool:
+        """Whether a budget held back a due job."""
+        return bool(self.blocked_manifests)
 
 
 @dataclass(frozen=True, slots=True)

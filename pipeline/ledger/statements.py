@@ -61,6 +61,7 @@ JOB_COLUMNS = (
     "source",
     "source_sha256",
     "source_id",
+    "inputs",
     "parent_id",
     "state",
     "attempts",
@@ -139,6 +140,7 @@ CLAIM_COLUMNS = (
     jobs.c.attempts,
     jobs.c.estimate_micros,
     jobs.c.response_at,
+    jobs.c.inputs,
 )
 
 
@@ -158,17 +160,17 @@ class Statements:
     def __init__(self, postgres: bool) -> None:
         row_locks = postgres
 
-        def among(column: ColumnElement[int]) -> ColumnElement[bool]:
-            """``column`` is one of the ids in parameter ``b_ids``."""
+        def among(column: ColumnElement[int], name: str = "b_ids") -> ColumnElement[bool]:
+            """``column`` is one of the ids in parameter ``name``."""
             if postgres:
-                return column == any_(bindparam("b_ids", type_=ARRAY(BigInteger())))
-            ids = func.json_each(bindparam("b_ids", type_=JsonIds())).table_valued("value")
+                return column == any_(bindparam(name, type_=ARRAY(BigInteger())))
+            ids = func.json_each(bindparam(name, type_=JsonIds())).table_valued("value")
             return column.in_(select(ids.c.value))
 
         leased = jobs.c.lease_owner == bindparam("b_owner")
         # --- claim
         due = (
-            select(jobs.c.id, jobs.c.estimate_micros, jobs.c.response_at)
+            select(jobs.c.id, jobs.c.manifest_id, jobs.c.estimate_micros, jobs.c.response_at)
             .where(
                 jobs.c.manifest_id == bindparam("b_manifest"),
                 jobs.c.state == PENDING,
@@ -178,6 +180,19 @@ class Statements:
             .limit(bindparam("b_limit", type_=BigInteger))
         )
         self.due = due.with_for_update(skip_locked=True) if row_locks else due
+        # every manifest but those skipped (set aside by a worker), lowest rank first: the
+        # manifests take turns, and a manifest whose jobs all wait keeps no other waiting
+        due_any = (
+            select(jobs.c.id, jobs.c.manifest_id, jobs.c.estimate_micros, jobs.c.response_at)
+            .where(
+                jobs.c.state == PENDING,
+                jobs.c.next_attempt_at <= bindparam("b_now", type_=Float),
+                ~among(jobs.c.manifest_id, "b_skip"),
+            )
+            .order_by(jobs.c.rank, jobs.c.id)
+            .limit(bindparam("b_limit", type_=BigInteger))
+        )
+        self.due_any = due_any.with_for_update(skip_locked=True) if row_locks else due_any
         self.budget = select(manifests.c.budget_micros).where(manifests.c.id == bindparam("b_manifest"))
         money = select(
             manifests.c.budget_micros, manifests.c.spent_micros, manifests.c.reserved_micros

@@ -21,6 +21,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from pipeline.jobs import JobState
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -33,12 +35,12 @@ metadata = MetaData(
 #: 64-bit ids on PostgreSQL; SQLite's INTEGER PRIMARY KEY is already 64-bit (and a rowid).
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
-#: job states
-PENDING = "pending"
-RUNNING = "running"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-JOB_STATES = (PENDING, RUNNING, SUCCEEDED, FAILED)
+#: job states (`pipeline.jobs.JobState`), as the text the tables hold
+PENDING = JobState.PENDING.value
+RUNNING = JobState.RUNNING.value
+SUCCEEDED = JobState.SUCCEEDED.value
+FAILED = JobState.FAILED.value
+JOB_STATES = tuple(state.value for state in JobState)
 
 manifests = Table(
     "manifests",
@@ -66,7 +68,7 @@ jobs = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("manifest_id", Id, ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
     Column("key", String(64), nullable=False),
-    Column("op", String(16), nullable=False),
+    Column("op", String(32), nullable=False),
     Column("stage", String(64), nullable=False),
     Column("rank", BigInteger, nullable=False),
     Column("replica", Integer, nullable=False, default=0),
@@ -76,6 +78,8 @@ jobs = Table(
     Column("source", Text, nullable=True),
     Column("source_sha256", String(64), nullable=True),
     Column("source_id", Text, nullable=True),
+    # files besides the main image (mask, references): JSON [{role, location, sha256}], or NULL
+    Column("inputs", Text, nullable=True),
     Column("parent_id", Id, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=True),
     Column("state", String(16), nullable=False, default=PENDING),
     Column("attempts", Integer, nullable=False, default=0),

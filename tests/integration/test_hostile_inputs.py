@@ -153,6 +153,8 @@ async def test_a_source_that_changed_after_planning_is_not_sent(
         assert record is not None
         settings = RunSettings.from_config(record.config).with_overrides(base_url=fake_server.url)
         options = RunOptions(str(manifest), ledger, quiet=True)
-        result = await execute(opened, record, settings, API_KEY, new_owner(), options)
+        result = await execute(
+            opened, new_owner(), options, record=record, settings=settings, api_key=API_KEY
+        )
     assert result.tally.failures == {"source_changed": 1}
     assert fake_server.state.log == []

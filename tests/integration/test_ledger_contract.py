@@ -333,7 +333,7 @@ async def test_claim_reserves_budget_and_stops_at_it(ledger: Ledger) -> None:
     reserved = await ledger.get_manifest_by_id(record.id)
     assert (reserved.reserved_micros, reserved.spent_micros) == (2 * COST, 0)
     blocked = await ledger.claim_jobs(record.id, "w2", 5, LEASE_S)
-    assert blocked == Claim([], budget_blocked=True)
+    assert blocked == Claim([], blocked_manifests=(record.id,))
     # paying for one moves its reservation into spend; still no room for a third job
     first = claim.jobs[0]
     await ledger.record_responses("w1", [Response(first.id, None, images_result(True), COST)])

@@ -104,7 +104,7 @@ async def test_compare_metadata_reports_a_column_the_migrations_lack(empty_engin
     await in_transaction(empty_engine, upgrade_head)
 
     def compare(connection: Connection) -> tuple[list[Any], list[Any]]:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        context = MigrationContext.configure(connection, opts={"compare_type": engines.compare_type})
         return compare_metadata(context, tables.metadata), compare_metadata(context, drifted_metadata())
 
     same, drift = await in_transaction(empty_engine, compare)
