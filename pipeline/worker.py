@@ -270,6 +270,7 @@ class JobRunner:
 
     def _spawn(self, job: ClaimedJob) -> None:
         self.result.claimed += 1
+        self.progress.job_claimed(job.key)
         self._calling += 1
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
         self._tasks.add(task)
@@ -409,6 +410,7 @@ class JobRunner:
             await self.batcher.settle(final, final=True)
             return
         self.result.tally.retried += 1
+        self.progress.job_retrying(job.key, exc, delay)
         await self.batcher.settle(self._outcome(job, attempt_id, exc, time.time() + delay), final=False)
 
     def _count_failure(self, reason: str) -> None:
