@@ -10,15 +10,18 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline import logs
 from pipeline.client import opened_session
 from pipeline.errors import LedgerError, LockHeld, UsageError
-from pipeline.exit_codes import EXIT_ABORTED, EXIT_OK, EXIT_UNUSABLE
+from pipeline.exit_codes import EXIT_ABORTED, EXIT_FAILED_JOBS, EXIT_OK, EXIT_UNUSABLE
 from pipeline.leases import DEFAULT_LEASE_S, HOST, reclaim_dead_on_this_host
 from pipeline.ledger.records import ManifestRecord
 from pipeline.ledger.reports import LedgerStatus
 from pipeline.ledger.repository import Ledger, opened_ledger
+from pipeline.ledger.tables import FAILED, SUCCEEDED
+from pipeline.manifest import LoadedManifest
 from pipeline.planning import load_structure, log_plan, plan_into
-from pipeline.progress import Progress
+from pipeline.progress import Baseline, Progress
 from pipeline.recovery import forget, kept_answers
 from pipeline.settings import RunSettings
 from pipeline.signals import Shutdown
@@ -61,7 +64,15 @@ async def run_manifest(options: RunOptions) -> tuple[int, dict[str, Any]]:
         base_url=options.base_url,
     )
     api_key = settings.api_key()
+    logs.redact(api_key)
     window = options.ledger_retry_s if options.ledger_retry_s is not None else settings.retry.ledger_retry
+    with logs.manifest_context(settings.name):
+        return await _plan_and_execute(loaded, settings, api_key, window, options)
+
+
+async def _plan_and_execute(
+    loaded: LoadedManifest, settings: RunSettings, api_key: str, window: float | None, options: RunOptions
+) -> tuple[int, dict[str, Any]]:
     async with opened_ledger(options.ledger_url, retry_window_s=window) as ledger:
         record, counts = await plan_into(ledger, loaded, settings)
         log_plan(settings.name, counts)
@@ -120,7 +131,13 @@ async def execute(
     await take_back_kept_answers(ledger, record, settings.output_dir)
     run_id = await ledger.start_run(owner=owner, kind=kind, manifest_id=record.id, host=HOST, pid=os.getpid())
     pending, running, _due = await ledger.pending_work(record.id)
-    progress = Progress(pending + running, label=settings.name, quiet=options.quiet)
+    progress = Progress(
+        pending + running,
+        label=settings.name,
+        quiet=options.quiet,
+        baseline=await baseline_of(ledger, record),
+        bar=False if logs.is_json() else None,
+    )
     own_shutdown = shutdown is None
     shutdown = shutdown or Shutdown()
     if own_shutdown:
@@ -152,11 +169,38 @@ async def execute(
         if own_shutdown:
             shutdown.uninstall()
         summary = await closing_summary(ledger, record, locals().get("result"))
+        log.info(
+            "run %s: %s",
+            outcome,
+            progress.line(),
+            extra={"event": "run_end", "manifest": settings.name, "counts": progress.counts()},
+        )
         try:
             await ledger.end_run(run_id, outcome, summary)
         except LedgerError as exc:
             # left unended: the next run on this host marks it crashed and takes its jobs back
             log.warning("could not record how this run ended: %s", exc)
+
+
+async def baseline_of(ledger: Ledger, record: ManifestRecord) -> Baseline:
+    """What the ledger has done for the manifest already: where a resumed run's progress starts."""
+    counts = await ledger.job_counts(record.id)
+    fresh = await ledger.get_manifest_by_id(record.id)
+    failed = counts.get(FAILED, 0)
+    return Baseline(
+        total=sum(counts.values()),
+        done=counts.get(SUCCEEDED, 0) + failed,
+        failed=failed,
+        spend_micros=fresh.spent_micros,
+    )
+
+
+@dataclass(frozen=True)
+class WorkerOutcome:
+    """How `ideobatch worker` ended."""
+
+    code: int
+    interrupted: bool
 
 
 async def run_worker(
@@ -167,16 +211,21 @@ async def run_worker(
     lease_s: float,
     poll_s: float = 5.0,
     ledger_retry_s: float | None = None,
-) -> int:
+    base_url: str | None = None,
+) -> WorkerOutcome:
     """Work on every planned manifest until none has pending jobs (forever with ``follow``).
 
     A manifest this worker cannot go on with (no key in its environment, the
     key rejected, the budget reached) is set aside; with ``--follow`` it is
     looked at again after each idle poll, so a raised budget is noticed.
+    ``base_url`` replaces every manifest's provider base URL (a fake server).
+    The exit code is `run`'s: 5 if a ledger or output folder was unusable,
+    else 3 if a manifest was aborted or the worker interrupted, else 1 if a
+    job it ran failed, else 0.
     """
     shutdown = Shutdown()
     shutdown.install()
-    code = EXIT_OK
+    codes = {EXIT_OK}
     set_aside: dict[int, str] = {}
     try:
         async with opened_ledger(ledger_url, retry_window_s=ledger_retry_s) as ledger:
@@ -190,36 +239,40 @@ async def run_worker(
                     pending, running, _due = await ledger.pending_work(record.id)
                     if not pending and not running:
                         continue
-                    settings = RunSettings.from_config(record.config)
+                    settings = RunSettings.from_config(record.config).with_overrides(base_url=base_url)
                     try:
                         api_key = settings.api_key()
                     except UsageError as exc:
                         log.error("%s", exc)
                         set_aside[record.id] = "no key"
-                        code = EXIT_ABORTED
+                        codes.add(EXIT_ABORTED)
                         continue
+                    logs.redact(api_key)
                     worked = True
                     options = RunOptions(
                         manifest=record.name, ledger_url=ledger_url, quiet=quiet, lease_s=lease_s
                     )
-                    result = await execute(
-                        ledger,
-                        record,
-                        settings,
-                        api_key,
-                        new_owner(),
-                        options,
-                        kind="worker",
-                        shutdown=shutdown,
-                    )
+                    with logs.manifest_context(record.name):
+                        result = await execute(
+                            ledger,
+                            record,
+                            settings,
+                            api_key,
+                            new_owner(),
+                            options,
+                            kind="worker",
+                            shutdown=shutdown,
+                        )
+                    if result.tally.failed:
+                        codes.add(EXIT_FAILED_JOBS)
                     if result.stop_reason in ("ledger", "output"):
                         log.error("%s: %s", record.name, result.message)
                         set_aside[record.id] = result.stop_reason
-                        code = EXIT_UNUSABLE
+                        codes.add(EXIT_UNUSABLE)
                     elif result.stop_reason in ("fatal", "budget"):
                         log.warning("%s: %s", record.name, result.message)
                         set_aside[record.id] = result.stop_reason
-                        code = EXIT_ABORTED
+                        codes.add(EXIT_ABORTED)
                 if worked:
                     continue
                 if not follow:
@@ -229,4 +282,14 @@ async def run_worker(
                     await asyncio.wait_for(shutdown.stop.wait(), timeout=poll_s)
     finally:
         shutdown.uninstall()
-    return EXIT_ABORTED if shutdown.requested else code
+    if shutdown.requested:
+        codes.add(EXIT_ABORTED)
+    return WorkerOutcome(_worst(codes), shutdown.requested)
+
+
+#: which exit code wins when a worker has several to report
+_EXIT_PRECEDENCE = (EXIT_UNUSABLE, EXIT_ABORTED, EXIT_FAILED_JOBS, EXIT_OK)
+
+
+def _worst(codes: set[int]) -> int:
+    return next(code for code in _EXIT_PRECEDENCE if code in codes)
