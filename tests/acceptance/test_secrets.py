@@ -16,7 +16,7 @@ CANARY = "sk-CANARY-7f3e9a1c5b2d4e6f8a0b1c2d3e4f5a6b"
 
 
 async def test_canary_key_appears_nowhere(tmp_path: Path) -> None:
-    """After runs with failures — a server even quoting our auth header back — the key is nowhere."""
+    """After runs with failures (a server quoting our auth header back) the key is nowhere, logs included."""
     config = FaultConfig(
         api_key=CANARY,
         seed=5,
@@ -30,11 +30,16 @@ async def test_canary_key_appears_nowhere(tmp_path: Path) -> None:
         body = "  - op: generate\n    prompts: [one, two, three, a forbidden one, five, six, seven, eight]\n"
         manifest = manifest_for(tmp_path, server, body, extra="retry:\n  attempts: 2\n")
         outputs = []
-        for args in (("run", str(manifest), *ledger, "--json"), ("run", str(manifest), *ledger)):
+        json_log = ("--log-format", "json", "--log-file", str(tmp_path / "run-json.log"))
+        text_log = ("--log-file", str(tmp_path / "run-text.log"), "-v")
+        for args in (
+            ("run", str(manifest), *ledger, "--json", *json_log),
+            ("run", str(manifest), *ledger, *text_log),
+        ):
             outputs.append((args[0], *(await finish(await start(*args, cwd=tmp_path, key=CANARY)))))
         echoed = server.state.stats()["faults"].get("5xx", 0)
     reports = [
-        ("status", "acc", *ledger, "--json"),
+        ("status", "acc", *ledger, "--json", "--log-file", str(tmp_path / "status.log")),
         ("export", "acc", *ledger, "--format", "csv", "--out", str(tmp_path / "rows.csv")),
         ("export", "acc", *ledger, "--format", "jsonl"),
         ("gallery", "acc", *ledger, "--out", str(tmp_path / "gallery.html")),
@@ -53,5 +58,7 @@ async def test_canary_key_appears_nowhere(tmp_path: Path) -> None:
         assert CANARY not in err, name
     files = [path for path in tmp_path.rglob("*") if path.is_file()]
     assert any(path.name == "ledger.db" for path in files)
+    assert (tmp_path / "run-json.log").stat().st_size > 0
+    assert (tmp_path / "run-text.log").stat().st_size > 0
     for path in files:
         assert CANARY.encode() not in path.read_bytes(), path
