@@ -120,7 +120,10 @@ def render_text(summary: dict[str, Any]) -> str:
             f"this run: {run['succeeded']} succeeded, {run['failed']} failed, {run['retried']} retried, "
             f"{run['in_doubt']} in doubt, ${run['spend_usd']:.2f} in {summary['duration_s']:.1f}s"
         )
-        if run["stop_reason"]:
+        if run["stop_reason"] == "interrupted":
+            left = summary["jobs"]["pending"] + summary["jobs"]["running"]
+            lines.append(f"{run['message'] or 'interrupted'}: {left} job(s) left for the next run")
+        elif run["stop_reason"]:
             lines.append(f"stopped: {run['message'] or run['stop_reason']}")
         if run.get("kept_answers"):
             lines.append(
