@@ -69,7 +69,7 @@ json_option = click.option(
 
 
 _LOG_OPTIONS = (
-    click.option("-v", "--verbose", count=True, help="More log lines (-vv: debug)."),
+    click.option("-v", "--verbose", count=True, help="Debug log lines too."),
     click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only, and no progress bar."),
     click.option(
         "--log-format",
