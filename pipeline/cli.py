@@ -7,17 +7,21 @@ document). A user mistake is one clear message and exit 2, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
+import inspect
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar, TypeVar
 
 import click
+from click.core import ParameterSource
 
-from pipeline import __version__
+from pipeline import __version__, logs
 from pipeline.errors import (
     IdeobatchError,
     LedgerError,
@@ -64,12 +68,104 @@ json_option = click.option(
 )
 
 
-def _setup_logging(quiet: bool = False) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.WARNING if quiet else logging.INFO)
-    log.propagate = False
+_LOG_OPTIONS = (
+    click.option("-v", "--verbose", count=True, help="Debug log lines too."),
+    click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only, and no progress bar."),
+    click.option(
+        "--log-format",
+        type=click.Choice(logs.FORMATS),
+        default="text",
+        show_default=True,
+        envvar="IDEOBATCH_LOG_FORMAT",
+        help="text, or json: one JSON object per log line (env IDEOBATCH_LOG_FORMAT).",
+    ),
+    click.option(
+        "--log-file",
+        type=click.Path(dir_okay=False),
+        envvar="IDEOBATCH_LOG_FILE",
+        help="Also append the log lines to FILE (env IDEOBATCH_LOG_FILE).",
+    ),
+)
+
+
+def logging_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command -v/-q, --log-format and --log-file, and set logging up before it runs.
+
+    A command whose function takes ``quiet`` gets the flag passed on (no progress bar).
+    """
+    takes_quiet = "quiet" in inspect.signature(command).parameters
+
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any, verbose: int, quiet: bool, log_format: str, log_file: str | None, **kwargs: Any
+    ) -> Any:
+        try:
+            logs.setup_logging(fmt=log_format, verbosity=-1 if quiet else verbose, log_file=log_file)
+        except OSError as exc:
+            click.echo(f"error: cannot write the log file {log_file}: {exc.strerror or exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        if takes_quiet:
+            kwargs["quiet"] = quiet
+        return command(*args, **kwargs)
+
+    decorated: Callable[..., Any] = wrapper
+    for option in reversed(_LOG_OPTIONS):
+        decorated = option(decorated)
+    return decorated
+
+
+def _say(message: str, *, event: str = "error", level: int = logging.ERROR) -> None:
+    """A message for the user on stderr: as is, or as a JSON log line with --log-format json."""
+    if logs.is_json():
+        log.log(level, "%s", message, extra={"event": event})
+    else:
+        click.echo(message, err=True)
+
+
+def resume_command() -> str | None:
+    """The command that goes on with an interrupted `run` or `worker`, as typed (shell-quoted).
+
+    Options given on the command line or by the environment are repeated; a
+    password in the ledger URL is shown as ``***``; the API key is never on
+    a command line (it stays in its environment variable).
+    """
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.command.name not in ("run", "worker"):
+        return None
+    from pipeline.ledger.faults import masked
+
+    words = ["ideobatch", ctx.command.name]
+    options: list[str] = []
+    for param in ctx.command.params:
+        name = param.name
+        if name is None or ctx.get_parameter_source(name) not in (
+            ParameterSource.COMMANDLINE,
+            ParameterSource.ENVIRONMENT,
+        ):
+            continue
+        value = ctx.params[name]
+        if name == "ledger_url":
+            value = masked(str(value))
+        if isinstance(param, click.Argument):
+            words.append(str(value))
+        elif isinstance(param, click.Option) and param.count:
+            options.extend([param.opts[0]] * int(value))
+        elif isinstance(param, click.Option) and param.is_flag:
+            if value:
+                options.append(_long(param))
+        elif isinstance(param, click.Option) and value is not None:
+            options.extend([_long(param), str(value)])
+    return shlex.join([*words, *options])
+
+
+def _long(param: click.Option) -> str:
+    return next((opt for opt in param.opts if opt.startswith("--")), param.opts[0])
+
+
+def _interrupted() -> None:
+    command = resume_command()
+    message = f"interrupted: resume with: {command}" if command else "interrupted"
+    _say(message, event="interrupted", level=logging.WARNING)
 
 
 def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -78,23 +174,23 @@ def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return asyncio.run(factory())
     except ManifestError as exc:
         for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        click.echo(f"{len(exc.problems)} problem(s); nothing was sent or recorded.", err=True)
+            _say(str(problem))
+        _say(f"{len(exc.problems)} problem(s); nothing was sent or recorded.")
         sys.exit(EXIT_USAGE)
     except LockHeld as exc:
-        click.echo(f"error: {exc}", err=True)
+        _say(f"error: {exc}")
         sys.exit(EXIT_LOCKED)
     except UsageError as exc:
-        click.echo(f"error: {exc}", err=True)
+        _say(f"error: {exc}")
         sys.exit(EXIT_USAGE)
     except (LedgerError, OutputUnusable) as exc:
-        click.echo(f"error: {exc}", err=True)
+        _say(f"error: {exc}")
         sys.exit(EXIT_UNUSABLE)
     except IdeobatchError as exc:
-        click.echo(f"error: {exc}", err=True)
+        _say(f"error: {exc}")
         sys.exit(EXIT_ABORTED)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        _interrupted()
         sys.exit(EXIT_ABORTED)
 
 
@@ -164,11 +260,11 @@ def main() -> None:
 )
 @click.option("--max-jobs", type=click.IntRange(1), help="Claim at most N jobs in this run.")
 @click.option("--base-url", help="API base URL (overrides provider.base_url; e.g. a fake server).")
-@click.option("--quiet", is_flag=True, help="No progress bar; warnings and the summary only.")
 @click.option("--lock", is_flag=True, help="Refuse to start (exit 4) while another run holds this manifest.")
 @lease_option
 @ledger_retry_option
 @json_option
+@logging_options
 def run(
     manifest: str,
     ledger_url: str,
@@ -186,7 +282,6 @@ def run(
     """Plan MANIFEST into the ledger, then work through every unfinished job (resumes)."""
     from pipeline.running import RunOptions, run_manifest
 
-    _setup_logging(quiet)
     window = _window(ledger_retry)
     options = RunOptions(
         manifest=manifest,
@@ -203,11 +298,14 @@ def run(
     )
     code, summary = _run_async(lambda: run_manifest(options))
     _emit(summary, as_json)
+    if summary.get("run", {}).get("stop_reason") == "interrupted":
+        _interrupted()
     sys.exit(code)
 
 
 @main.command()
 @click.argument("manifest", type=click.Path(dir_okay=False))
+@logging_options
 def validate(manifest: str) -> None:
     """Check MANIFEST; print every problem as file:line: field: message (exit 2 if any)."""
     from pipeline.validation import load_valid
@@ -230,11 +328,11 @@ def validate(manifest: str) -> None:
 @click.option(
     "--budget", "budget_usd", type=click.FloatRange(0), help="With --save: the budget workers share."
 )
+@logging_options
 def plan(manifest: str, ledger_url: str, as_json: bool, save: bool, budget_usd: float | None) -> None:
     """Validate and expand MANIFEST without calling the API: jobs, what is done, estimated cost."""
     from pipeline.planning import plan_report, render_plan, save_plan
 
-    _setup_logging()
     if save:
         _run_async(lambda: save_plan(manifest, ledger_url, budget_usd))
     report = _run_async(lambda: plan_report(manifest, ledger_url))
@@ -248,10 +346,21 @@ def plan(manifest: str, ledger_url: str, as_json: bool, save: bool, budget_usd: 
 @click.argument("manifest", required=False)
 @ledger_option
 @json_option
-def status(manifest: str | None, ledger_url: str, as_json: bool) -> None:
+@click.option(
+    "--in-doubt",
+    "in_doubt",
+    is_flag=True,
+    help="List the attempts in doubt (may have been billed twice): job, op, prompt, time, why.",
+)
+@logging_options
+def status(manifest: str | None, ledger_url: str, as_json: bool, in_doubt: bool) -> None:
     """Counts per state, spend, in-doubt attempts, failures by reason, runs and workers."""
-    from pipeline.reporting import status_summary
+    from pipeline.reporting import in_doubt_report, render_in_doubt, status_summary
 
+    if in_doubt:
+        report = _run_async(lambda: in_doubt_report(ledger_url, manifest))
+        click.echo(json.dumps(report, sort_keys=True) if as_json else render_in_doubt(report))
+        return
     summary = _run_async(lambda: status_summary(ledger_url, manifest))
     _emit(summary, as_json)
 
@@ -259,18 +368,71 @@ def status(manifest: str | None, ledger_url: str, as_json: bool) -> None:
 @main.command()
 @click.argument("manifest", required=False)
 @ledger_option
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
-@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout.")
-def export(manifest: str | None, ledger_url: str, fmt: str, out_file: str | None) -> None:
-    """One row per produced image or description: key, op, prompt, seed, path, sha256, source..."""
-    from pipeline.reporting import export as export_rows
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "jsonl", "hf"]),
+    default="csv",
+    show_default=True,
+    help="csv, jsonl, or hf: metadata.jsonl beside the images for datasets' imagefolder.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["images", "descriptions"]),
+    default="images",
+    show_default=True,
+    help="Rows of images (generate, remix, upscale) or of descriptions (describe).",
+)
+@click.option(
+    "--state",
+    type=click.Choice(["succeeded", "failed", "all"]),
+    default="succeeded",
+    show_default=True,
+    help="Results of succeeded jobs, one row per failed job (reason, message), or both.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(),
+    help="Write to FILE instead of stdout (hf: the folder for metadata.jsonl; default: the images' folder).",
+)
+@logging_options
+def export(
+    manifest: str | None, ledger_url: str, fmt: str, kind: str, state: str, out_path: str | None
+) -> None:
+    """One row per image (or description): request fields, prompts, seed, path, sha256, size, cost..."""
+    from pipeline.export import export as export_rows
+    from pipeline.export import export_hf
 
-    if out_file is None:
-        count = _run_async(lambda: export_rows(ledger_url, manifest, fmt, sys.stdout))
-    else:
-        with open(out_file, "w", encoding="utf-8", newline="") as handle:
-            count = _run_async(lambda: export_rows(ledger_url, manifest, fmt, handle))
-        click.echo(f"{count} row(s) written to {out_file}", err=True)
+    if fmt == "hf":
+        if kind != "images" or state != "succeeded":
+            _say("error: --format hf lists image files: it takes neither --kind descriptions nor --state")
+            sys.exit(EXIT_USAGE)
+        written = _run_async(lambda: export_hf(ledger_url, manifest, out_path))
+        if written.missing:
+            _say(
+                f"warning: {written.missing} image file(s) the ledger lists are gone: left out",
+                event="missing_files",
+                level=logging.WARNING,
+            )
+        folder = written.metadata.parent
+        _say(
+            f"{written.images} image(s) listed in {written.metadata}; load them with "
+            f'datasets.load_dataset("imagefolder", data_dir={str(folder)!r})',
+            event="exported",
+            level=logging.INFO,
+        )
+        return
+    if out_path is None:
+        try:
+            _run_async(lambda: export_rows(ledger_url, manifest, sys.stdout, fmt=fmt, kind=kind, state=state))
+        except BrokenPipeError:
+            # the reader stopped reading (`| head`): not an error of ours
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
+    with open(out_path, "w", encoding="utf-8", newline="") as handle:
+        count = _run_async(lambda: export_rows(ledger_url, manifest, handle, fmt=fmt, kind=kind, state=state))
+    _say(f"{count} row(s) written to {out_path}", event="exported", level=logging.INFO)
 
 
 @main.command()
@@ -278,6 +440,7 @@ def export(manifest: str | None, ledger_url: str, fmt: str, out_file: str | None
 @ledger_option
 @click.option("--failed", is_flag=True, help="Every failed job.")
 @click.option("--reason", help="Only failed jobs of this reason (unsafe, url_expired, http_503, ...).")
+@logging_options
 def retry(manifest: str | None, ledger_url: str, failed: bool, reason: str | None) -> None:
     """Put failed jobs back to pending (the next run or worker picks them up)."""
     from pipeline.reporting import retry_jobs
@@ -292,6 +455,7 @@ def retry(manifest: str | None, ledger_url: str, failed: bool, reason: str | Non
 @click.option(
     "--out", "out_file", type=click.Path(dir_okay=False), help="HTML file (default: OUTPUT_DIR/gallery.html)."
 )
+@logging_options
 def gallery(manifest: str | None, ledger_url: str, out_file: str | None) -> None:
     """A self-contained HTML contact sheet of the produced images (opens without a server)."""
     from pipeline.gallery import build_gallery
@@ -305,25 +469,40 @@ def gallery(manifest: str | None, ledger_url: str, out_file: str | None) -> None
 @click.option(
     "--follow", is_flag=True, help="Keep waiting for new work instead of exiting when none is left."
 )
-@click.option("--quiet", is_flag=True, help="No progress bar; warnings only.")
+@click.option(
+    "--base-url", help="API base URL for every manifest (overrides provider.base_url; e.g. a fake server)."
+)
 @lease_option
 @ledger_retry_option
-def worker(ledger_url: str, follow: bool, quiet: bool, lease_s: float, ledger_retry: str | None) -> None:
+@logging_options
+def worker(
+    ledger_url: str, follow: bool, base_url: str | None, quiet: bool, lease_s: float, ledger_retry: str | None
+) -> None:
     """Claim and execute pending jobs of every planned manifest (many machines, one ledger).
 
-    With --follow a ledger that stops answering is waited for as long as it takes.
+    Exit codes as `run`: 0 every job it ran succeeded, 1 some failed, 3 a
+    manifest was aborted (key, budget) or the worker interrupted, 5 a ledger
+    or output folder could not be used. With --follow a ledger that stops
+    answering is waited for as long as it takes.
     """
     from pipeline.running import run_worker
 
-    _setup_logging(quiet)
     window = _window(ledger_retry)
     if follow and window is None:
         window = float("inf")
-    sys.exit(
-        _run_async(
-            lambda: run_worker(ledger_url, follow=follow, quiet=quiet, lease_s=lease_s, ledger_retry_s=window)
+    outcome = _run_async(
+        lambda: run_worker(
+            ledger_url,
+            follow=follow,
+            quiet=quiet,
+            lease_s=lease_s,
+            ledger_retry_s=window,
+            base_url=base_url,
         )
     )
+    if outcome.interrupted:
+        _interrupted()
+    sys.exit(outcome.code)
 
 
 @main.group()
@@ -333,6 +512,7 @@ def db() -> None:
 
 @db.command("upgrade")
 @ledger_option
+@logging_options
 def db_upgrade(ledger_url: str) -> None:
     """Apply the ledger's Alembic migrations (PostgreSQL needs this once per release)."""
     from pipeline.ledger.repository import Ledger
@@ -354,12 +534,11 @@ def db_upgrade(ledger_url: str) -> None:
     type=click.Path(file_okay=False),
     help="Where the demo writes its images, gallery and ledger.",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@logging_options
 def demo(folder: str, quiet: bool) -> None:
     """Start the fake server in-process and run jobs/demo.yaml against it."""
     from pipeline.demo import run_demo
 
-    _setup_logging(quiet)
     code, lines = _run_async(lambda: run_demo(os.path.abspath(folder), quiet=quiet))
     for line in lines:
         click.echo(line)

@@ -258,6 +258,8 @@ class JobExecutor:
             await self.writes.settle(final, final=True)
             return
         end.retried = True
+        end.retry_in_s = delay
+        end.retry_reason = str(exc.status) if exc.status else exc.reason
         await self.writes.settle(_outcome(job, attempt_id, exc, time.time() + delay), final=False)
 
     # --- the answer --------------------------------------------------------------------

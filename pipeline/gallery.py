@@ -21,7 +21,7 @@ from typing import Any
 
 from PIL import Image
 
-from pipeline.ledger.reports import ExportRow
+from pipeline.ledger.exports import ExportRow
 from pipeline.ledger.repository import opened_ledger
 from pipeline.reporting import manifest_id_for
 

@@ -1,17 +1,14 @@
-"""`ideobatch status`, `export` and `retry`: what the ledger says, for people and tools."""
+"""`ideobatch status` and `retry`: what the ledger says, for people and tools."""
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-from pathlib import Path
-from typing import Any, TextIO
+import difflib
+from typing import Any
 
 from pipeline.errors import UsageError
-from pipeline.ledger.reports import ExportRow
+from pipeline.ledger.records import to_usd
 from pipeline.ledger.repository import Ledger, opened_ledger
-from pipeline.summary import build_summary
+from pipeline.summary import build_summary, iso_time
 
 
 async def manifest_id_for(ledger: Ledger, manifest: str | None) -> int | None:
@@ -35,100 +32,68 @@ async def status_summary(ledger_url: str, manifest: str | None) -> dict[str, Any
         return build_summary(await ledger.status(manifest_id))
 
 
-EXPORT_COLUMNS = (
-    "job_key",
-    "op",
-    "state",
-    "prompt",
-    "enhanced_prompt",
-    "model",
-    "seed",
-    "resolution",
-    "index",
-    "path",
-    "sha256",
-    "bytes",
-    "width",
-    "height",
-    "image_state",
-    "source",
-    "source_id",
-    "parent_key",
-    "text",
-    "job_cost_usd",
-    "manifest",
-)
-#: a spreadsheet runs a cell that starts with one of these as a formula
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_safe(value: object) -> object:
-    """A cell value that a spreadsheet will not run as a formula (OWASP CSV injection)."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
-def _relative(path: str | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd()) else path
-    except ValueError:
-        return path
-
-
-def export_record(row: ExportRow) -> dict[str, Any]:
-    """One export row as a dict with the `EXPORT_COLUMNS` keys."""
-    prompt = row.request.get("prompt")
-    return {
-        "job_key": row.job_key,
-        "op": row.op,
-        "state": row.state,
-        "prompt": prompt if isinstance(prompt, str) else None,
-        "enhanced_prompt": row.enhanced_prompt,
-        "model": row.model,
-        "seed": row.seed,
-        "resolution": row.resolution,
-        "index": row.index,
-        "path": _relative(row.path),
-        "sha256": row.sha256,
-        "bytes": row.bytes,
-        "width": row.width,
-        "height": row.height,
-        "image_state": row.image_state if row.text is None else "description",
-        "source": row.source,
-        "source_id": row.source_id,
-        "parent_key": row.parent_key,
-        "text": row.text,
-        "job_cost_usd": round(row.cost_micros / 1_000_000, 6),
-        "manifest": row.manifest,
-    }
-
-
-async def export(ledger_url: str, manifest: str | None, fmt: str, out: TextIO) -> int:
-    """Stream one row per produced image or description to ``out``; returns the row count."""
-    count = 0
-    async with opened_ledger(ledger_url) as ledger:
-        manifest_id = await manifest_id_for(ledger, manifest)
-        writer = None
-        if fmt == "csv":
-            writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-        async for row in ledger.export_rows(manifest_id):
-            record = export_record(row)
-            if writer is not None:
-                writer.writerow({k: csv_safe(v) for k, v in record.items()})
-            else:
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-            count += 1
-    return count
-
-
 async def retry_jobs(ledger_url: str, manifest: str | None, *, failed: bool, reason: str | None) -> int:
     """Put failed jobs (all, or of one reason) back to pending; returns how many."""
     if not failed and reason is None:
         raise UsageError("say which jobs to retry: --failed (all failed jobs) and/or --reason REASON")
     async with opened_ledger(ledger_url) as ledger:
         manifest_id = await manifest_id_for(ledger, manifest)
+        if reason is not None:
+            check_reason(reason, await ledger.failure_counts(manifest_id))
         return await ledger.reset_jobs(manifest_id, states=("failed",), reason=reason)
+
+
+def check_reason(reason: str, counts: dict[str, int]) -> None:
+    """`UsageError` unless some failed job has ``reason``: a typo must not quietly retry nothing."""
+    if reason in counts:
+        return
+    if not counts:
+        raise UsageError(f"no failed job has reason {reason!r}: no job has failed")
+    close = difflib.get_close_matches(reason, list(counts), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    present = ", ".join(f"{name} ({count})" for name, count in sorted(counts.items()))
+    raise UsageError(f"no failed job has reason {reason!r}{hint}; failed jobs by reason: {present}")
+
+
+async def in_doubt_report(ledger_url: str, manifest: str | None) -> dict[str, Any]:
+    """The attempts in doubt (may have been billed twice), with what they may have cost."""
+    async with opened_ledger(ledger_url) as ledger:
+        manifest_id = await manifest_id_for(ledger, manifest)
+        found = await ledger.in_doubt_attempts(manifest_id)
+        name = (await ledger.get_manifest_by_id(manifest_id)).name if manifest_id is not None else None
+    return {
+        "manifest": name,
+        "in_doubt": len(found),
+        "in_doubt_usd": round(to_usd(sum(a.estimate_micros for a in found)), 6),
+        "attempts": [
+            {
+                "job_key": a.job_key,
+                "op": a.op,
+                "prompt": a.prompt,
+                "attempt": a.attempt,
+                "started_at": iso_time(a.started_at),
+                "reason": a.reason,
+                "message": a.message,
+                "estimated_usd": round(to_usd(a.estimate_micros), 6),
+            }
+            for a in found
+        ],
+    }
+
+
+def render_in_doubt(report: dict[str, Any]) -> str:
+    """The in-doubt attempts for people, one per line."""
+    lines = [
+        f"{report['in_doubt']} attempt(s) in doubt, up to ${report['in_doubt_usd']:.2f} "
+        "(each may have been billed without its answer being recorded)"
+    ]
+    for a in report["attempts"]:
+        prompt = (a["prompt"] or "")[:60]
+        why = a["reason"] or "unknown"
+        if a["message"]:
+            why += f": {a['message'][:100]}"
+        lines.append(
+            f"  {a['started_at']}  {a['job_key'][:12]}  {a['op']:<9} attempt {a['attempt']}  "
+            f"${a['estimated_usd']:.2f}  {prompt!r}  ({why})"
+        )
+    return "\n".join(lines)

@@ -78,8 +78,10 @@ class JobEnd:
     succeeded: bool = False
     #: the reason the job failed for good this time
     failure: str | None = None
-    #: it goes back to wait for another attempt
+    #: it goes back to wait for another attempt, this long, after an error shown as `retry_reason`
     retried: bool = False
+    retry_in_s: float = 0.0
+    retry_reason: str | None = None
     #: the attempt may have been billed without an answer being recorded
     in_doubt: bool = False
     spend_micros: int = 0

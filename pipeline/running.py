@@ -10,17 +10,19 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline import logs
 from pipeline.client import opened_session
 from pipeline.errors import LedgerError, LockHeld
-from pipeline.exit_codes import EXIT_ABORTED, EXIT_OK, EXIT_UNUSABLE
+from pipeline.exit_codes import EXIT_ABORTED, EXIT_FAILED_JOBS, EXIT_OK, EXIT_UNUSABLE
 from pipeline.jobs import StopReason
 from pipeline.leases import DEFAULT_LEASE_S, HOST, reclaim_dead_on_this_host
 from pipeline.ledger.records import ManifestRecord
 from pipeline.ledger.reports import LedgerStatus
 from pipeline.ledger.repository import Ledger, opened_ledger
-from pipeline.manifest import TimeoutsConfig
+from pipeline.ledger.tables import FAILED, SUCCEEDED
+from pipeline.manifest import LoadedManifest, TimeoutsConfig
 from pipeline.planning import load_structure, log_plan, plan_into
-from pipeline.progress import Progress
+from pipeline.progress import Baseline, Progress
 from pipeline.recovery import forget, kept_answers
 from pipeline.settings import RunSettings
 from pipeline.signals import Shutdown
@@ -63,7 +65,15 @@ async def run_manifest(options: RunOptions) -> tuple[int, dict[str, Any]]:
         base_url=options.base_url,
     )
     api_key = settings.api_key()
+    logs.redact(api_key)
     window = options.ledger_retry_s if options.ledger_retry_s is not None else settings.retry.ledger_retry
+    with logs.manifest_context(settings.name):
+        return await _plan_and_execute(loaded, settings, api_key, window, options)
+
+
+async def _plan_and_execute(
+    loaded: LoadedManifest, settings: RunSettings, api_key: str, window: float | None, options: RunOptions
+) -> tuple[int, dict[str, Any]]:
     async with opened_ledger(options.ledger_url, retry_window_s=window) as ledger:
         record, counts = await plan_into(ledger, loaded, settings)
         log_plan(settings.name, counts)
@@ -131,7 +141,13 @@ async def execute(
     )
     pending, running, _due = await ledger.pending_work(manifest_id)
     label = settings.name if settings is not None else "all manifests"
-    progress = Progress(pending + running, label=label, quiet=options.quiet)
+    progress = Progress(
+        pending + running,
+        label=label,
+        quiet=options.quiet,
+        baseline=await baseline_of(ledger, manifest_id),
+        bar=False if logs.is_json() else None,
+    )
     own_shutdown = shutdown is None
     shutdown = shutdown or Shutdown()
     if own_shutdown:
@@ -165,11 +181,41 @@ async def execute(
         if own_shutdown:
             shutdown.uninstall()
         summary = await closing_summary(ledger, record, locals().get("result"))
+        log.info(
+            "run %s: %s",
+            outcome,
+            progress.line(),
+            extra={"event": "run_end", "manifest": label, "counts": progress.counts()},
+        )
         try:
             await ledger.end_run(run_id, outcome, summary)
         except LedgerError as exc:
             # left unended: the next run on this host marks it crashed and takes its jobs back
             log.warning("could not record how this run ended: %s", exc)
+
+
+async def baseline_of(ledger: Ledger, manifest_id: int | None) -> Baseline:
+    """What the ledger has done already: where a resumed run's progress starts."""
+    counts = await ledger.job_counts(manifest_id)
+    if manifest_id is not None:
+        spent = (await ledger.get_manifest_by_id(manifest_id)).spent_micros
+    else:
+        spent = sum(record.spent_micros for record in await ledger.list_manifests())
+    failed = counts.get(FAILED, 0)
+    return Baseline(
+        total=sum(counts.values()),
+        done=counts.get(SUCCEEDED, 0) + failed,
+        failed=failed,
+        spend_micros=spent,
+    )
+
+
+@dataclass(frozen=True)
+class WorkerOutcome:
+    """How `ideobatch worker` ended."""
+
+    code: int
+    interrupted: bool
 
 
 async def run_worker(
@@ -181,7 +227,7 @@ async def run_worker(
     poll_s: float = 5.0,
     ledger_retry_s: float | None = None,
     base_url: str | None = None,
-) -> int:
+) -> WorkerOutcome:
     """Work on every planned manifest until none has pending jobs (forever with ``follow``).
 
     One loop serves them all: whatever job is due in any manifest is claimed,
@@ -189,11 +235,14 @@ async def run_worker(
     A manifest this worker cannot go on with (no key in its environment, the
     key rejected, the budget reached, its output folder unusable) is set
     aside; with ``--follow`` it is looked at again after each idle poll, so a
-    raised budget is noticed.
+    raised budget is noticed. ``base_url`` replaces every manifest's provider
+    base URL (a fake server). The exit code is `run`'s: 5 if a ledger or
+    output folder was unusable, else 3 if a manifest was aborted or the worker
+    interrupted, else 1 if a job it ran failed, else 0.
     """
     shutdown = Shutdown()
     shutdown.install()
-    code = EXIT_OK
+    codes = {EXIT_OK}
     try:
         async with opened_ledger(ledger_url, retry_window_s=ledger_retry_s) as ledger:
             while not shutdown.stop.is_set():
@@ -201,21 +250,33 @@ async def run_worker(
                     manifest="", ledger_url=ledger_url, quiet=quiet, lease_s=lease_s, base_url=base_url
                 )
                 result = await execute(ledger, new_owner(), options, kind="worker", shutdown=shutdown)
-                code = max(code, _worker_code(result))
+                codes.add(_worker_code(result))
                 if result.stop_reason is not None or not follow:
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(shutdown.stop.wait(), timeout=poll_s)
     finally:
         shutdown.uninstall()
-    return EXIT_ABORTED if shutdown.requested else code
+    if shutdown.requested:
+        codes.add(EXIT_ABORTED)
+    return WorkerOutcome(_worst(codes), shutdown.requested)
 
 
 def _worker_code(result: RunResult) -> int:
-    """A worker's exit code from one pass: 5 ledger or output, 3 aborted, else 0."""
+    """A worker pass's exit code: 5 ledger or output, 3 aborted, 1 a job failed, else 0."""
     reasons = {result.stop_reason, *result.set_aside.values()}
     if reasons & {StopReason.LEDGER, StopReason.OUTPUT}:
         return EXIT_UNUSABLE
     if reasons & {StopReason.FATAL, StopReason.BUDGET, "no key"}:
         return EXIT_ABORTED
+    if result.tally.failed:
+        return EXIT_FAILED_JOBS
     return EXIT_OK
+
+
+#: which exit code wins when a worker has several to report
+_EXIT_PRECEDENCE = (EXIT_UNUSABLE, EXIT_ABORTED, EXIT_FAILED_JOBS, EXIT_OK)
+
+
+def _worst(codes: set[int]) -> int:
+    return next(code for code in _EXIT_PRECEDENCE if code in codes)

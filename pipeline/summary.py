@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pipeline.exit_codes import EXIT_ABORTED, EXIT_FAILED_JOBS, EXIT_OK, EXIT_UNUSABLE
@@ -13,6 +14,17 @@ if TYPE_CHECKING:
 
 JOB_STATES = ("pending", "running", "succeeded", "failed")
 IMAGE_STATES = ("downloaded", "withheld", "expired")
+
+
+def iso_time(timestamp: float | None) -> str | None:
+    """A unix time as ISO 8601 with its date and UTC offset (``2025-06-01T02:15:07+00:00``)."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, tz=UTC).isoformat(timespec="seconds")
+
+
+def _timed(run: dict[str, Any]) -> dict[str, Any]:
+    return {**run, "started_at": iso_time(run["started_at"]), "ended_at": iso_time(run["ended_at"])}
 
 
 def build_summary(status: LedgerStatus, run: RunResult | None = None) -> dict[str, Any]:
@@ -28,13 +40,14 @@ def build_summary(status: LedgerStatus, run: RunResult | None = None) -> dict[st
         "spend_usd": round(to_usd(status.spent_micros), 6),
         "budget_usd": None if status.budget_micros is None else round(to_usd(status.budget_micros), 6),
         "in_doubt": status.in_doubt,
+        "in_doubt_usd": round(to_usd(status.in_doubt_micros), 6),
         "failures": {reason: count for reason, (count, _example) in sorted(status.failures.items())},
         "failure_examples": {
             reason: example for reason, (_count, example) in sorted(status.failures.items())
         },
         "duration_s": None,
-        "runs": status.runs,
-        "workers": status.workers,
+        "runs": [_timed(r) for r in status.runs],
+        "workers": [_timed(w) for w in status.workers],
     }
     if status.runs:
         summary["duration_s"] = status.runs[0]["duration_s"]
@@ -91,7 +104,11 @@ def render_text(summary: dict[str, Any]) -> str:
     )
     budget = f" of ${summary['budget_usd']:.2f} budget" if summary["budget_usd"] is not None else ""
     lines.append(f"spend:  ${summary['spend_usd']:.2f}{budget}")
-    lines.append(f"in doubt: {summary['in_doubt']} attempt(s) may have been billed twice")
+    doubt = summary["in_doubt"]
+    lines.append(
+        f"in doubt: {doubt} attempt(s) may have been billed twice"
+        + (f" (up to ${summary['in_doubt_usd']:.2f}; `status --in-doubt` lists them)" if doubt else "")
+    )
     if summary["failures"]:
         lines.append("failures:")
         for reason, count in summary["failures"].items():
@@ -103,7 +120,10 @@ def render_text(summary: dict[str, Any]) -> str:
             f"this run: {run['succeeded']} succeeded, {run['failed']} failed, {run['retried']} retried, "
             f"{run['in_doubt']} in doubt, ${run['spend_usd']:.2f} in {summary['duration_s']:.1f}s"
         )
-        if run["stop_reason"]:
+        if run["stop_reason"] == "interrupted":
+            left = summary["jobs"]["pending"] + summary["jobs"]["running"]
+            lines.append(f"{run['message'] or 'interrupted'}: {left} job(s) left for the next run")
+        elif run["stop_reason"]:
             lines.append(f"stopped: {run['message'] or run['stop_reason']}")
         if run.get("kept_answers"):
             lines.append(

@@ -317,6 +317,11 @@ class JobRunner:
         if pending == 0 and running == 0:
             return True
         if running and not pending:
+            if not self._tasks:
+                # nothing of ours is in flight, so a job still leased to us is an orphan: a claim
+                # whose commit went through while its answer was lost with the connection (the
+                # verb ran again and claimed others); give it back rather than renew it forever
+                await self.ledger.release_jobs(self.owner, None)
             await self.ledger.reclaim_expired()
         if pending and due is not None and due > time.time():
             self.progress.note_waiting(due - time.time())
@@ -356,6 +361,7 @@ class JobRunner:
             await self.ledger.release_jobs(self.owner, [job.id])
             return
         self.result.claimed += 1
+        self.progress.job_claimed(job.key)
         self._calling += 1
         manifest.running += 1
         task = asyncio.create_task(self._execute(manifest, executor, job), name=f"job-{job.id}")
@@ -368,6 +374,8 @@ class JobRunner:
         finally:
             manifest.running -= 1
         self.result.tally.add(end)
+        if end.retried and end.retry_reason is not None:
+            self.progress.job_retrying(job.key, end.retry_reason, end.retry_in_s)
         if end.children:
             self.progress.add_total(end.children)
         self.progress.update()

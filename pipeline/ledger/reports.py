@@ -1,14 +1,13 @@
-"""Read-side verbs of the ledger: status counts, failures, runs, and the export stream."""
+"""Read-side verbs of the ledger: status counts, failures, in-doubt attempts, runs and workers."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pipeline.ledger.base import LedgerBase
@@ -32,37 +31,11 @@ class LedgerStatus:
     reserved_micros: int = 0
     budget_micros: int | None = None
     in_doubt: int = 0
+    #: what the in-doubt attempts may have cost: the estimated price of each one's call
+    in_doubt_micros: int = 0
     failures: dict[str, tuple[int, str]] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
     workers: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ExportRow:
-    """One produced image or description with its job."""
-
-    job_key: str
-    op: str
-    state: str
-    request: dict[str, Any]
-    model: str | None
-    source: str | None
-    source_id: str | None
-    parent_key: str | None
-    manifest: str
-    index: int | None
-    enhanced_prompt: str | None
-    seed: int | None
-    resolution: str | None
-    path: str | None
-    sha256: str | None
-    bytes: int | None
-    width: int | None
-    height: int | None
-    image_state: str | None
-    text: str | None
-    cost_micros: int
-    error_kind: str | None
 
 
 class Reports(LedgerBase):
@@ -102,86 +75,79 @@ class Reports(LedgerBase):
             )
         return result
 
-    async def export_rows(self, manifest_id: int | None) -> AsyncIterator[ExportRow]:
-        """Every produced image and description, streamed (one row each)."""
-        parent = jobs.alias("parent")
+    @verb
+    async def job_counts(self, manifest_id: int | None) -> dict[str, int]:
+        """How many jobs of the manifest (None: of every manifest) are in each state."""
         where = [jobs.c.manifest_id == manifest_id] if manifest_id is not None else []
-        base = (
+        query = select(jobs.c.state, func.count()).where(*where).group_by(jobs.c.state)
+        async with self.engine.connect() as conn:
+            return {state: int(count) for state, count in await conn.execute(query)}
+
+    @verb
+    async def failure_counts(self, manifest_id: int | None) -> dict[str, int]:
+        """How many jobs failed, per reason."""
+        where = [jobs.c.state == "failed"]
+        if manifest_id is not None:
+            where.append(jobs.c.manifest_id == manifest_id)
+        query = select(jobs.c.error_kind, func.count()).where(*where).group_by(jobs.c.error_kind)
+        async with self.engine.connect() as conn:
+            return {kind or "unknown": int(count) for kind, count in await conn.execute(query)}
+
+    @verb
+    async def in_doubt_attempts(self, manifest_id: int | None, limit: int = 10_000) -> list[InDoubtAttempt]:
+        """Attempts that may have been billed without an answer being recorded (oldest first)."""
+        where: list[ColumnElement[bool]] = [attempts.c.in_doubt.is_(True)]
+        if manifest_id is not None:
+            where.append(jobs.c.manifest_id == manifest_id)
+        query = (
             select(
                 jobs.c.key,
                 jobs.c.op,
-                jobs.c.state,
                 jobs.c.request,
-                jobs.c.model,
-                jobs.c.source,
-                jobs.c.source_id,
-                jobs.c.cost_micros,
-                jobs.c.error_kind,
-                parent.c.key.label("parent_key"),
-                manifests.c.name.label("manifest"),
+                jobs.c.estimate_micros,
+                attempts.c.number,
+                attempts.c.started_at,
+                attempts.c.error_kind,
+                attempts.c.message,
             )
-            .select_from(jobs)
-            .join(manifests, manifests.c.id == jobs.c.manifest_id)
-            .outerjoin(parent, parent.c.id == jobs.c.parent_id)
+            .join(jobs, jobs.c.id == attempts.c.job_id)
+            .where(*where)
+            .order_by(attempts.c.started_at, attempts.c.id)
+            .limit(limit)
         )
-        image_query = (
-            base.add_columns(
-                images.c.index,
-                images.c.prompt,
-                images.c.seed,
-                images.c.resolution,
-                images.c.local_path,
-                images.c.sha256,
-                images.c.bytes,
-                images.c.width,
-                images.c.height,
-                images.c.state.label("image_state"),
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        found = []
+        for row in rows:
+            prompt = json.loads(row.request).get("prompt")
+            found.append(
+                InDoubtAttempt(
+                    job_key=row.key,
+                    op=row.op,
+                    prompt=prompt if isinstance(prompt, str) else None,
+                    attempt=row.number,
+                    started_at=row.started_at,
+                    reason=row.error_kind,
+                    message=row.message,
+                    estimate_micros=row.estimate_micros,
+                )
             )
-            .join(images, images.c.job_id == jobs.c.id)
-            .where(*where)
-            .order_by(jobs.c.id, images.c.index)
-        )
-        text_query = (
-            base.add_columns(descriptions.c.index, descriptions.c.text)
-            .join(descriptions, descriptions.c.job_id == jobs.c.id)
-            .where(*where)
-            .order_by(jobs.c.id, descriptions.c.index)
-        )
-        async with self._translating(), self.engine.connect() as conn:
-            result = await conn.stream(image_query.execution_options(yield_per=1000))
-            async for row in result:
-                yield _export_row(row, text=None)
-            result = await conn.stream(text_query.execution_options(yield_per=1000))
-            async for row in result:
-                yield _export_row(row, text=row.text)
+        return found
 
 
-def _export_row(row: Any, text: str | None) -> ExportRow:
-    mapping = row._mapping
-    return ExportRow(
-        job_key=row.key,
-        op=row.op,
-        state=row.state,
-        request=json.loads(row.request),
-        model=row.model,
-        source=row.source,
-        source_id=row.source_id,
-        parent_key=row.parent_key,
-        manifest=row.manifest,
-        index=row.index,
-        enhanced_prompt=mapping.get("prompt"),
-        seed=mapping.get("seed"),
-        resolution=mapping.get("resolution"),
-        path=mapping.get("local_path"),
-        sha256=mapping.get("sha256"),
-        bytes=mapping.get("bytes"),
-        width=mapping.get("width"),
-        height=mapping.get("height"),
-        image_state=mapping.get("image_state"),
-        text=text,
-        cost_micros=row.cost_micros,
-        error_kind=row.error_kind,
-    )
+@dataclass(frozen=True)
+class InDoubtAttempt:
+    """A call that may have been billed without its answer being recorded."""
+
+    job_key: str
+    op: str
+    prompt: str | None
+    attempt: int
+    started_at: float
+    #: why it is in doubt: the error that ended it (timeout, reset, http_503, a stopped run...)
+    reason: str | None
+    message: str | None
+    estimate_micros: int
 
 
 async def _status(conn: AsyncConnection, manifest_id: int | None) -> LedgerStatus:
@@ -208,15 +174,15 @@ async def _status(conn: AsyncConnection, manifest_id: int | None) -> LedgerStatu
         )
         or 0
     )
-    status.in_doubt = int(
-        await conn.scalar(
-            select(func.count())
+    doubt = (
+        await conn.execute(
+            select(func.count(), func.coalesce(func.sum(jobs.c.estimate_micros), 0))
             .select_from(attempts)
             .join(jobs, jobs.c.id == attempts.c.job_id)
             .where(attempts.c.in_doubt.is_(True), *job_where)
         )
-        or 0
-    )
+    ).one()
+    status.in_doubt, status.in_doubt_micros = int(doubt[0]), int(doubt[1])
     for kind, count, example in await conn.execute(
         select(jobs.c.error_kind, func.count(), func.max(jobs.c.error_message))
         .where(jobs.c.state == "failed", *job_where)

@@ -32,6 +32,7 @@ from pipeline.keys import canonical_json
 from pipeline.ledger import engine as engines
 from pipeline.ledger.base import id_chunks, job_row_values
 from pipeline.ledger.execution import Execution
+from pipeline.ledger.exports import Exports
 from pipeline.ledger.faults import masked, verb
 from pipeline.ledger.records import (
     ManifestRecord,
@@ -52,7 +53,7 @@ PLAN_BATCH = 50_000
 PLAN_YIELD_EVERY = 100
 
 
-class Ledger(Execution, Reports):
+class Ledger(Execution, Reports, Exports):
     """The job store of one ledger URL (SQLite file or PostgreSQL database)."""
 
     # --- lifecycle -----------------------------------------------------------------

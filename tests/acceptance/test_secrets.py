@@ -30,7 +30,10 @@ QUOTE = "request headers: Authorization: Bearer "
     ids=["whole-key-quoted", "message-cut-inside-the-key"],
 )
 async def test_canary_key_appears_nowhere(tmp_path: Path, padding: int) -> None:
-    """After failing runs against a server quoting our auth header back, no 8-char key prefix is anywhere."""
+    """After failing runs against a server quoting our auth header back, no 8-char key prefix is anywhere.
+
+    That includes the log files, in both formats.
+    """
     config = FaultConfig(
         api_key=CANARY,
         seed=5,
@@ -45,11 +48,16 @@ async def test_canary_key_appears_nowhere(tmp_path: Path, padding: int) -> None:
         body = "  - op: generate\n    prompts: [one, two, three, a forbidden one, five, six, seven, eight]\n"
         manifest = manifest_for(tmp_path, server, body, extra="retry:\n  attempts: 2\n")
         outputs = []
-        for args in (("run", str(manifest), *ledger, "--json"), ("run", str(manifest), *ledger)):
+        json_log = ("--log-format", "json", "--log-file", str(tmp_path / "run-json.log"))
+        text_log = ("--log-file", str(tmp_path / "run-text.log"), "-v")
+        for args in (
+            ("run", str(manifest), *ledger, "--json", *json_log),
+            ("run", str(manifest), *ledger, *text_log),
+        ):
             outputs.append((args[0], *(await finish(await start(*args, cwd=tmp_path, key=CANARY)))))
         echoed = server.state.stats()["faults"].get("5xx", 0)
     reports = [
-        ("status", "acc", *ledger, "--json"),
+        ("status", "acc", *ledger, "--json", "--log-file", str(tmp_path / "status.log")),
         ("export", "acc", *ledger, "--format", "csv", "--out", str(tmp_path / "rows.csv")),
         ("export", "acc", *ledger, "--format", "jsonl"),
         ("gallery", "acc", *ledger, "--out", str(tmp_path / "gallery.html")),
@@ -70,5 +78,7 @@ async def test_canary_key_appears_nowhere(tmp_path: Path, padding: int) -> None:
     ledger_bytes = b"".join(path.read_bytes() for path in files if path.name.startswith("ledger.db"))
     assert f"{QUOTE}[redacted]".encode() in ledger_bytes, "the quoted headers were recorded, redacted"
     assert any(path.name == "gallery.html" for path in files)
+    assert (tmp_path / "run-json.log").stat().st_size > 0
+    assert (tmp_path / "run-text.log").stat().st_size > 0
     for path in files:
         assert LEAK.encode() not in path.read_bytes(), path

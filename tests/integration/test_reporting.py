@@ -93,7 +93,7 @@ def test_status_text_names_failures_with_an_example(produced: Produced) -> None:
 
 
 def test_export_csv_rows_and_formula_cells_are_defused(produced: Produced) -> None:
-    """export csv: one row per image or description, files match their sha256, formulas neutralised."""
+    """export csv: one row per image (descriptions apart), files match their sha256, formulas neutralised."""
     code, out = invoke("export", "report", "--ledger", produced.ledger, "--format", "csv")
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -102,10 +102,15 @@ def test_export_csv_rows_and_formula_cells_are_defused(produced: Produced) -> No
     for row in images:
         assert hashlib.sha256(Path(row["path"]).read_bytes()).hexdigest() == row["sha256"]
         assert int(row["width"]) > 0
-    assert sum(1 for r in rows if r["image_state"] == "withheld") == 2
-    texts = [r for r in rows if r["op"] == "describe"]
+    withheld = [r for r in rows if r["image_state"] == "withheld"]
+    assert len(withheld) == 2
+    assert all((r["path"], r["bytes"], r["width"]) == ("", "0", "0") for r in withheld)
+    assert not any(r["op"] == "describe" for r in rows)
+    code, out = invoke("export", "report", "--ledger", produced.ledger, "--kind", "descriptions")
+    texts = list(csv.DictReader(io.StringIO(out)))
     assert texts
-    assert all(r["text"] for r in texts)
+    assert all(r["op"] == "describe" and r["text"] for r in texts)
+    assert "path" not in texts[0]
     upscale = next(r for r in rows if r["op"] == "upscale")
     assert upscale["source_id"] == "SKU-1"
     formula = [r for r in rows if "HYPERLINK" in r["prompt"]]
@@ -121,7 +126,7 @@ def test_export_jsonl_keeps_values_as_they_are(produced: Produced, tmp_path: Pat
     )
     assert code == 0
     rows = [json.loads(line) for line in target.read_text().splitlines()]
-    assert len(rows) == 9 + sum(1 for r in rows if r["op"] == "describe")
+    assert len(rows) == 9
     assert any(r["prompt"].startswith("=HYPERLINK") for r in rows if r["prompt"])
     assert all(isinstance(r["seed"], int) for r in rows if r["image_state"] == "downloaded")
 
@@ -131,13 +136,27 @@ def test_retry_puts_failed_jobs_back(produced: Produced, tmp_path: Path) -> None
     copy = tmp_path / "ledger.db"
     copy.write_bytes((produced.folder / "ledger.db").read_bytes())
     ledger = f"sqlite:///{copy}"
-    assert invoke("retry", "report", "--ledger", ledger, "--reason", "http_503") == (
-        0,
-        "0 job(s) put back to pending\n",
-    )
     assert invoke("retry", "report", "--ledger", ledger, "--failed") == (0, "1 job(s) put back to pending\n")
     _code, out = invoke("status", "report", "--ledger", ledger, "--json")
     assert json.loads(out)["jobs"]["pending"] == 1
+
+
+def test_retry_of_a_reason_no_job_has_is_refused(produced: Produced, tmp_path: Path) -> None:
+    """retry --reason with a typo exits 2 naming the reasons present with counts; a real one retries."""
+    copy = tmp_path / "ledger.db"
+    copy.write_bytes((produced.folder / "ledger.db").read_bytes())
+    ledger = f"sqlite:///{copy}"
+    code, out = invoke("retry", "report", "--ledger", ledger, "--reason", "unsafee")
+    assert code == 2
+    assert "no failed job has reason 'unsafee' (did you mean 'unsafe'?)" in out
+    assert "unsafe (1)" in out
+    assert "Traceback" not in out
+    assert invoke("retry", "report", "--ledger", ledger, "--reason", "unsafe") == (
+        0,
+        "1 job(s) put back to pending\n",
+    )
+    code, out = invoke("retry", "report", "--ledger", ledger, "--reason", "unsafe")
+    assert (code, "no job has failed" in out) == (2, True)
 
 
 def test_retry_without_a_selection_is_a_usage_error(produced: Produced) -> None:
