@@ -12,10 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
-    and_,
-    delete,
     func,
     insert,
     select,
@@ -30,10 +27,10 @@ from pipeline.ledger.records import (
     Completion,
     Outcome,
     Response,
-    StoredImage,
     claimed_from_row,
     to_micros,
 )
+from pipeline.ledger.statements import unleased
 from pipeline.ledger.tables import (
     FAILED,
     PENDING,
@@ -41,7 +38,6 @@ from pipeline.ledger.tables import (
     SUCCEEDED,
     attempts,
     descriptions,
-    images,
     jobs,
     manifests,
     runs,
@@ -202,28 +198,26 @@ class Execution(LedgerBase):
                     skip_locked=True,
                 )
             ).all()
-            if not rows:
-                return 0
-            ids = [r.id for r in rows]
-            self._release_reservations(conn, rows)
-            for part in id_chunks(ids):
-                _end_unanswered(
-                    conn, part, now, "lease_expired", "the worker stopped before recording an answer"
-                )
-                conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id.in_(part))
-                    .values(
-                        state=PENDING,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        reserved_micros=0,
-                        updated_at=now,
-                    )
-                )
-            return len(ids)
+            message = "the worker stopped before recording an answer"
+            self._back_to_pending(conn, rows, now, "lease_expired", message)
+            return len(rows)
 
         return await self._transact(reclaim)
+
+    def _back_to_pending(
+        self, conn: Connection, rows: Sequence[Any], now: float, kind: str, message: str
+    ) -> None:
+        """Running jobs back to pending, untouched: their reservations released, lease cleared.
+
+        Their attempts without an outcome end with ``kind``; those that were
+        sent become in doubt (the request may have reached the server).
+        """
+        if not rows:
+            return
+        self._release_reservations(conn, rows)
+        for part in id_chunks([r.id for r in rows]):
+            _end_unanswered(conn, part, now, kind, message)
+            conn.execute(update(jobs).where(jobs.c.id.in_(part)).values(state=PENDING, **unleased(now)))
 
     def _release_reservations(self, conn: Connection, rows: Sequence[Any]) -> None:
         moves: dict[int, tuple[int, int]] = {}
@@ -483,20 +477,7 @@ class Execution(LedgerBase):
                 )
                 wanted = [r.id for r in held]
             owned = self._owned(conn, owner, wanted)
-            if not owned:
-                return
-            self._release_reservations(conn, list(owned.values()))
-            ids = list(owned)
-            for part in id_chunks(ids):
-                _end_unanswered(conn, part, now, "cancelled", "run stopped")
-                values: dict[str, Any] = {
-                    "state": PENDING,
-                    "lease_owner": None,
-                    "lease_expires_at": None,
-                    "reserved_micros": 0,
-                    "updated_at": now,
-                }
-                conn.execute(update(jobs).where(jobs.c.id.in_(part)).values(**values))
+            self._back_to_pending(conn, list(owned.values()), now, "cancelled", "run stopped")
 
         return await self._transact(work)
 
@@ -560,112 +541,6 @@ class Execution(LedgerBase):
             return {key for key in by_key if key in rows}
 
         return await self._transact(work)
-
-    @verb
-    async def images_of(self, job_id: int) -> list[StoredImage]:
-        """The recorded images of a job, by index."""
-        async with self._read() as conn:
-            rows = await conn.execute(
-                select(images).where(images.c.job_id == job_id).order_by(images.c.index)
-            )
-            return [_stored_image(r) for r in rows]
-
-    @verb
-    async def descriptions_of(self, job_id: int) -> list[str]:
-        """The recorded descriptions of a job, by index."""
-        async with self._read() as conn:
-            rows = await conn.execute(
-                select(descriptions.c.text)
-                .where(descriptions.c.job_id == job_id)
-                .order_by(descriptions.c.index)
-            )
-            return [r.text for r in rows]
-
-    @verb
-    async def pending_work(
-        self, manifest_id: int | None = None, *, skip: Sequence[int] = ()
-    ) -> tuple[int, int, float | None]:
-        """Pending and running job counts, and the earliest time a pending job is due.
-
-        ``manifest_id`` None counts every manifest but those in ``skip``.
-        """
-        where = [jobs.c.manifest_id == manifest_id] if manifest_id is not None else []
-        if skip:
-            where.append(jobs.c.manifest_id.not_in(list(skip)))
-        async with self._read() as conn:
-            rows = await conn.execute(
-                select(jobs.c.state, func.count(), func.min(jobs.c.next_attempt_at))
-                .where(jobs.c.state.in_((PENDING, RUNNING)), *where)
-                .group_by(jobs.c.state)
-            )
-            pending, running, due = 0, 0, None
-            for state, count, earliest in rows:
-                if state == PENDING:
-                    pending, due = int(count), earliest
-                else:
-                    running = int(count)
-        return pending, running, due
-
-    @verb
-    async def reset_jobs(self, manifest_id: int | None, *, states: Sequence[str], reason: str | None) -> int:
-        """Put matching jobs back to pending (``retry``); expired results are regenerated."""
-        conditions: list[ColumnElement[bool]] = [jobs.c.state.in_(states)]
-        if manifest_id is not None:
-            conditions.append(jobs.c.manifest_id == manifest_id)
-        if reason is not None:
-            conditions.append(jobs.c.error_kind == reason)
-        now = time.time()
-
-        def work(conn: Connection) -> int:
-            ids = [r.id for r in conn.execute(self._locked(select(jobs.c.id).where(and_(*conditions))))]
-            for part in id_chunks(ids):
-                expired = [
-                    r.id
-                    for r in conn.execute(
-                        select(jobs.c.id).where(jobs.c.id.in_(part), jobs.c.error_kind == "url_expired")
-                    )
-                ]
-                if expired:
-                    conn.execute(delete(images).where(images.c.job_id.in_(expired)))
-                    conn.execute(delete(descriptions).where(descriptions.c.job_id.in_(expired)))
-                    conn.execute(update(jobs).where(jobs.c.id.in_(expired)).values(response_at=None))
-                conn.execute(
-                    update(jobs)
-                    .where(jobs.c.id.in_(part))
-                    .values(
-                        state=PENDING,
-                        attempts=0,
-                        next_attempt_at=now,
-                        # no owner outside `running`: the lease checks rely on it
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        error_kind=None,
-                        error_message=None,
-                        finished_at=None,
-                        updated_at=now,
-                    )
-                )
-            return len(ids)
-
-        return await self._transact(work)
-
-
-def _stored_image(row: Any) -> StoredImage:
-    return StoredImage(
-        job_id=row.job_id,
-        index=row.index,
-        remote_url=row.remote_url,
-        prompt=row.prompt,
-        resolution=row.resolution,
-        seed=row.seed,
-        is_image_safe=row.is_image_safe,
-        state=row.state,
-        local_path=row.local_path,
-        sha256=row.sha256,
-        bytes=row.bytes,
-        width=row.width,
-        height=row.height,
-    )
 
 
 def _end_unanswered(conn: Connection, job_ids: Sequence[int], now: float, kind: str, message: str) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
+from pipeline.durations import parse_duration
 from pipeline.errors import LedgerError, LedgerUnavailable
 
 if TYPE_CHECKING:
@@ -130,8 +131,6 @@ def parse_window(value: str | None) -> float | None:
     """A retry window written as seconds or a duration (``90``, ``30s``, ``2m``); None if unset."""
     if value is None or not value.strip():
         return None
-    from pipeline.manifest import parse_duration
-
     return parse_duration(value.strip())
 
 

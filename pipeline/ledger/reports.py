@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pipeline.ledger.base import LedgerBase
 from pipeline.ledger.faults import verb
-from pipeline.ledger.tables import attempts, descriptions, images, jobs, manifests, runs
+from pipeline.ledger.records import StoredImage
+from pipeline.ledger.tables import PENDING, RUNNING, attempts, descriptions, images, jobs, manifests, runs
 
 #: a run whose heartbeat is older than this is not shown as a live worker
 WORKER_STALE_S = 180.0
@@ -134,6 +136,51 @@ class Reports(LedgerBase):
             )
         return found
 
+    @verb
+    async def images_of(self, job_id: int) -> list[StoredImage]:
+        """The recorded images of a job, by index."""
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(images).where(images.c.job_id == job_id).order_by(images.c.index)
+            )
+            return [_stored_image(r) for r in rows]
+
+    @verb
+    async def descriptions_of(self, job_id: int) -> list[str]:
+        """The recorded descriptions of a job, by index."""
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(descriptions.c.text)
+                .where(descriptions.c.job_id == job_id)
+                .order_by(descriptions.c.index)
+            )
+            return [r.text for r in rows]
+
+    @verb
+    async def pending_work(
+        self, manifest_id: int | None = None, *, skip: Sequence[int] = ()
+    ) -> tuple[int, int, float | None]:
+        """Pending and running job counts, and the earliest time a pending job is due.
+
+        ``manifest_id`` None counts every manifest but those in ``skip``.
+        """
+        where = [jobs.c.manifest_id == manifest_id] if manifest_id is not None else []
+        if skip:
+            where.append(jobs.c.manifest_id.not_in(list(skip)))
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(jobs.c.state, func.count(), func.min(jobs.c.next_attempt_at))
+                .where(jobs.c.state.in_((PENDING, RUNNING)), *where)
+                .group_by(jobs.c.state)
+            )
+            pending, running, due = 0, 0, None
+            for state, count, earliest in rows:
+                if state == PENDING:
+                    pending, due = int(count), earliest
+                else:
+                    running = int(count)
+        return pending, running, due
+
 
 @dataclass(frozen=True)
 class InDoubtAttempt:
@@ -231,3 +278,21 @@ def _run_dict(row: Any, now: float) -> dict[str, Any]:
         "outcome": row.outcome,
         "jobs_done": summary.get("run", {}).get("succeeded") if isinstance(summary, dict) else None,
     }
+
+
+def _stored_image(row: Any) -> StoredImage:
+    return StoredImage(
+        job_id=row.job_id,
+        index=row.index,
+        remote_url=row.remote_url,
+        prompt=row.prompt,
+        resolution=row.resolution,
+        seed=row.seed,
+        is_image_safe=row.is_image_safe,
+        state=row.state,
+        local_path=row.local_path,
+        sha256=row.sha256,
+        bytes=row.bytes,
+        width=row.width,
+        height=row.height,
+    )

@@ -30,6 +30,7 @@ from pipeline.errors import LedgerError, LedgerNotMigrated
 from pipeline.jobs import PlannedJob
 from pipeline.keys import canonical_json
 from pipeline.ledger import engine as engines
+from pipeline.ledger.admin import Admin
 from pipeline.ledger.base import id_chunks, job_row_values
 from pipeline.ledger.execution import Execution
 from pipeline.ledger.exports import Exports
@@ -53,7 +54,7 @@ PLAN_BATCH = 50_000
 PLAN_YIELD_EVERY = 100
 
 
-class Ledger(Execution, Reports, Exports):
+class Ledger(Execution, Reports, Exports, Admin):
     """The job store of one ledger URL (SQLite file or PostgreSQL database)."""
 
     # --- lifecycle -----------------------------------------------------------------

@@ -154,6 +154,16 @@ class JsonIds(TypeDecorator[Sequence[int]]):
         return None if value is None else json.dumps(list(value))
 
 
+def unleased(now: Any) -> dict[str, Any]:
+    """The values of a job leaving `running`: no lease and no reservation.
+
+    A job outside `running` never has an owner: the lease checks test the
+    owner alone (see the module docstring). Every write that takes a job out
+    of `running` sets these.
+    """
+    return {"lease_owner": None, "lease_expires_at": None, "reserved_micros": 0, "updated_at": now}
+
+
 class Statements:
     """One backend's prebuilt statements (PostgreSQL's lock rows; SQLite's BEGIN IMMEDIATE already does)."""
 
@@ -272,12 +282,9 @@ class Statements:
             update(jobs)
             .where(among(jobs.c.id))
             .values(
+                **unleased(bindparam("b_now")),
                 state=bindparam("b_state"),
-                lease_owner=None,
-                lease_expires_at=None,
-                reserved_micros=0,
                 finished_at=bindparam("b_now"),
-                updated_at=bindparam("b_now"),
                 error_kind=bindparam("b_kind"),
                 error_message=bindparam("b_message"),
                 # the answer, when it comes with the completion: one row version instead of two
@@ -296,23 +303,20 @@ class Statements:
                 in_doubt=bindparam("b_doubt"),
             )
         )
-        unleased: dict[str, Any] = {
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "reserved_micros": 0,
-            "updated_at": bindparam("b_now"),
+        ended: dict[str, Any] = {
+            **unleased(bindparam("b_now")),
             "error_kind": bindparam("b_kind"),
             "error_message": bindparam("b_message"),
         }
         self.rescheduled = (
             update(jobs)
             .where(jobs.c.id == bindparam("b_id"))
-            .values(**unleased, state=PENDING, next_attempt_at=bindparam("b_next"))
+            .values(**ended, state=PENDING, next_attempt_at=bindparam("b_next"))
         )
         self.failed = (
             update(jobs)
             .where(jobs.c.id == bindparam("b_id"))
-            .values(**unleased, state=FAILED, finished_at=bindparam("b_now"))
+            .values(**ended, state=FAILED, finished_at=bindparam("b_now"))
         )
 
 
