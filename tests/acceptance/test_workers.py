@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 from sqlalchemy import make_url
 
-from pipeline.fake_server import FakeServer
-from tests.acceptance.conftest import finish, ideobatch, manifest_for, start
+from pipeline.fake_server import FakeServer, FaultConfig
+from tests.acceptance.conftest import API_KEY, finish, ideobatch, manifest_for, start
 
 PG = pytest.mark.postgres
 
@@ -115,3 +115,56 @@ async def test_workers_share_one_budget(tmp_path: Path, server: FakeServer, pg_u
     status = json.loads(out)
     assert status["spend_usd"] == pytest.approx(0.96)
     assert status["jobs"]["succeeded"] == 12
+
+
+@PG
+async def test_one_worker_serves_every_manifest_and_a_waiting_one_holds_none_back(
+    tmp_path: Path, server: FakeServer, pg_url: str
+) -> None:
+    """Manifest A's jobs all wait out a 30 s Retry-After: one worker finishes B's 100 jobs meanwhile."""
+    async with FakeServer(FaultConfig(api_key=API_KEY, rate_429=1.0, retry_after_s=30)) as refusing:
+        waiting = manifest_for(
+            tmp_path,
+            refusing,
+            "  - op: generate\n    prompts: [a, b, c, d]\n",
+            name="waits",
+            extra=f"output:\n  dir: {tmp_path / 'out-a'}\n",
+        )
+        (tmp_path / "p.txt").write_text("".join(f"busy prompt {i}\n" for i in range(100)))
+        busy = manifest_for(
+            tmp_path,
+            server,
+            "  - op: generate\n    prompts: p.txt\n",
+            name="busy",
+            extra=f"limits:\n  concurrency: 8\noutput:\n  dir: {tmp_path / 'out-b'}\n",
+        )
+        await plan_saved(waiting, pg_url, tmp_path)
+        await plan_saved(busy, pg_url, tmp_path)
+        # real retry waits: the Retry-After of 30 s is honoured
+        worker = await start(
+            "worker", "--ledger", pg_url, "--quiet", cwd=tmp_path, env={"IDEOBATCH_TESTING_WAIT_SCALE": "1"}
+        )
+        query = Query(pg_url)
+        done_sql = (
+            "SELECT count(*) FROM jobs JOIN manifests ON manifests.id = jobs.manifest_id "
+            "WHERE manifests.name = 'busy' AND jobs.state = 'succeeded'"
+        )
+        # well under the 30 s the other manifest's jobs wait (a worker serving the manifests one
+        # after the other would not start on this one before them)
+        for _ in range(200):
+            if await query.one(done_sql) == 100:
+                break
+            await asyncio.sleep(0.1)
+        assert await query.one(done_sql) == 100
+        assert worker.returncode is None, "the worker waits for the other manifest's jobs"
+        worker.send_signal(signal.SIGTERM)
+        code, _out, err = await finish(worker)
+    assert code == 3, err
+    assert "Traceback" not in err
+    assert refusing.state.stats()["billed"] == 0
+    assert server.state.stats()["billed"] == 100
+    waiting_pending = await query.one(
+        "SELECT count(*) FROM jobs JOIN manifests ON manifests.id = jobs.manifest_id "
+        "WHERE manifests.name = 'waits' AND jobs.state = 'pending'"
+    )
+    assert waiting_pending == 4
