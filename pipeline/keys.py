@@ -35,16 +35,7 @@ def job_key(
     inputs: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The key of a top-level job; ``inputs`` are its other files as (role, identity), in order."""
-    fields: dict[str, Any] = {
-        "v": KEY_VERSION,
-        "op": op,
-        "request": request,
-        "source": source,
-        "replica": replica,
-    }
-    if inputs:
-        fields["inputs"] = [list(pair) for pair in inputs]
-    return hashlib.sha256(canonical_json(fields).encode("utf-8")).hexdigest()
+    return _digest({"op": op, "request": request, "source": source, "replica": replica}, inputs)
 
 
 def child_key(
@@ -57,15 +48,13 @@ def child_key(
     inputs: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The key of a chained job: its parent's key, its stage, its result index (and other inputs)."""
-    fields: dict[str, Any] = {
-        "v": KEY_VERSION,
-        "parent": parent_key,
-        "stage": stage,
-        "index": index,
-        "op": op,
-        "request": request,
-        "replica": replica,
-    }
+    fields = {"parent": parent_key, "stage": stage, "index": index, "op": op, "request": request}
+    return _digest({**fields, "replica": replica}, inputs)
+
+
+def _digest(fields: dict[str, Any], inputs: Sequence[tuple[str, str]]) -> str:
+    """sha256 of the canonical JSON of ``fields``, the key version, and the inputs when there are any."""
+    payload: dict[str, Any] = {"v": KEY_VERSION, **fields}
     if inputs:
-        fields["inputs"] = [list(pair) for pair in inputs]
-    return hashlib.sha256(canonical_json(fields).encode("utf-8")).hexdigest()
+        payload["inputs"] = [list(pair) for pair in inputs]
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()

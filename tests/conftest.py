@@ -25,6 +25,7 @@ from sqlalchemy import make_url
 
 from pipeline.ledger import engine as engines
 from pipeline.ledger.repository import Ledger
+from tests.outage import Outage
 
 DEFAULT_TEST_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 #: prefix of every database the suite creates (and drops)
@@ -200,6 +201,17 @@ def empty_pg_url(pg_server: PgServer) -> Iterator[str]:
     pg_server.create(name).result()
     yield pg_server.url_of(name)
     pg_server.drop(name).result()
+
+
+@pytest.fixture
+async def outage(pg_url: str) -> AsyncIterator[Outage]:
+    """A relay to a fresh PostgreSQL ledger that a test can cut (`tests.outage`)."""
+    relay = Outage(pg_url)
+    await relay.start()
+    try:
+        yield relay
+    finally:
+        await relay.close()
 
 
 # --- SQLite ---------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,17 +20,6 @@ from tests.outage import Outage
 
 PROMPTS = ", ".join(f"cat {n}" for n in range(40))
 BODY = f"  - op: generate\n    prompts: [{PROMPTS}]\n"
-
-
-@pytest.fixture
-async def outage(pg_url: str) -> AsyncIterator[Outage]:
-    """A relay to a fresh PostgreSQL ledger that a test can cut."""
-    relay = Outage(pg_url)
-    await relay.start()
-    try:
-        yield relay
-    finally:
-        await relay.close()
 
 
 def no_traceback(err: str) -> None:

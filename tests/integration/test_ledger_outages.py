@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +23,6 @@ from tests.integration.conftest import run, write_manifest
 from tests.outage import Outage
 
 PROMPTS = ", ".join(f"fox {n}" for n in range(40))
-
-
-@pytest.fixture
-async def outage(pg_url: str) -> AsyncIterator[Outage]:
-    """A relay to a fresh PostgreSQL ledger that a test can cut."""
-    relay = Outage(pg_url)
-    await relay.start()
-    try:
-        yield relay
-    finally:
-        await relay.close()
 
 
 def forty_jobs(folder: Path, extra: str = "") -> Path:
