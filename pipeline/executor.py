@@ -18,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -39,7 +40,7 @@ from pipeline.expand import ParentResult, expand_children, find_stage
 from pipeline.jobs import PlannedJob, StopReason
 from pipeline.ledger.records import ClaimedJob, Completion, Outcome, Response, StoredImage, to_micros
 from pipeline.naming import NameFields, UnsafePath, render_name, slugify, unique_template
-from pipeline.pacing import ImageSlots, TokenBucket
+from pipeline.pacing import Slots, TokenBucket
 from pipeline.pricing import PriceTable
 from pipeline.recovery import KeptAnswer, keep_answer
 from pipeline.results import (
@@ -146,7 +147,7 @@ class JobExecutor:
         writes: Writes,
         reads: Reads,
         policy: RetryPolicy,
-        slots: ImageSlots,
+        slots: Slots,
         bucket: TokenBucket | None,
         download_gate: asyncio.Semaphore,
         control: RunControl,
@@ -219,7 +220,7 @@ class JobExecutor:
             nonlocal attempt_id
             attempt_id = await self.writes.attempt_sent(job.id)
 
-        await self.slots.acquire(images)
+        await self.slots.acquire(images, job.id)
         try:
             if self.control.stopping:
                 await self.writes.settle(_untried(job), final=False)
@@ -239,7 +240,7 @@ class JobExecutor:
             await self._transient(job, attempt_id, exc, end)
             return None
         finally:
-            self.slots.release(images)
+            self.slots.release(images, job.id)
         self.slots.on_success()
         return result, attempt_id
 
@@ -247,10 +248,17 @@ class JobExecutor:
         self, job: ClaimedJob, attempt_id: int | None, exc: TransientError, end: JobEnd
     ) -> None:
         if exc.inflight_limit:
-            self.slots.on_rate_limited()
+            self.slots.on_rate_limited(endpoints.endpoint(job.op).images(job.request))
         end.in_doubt = exc.in_doubt and attempt_id is not None
-        made = job.attempts + (1 if attempt_id is not None else 0)
-        delay = self.policy.next_delay(exc, max(1, made))
+        if exc.status == 429:
+            # refused before it ran, and not billed: it waits its turn again without using up
+            # an attempt (`retry.give_up_after` bounds a run that gets nothing else)
+            end.rate_limited = True
+            delay: float | None = self.policy.wait_after(exc, job.attempts + 1)
+            made = job.attempts
+        else:
+            made = job.attempts + (1 if attempt_id is not None else 0)
+            delay = self.policy.next_delay(exc, max(1, made))
         if delay is None:
             end.failure = exc.reason
             message = f"gave up after {made} attempt(s): {exc.message}"
@@ -260,7 +268,10 @@ class JobExecutor:
         end.retried = True
         end.retry_in_s = delay
         end.retry_reason = str(exc.status) if exc.status else exc.reason
-        await self.writes.settle(_outcome(job, attempt_id, exc, time.time() + delay), final=False)
+        outcome = _outcome(job, attempt_id, exc, time.time() + delay)
+        if exc.status == 429:
+            outcome = replace(outcome, counts=False)
+        await self.writes.settle(outcome, final=False)
 
     # --- the answer --------------------------------------------------------------------
 

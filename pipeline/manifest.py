@@ -38,6 +38,7 @@ DEFAULT_BACKOFF_INITIAL_S = 1.0
 DEFAULT_BACKOFF_MAX_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_READ_TIMEOUT_S = 120.0
+DEFAULT_GIVE_UP_AFTER_S = 30 * 60.0
 #: the deadline of one image download (a produced image, or a URL source fetched to upload it)
 DEFAULT_DOWNLOAD_TIMEOUT_S = 120.0
 DEFAULT_NAME_TEMPLATE = "{op}/{slug}-{key}-{index}.{ext}"
@@ -96,6 +97,9 @@ class LimitsConfig(_Section):
     concurrency: Annotated[StrictInt, Field(ge=1, le=10_000)] = DEFAULT_CONCURRENCY
     requests_per_minute: Annotated[float, Field(gt=0)] | None = None
     budget_usd: Annotated[float, Field(ge=0)] | None = None
+    #: `account`: `concurrency` is the provider account's cap, shared through the ledger by every
+    #: process with the same base_url and key variable; `process`: each process's own
+    scope: Literal["account", "process"] = "account"
 
 
 class RetryConfig(_Section):
@@ -104,6 +108,8 @@ class RetryConfig(_Section):
     attempts: Annotated[StrictInt, Field(ge=1, le=100)] = DEFAULT_ATTEMPTS
     initial: Duration = DEFAULT_BACKOFF_INITIAL_S
     max: Duration = DEFAULT_BACKOFF_MAX_S
+    #: a run that gets nothing but 429s for this long stops (exit 3): a 429 is not an attempt
+    give_up_after: Duration = DEFAULT_GIVE_UP_AFTER_S
     #: how long a ledger that stops answering is waited for before the run stops (exit 5);
     #: unset: ``IDEOBATCH_LEDGER_RETRY``, else 60 s
     ledger_retry: Duration | None = None

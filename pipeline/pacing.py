@@ -2,9 +2,13 @@
 
 Ideogram counts its in-flight limit in images: a request for 4 images takes
 4 places. `ImageSlots` admits a request only when its images fit under the
-current limit; on a 429 the limit is halved (at most once per second), and
-each success adds back a fraction until the configured ceiling is reached
-again (additive increase, multiplicative decrease).
+current limit. A 429 for the in-flight limit says the provider's real cap
+is what was in flight then (the other calls' images): the limit drops to
+that at once, rather than halving, and then probes one place higher every
+twice-the-limit successful calls, up to the configured ceiling — so a
+ceiling set above the real cap settles at the real cap and costs few extra
+requests. These are the places of one process (`limits.scope: process`);
+`pipeline.account_slots` keeps them in the ledger for every process.
 """
 
 from __future__ import annotations
@@ -13,9 +17,33 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from typing import Protocol
 
-#: a 429 burst lowers the limit once per this many seconds, not once per rejected call
-DECREASE_COOLDOWN_S = 1.0
+#: successful calls, in multiples of the limit, between two probes of one place more
+PROBE_EVERY = 2
+
+
+class Slots(Protocol):
+    """Places in flight for calls (`ImageSlots` in one process, `SharedSlots` through the ledger)."""
+
+    ceiling: int
+    peak: int
+
+    async def acquire(self, images: int, job_id: int | None = None) -> None:
+        """Wait for ``images`` places (for the call of ``job_id``)."""
+        ...
+
+    def release(self, images: int, job_id: int | None = None) -> None:
+        """Give the places of a call back."""
+        ...
+
+    def on_success(self) -> None:
+        """A call went through."""
+        ...
+
+    def on_rate_limited(self, images: int = 1) -> None:
+        """A call of ``images`` was refused for the provider's in-flight limit."""
+        ...
 
 
 class ImageSlots:
@@ -32,7 +60,6 @@ class ImageSlots:
         self.in_use = 0
         self.peak = 0
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
-        self._last_decrease = 0.0
 
     @property
     def limit(self) -> int:
@@ -47,8 +74,11 @@ class ImageSlots:
         self.in_use += images
         self.peak = max(self.peak, self.in_use)
 
-    async def acquire(self, images: int) -> None:
-        """Wait until ``images`` places are free (and every earlier waiter is served), then take them."""
+    async def acquire(self, images: int, job_id: int | None = None) -> None:
+        """Wait until ``images`` places are free (and every earlier waiter is served), then take them.
+
+        ``job_id`` is not needed here (the ledger's shared places are per job).
+        """
         if not self._waiters and self._fits(images):
             self._take(images)
             return
@@ -66,7 +96,7 @@ class ImageSlots:
                 self._serve()
             raise
 
-    def release(self, images: int) -> None:
+    def release(self, images: int, job_id: int | None = None) -> None:
         """Give places back; they go to the waiters at the head of the queue."""
         self.in_use -= images
         self._serve()
@@ -83,17 +113,18 @@ class ImageSlots:
             self._take(images)
             future.set_result(None)
 
-    def on_rate_limited(self) -> None:
-        """The server said too many in flight: halve the limit (once per cooldown)."""
-        now = time.monotonic()
-        if now - self._last_decrease >= DECREASE_COOLDOWN_S:
-            self._limit = max(1.0, self._limit / 2)
-            self._last_decrease = now
+    def on_rate_limited(self, images: int = 1) -> None:
+        """A call of ``images`` (still holding its places) was refused for the in-flight limit.
+
+        The other calls' images in flight are what the provider let through:
+        the limit becomes that (never more than it was, never below one).
+        """
+        self._limit = max(1.0, min(self._limit, float(self.in_use - images)))
 
     def on_success(self) -> None:
-        """A call went through: creep back towards the ceiling (+1 per limit's worth of calls)."""
+        """A call went through: creep back towards the ceiling (+1 per twice the limit's calls)."""
         if self._limit < self.ceiling:
-            self._limit = min(float(self.ceiling), self._limit + 1.0 / self._limit)
+            self._limit = min(float(self.ceiling), self._limit + 1.0 / (PROBE_EVERY * self._limit))
             self._serve()
 
 

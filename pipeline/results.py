@@ -84,6 +84,8 @@ class JobEnd:
     retry_reason: str | None = None
     #: the attempt may have been billed without an answer being recorded
     in_doubt: bool = False
+    #: the call was refused unbilled for the provider's in-flight limit (a 429)
+    rate_limited: bool = False
     spend_micros: int = 0
     images: int = 0
     withheld: int = 0
@@ -111,6 +113,8 @@ class RunTally:
     failures: dict[str, int] = field(default_factory=dict)
     lost_leases: int = 0
     kept_answers: list[str] = field(default_factory=list)
+    #: calls refused for the provider's in-flight limit (not billed, not counted as attempts)
+    rate_limited: int = 0
 
     def add(self, end: JobEnd) -> None:
         """Count one job's end."""
@@ -122,6 +126,7 @@ class RunTally:
         self.expired += end.expired
         self.spend_micros += end.spend_micros
         self.lost_leases += end.lease_lost
+        self.rate_limited += end.rate_limited
         if end.failure is not None:
             self.failed += 1
             self.failures[end.failure] = self.failures.get(end.failure, 0) + 1

@@ -91,6 +91,10 @@ class RetryPolicy:
             return None
         return float(self._api.wait(state))
 
+    def wait_after(self, error: TransientError, attempt_number: int) -> float:
+        """Seconds to wait after ``error`` whatever the attempts (a call refused unbilled, a 429)."""
+        return float(self._api.wait(_failed_state(self._api, error, max(1, attempt_number))))
+
     async def download(self, fetch: Callable[[], Awaitable[T]]) -> T:
         """Run ``fetch`` until it succeeds, retrying `DownloadRetryable` errors in place.
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import aiohttp
 
+from pipeline.account_slots import SharedSlots
 from pipeline.client import IdeogramClient
 from pipeline.downloads import Downloader, clean_temp_files
 from pipeline.errors import LedgerError, OutputUnusable, UsageError
@@ -36,7 +37,7 @@ from pipeline.leases import DEFAULT_LEASE_S, POLL_S, reclaim_dead_on_this_host
 from pipeline.ledger.batcher import WriteBatcher
 from pipeline.ledger.records import ClaimedJob, ManifestRecord, to_usd
 from pipeline.ledger.repository import Ledger
-from pipeline.pacing import ImageSlots, TokenBucket
+from pipeline.pacing import ImageSlots, Slots, TokenBucket
 from pipeline.progress import Progress
 from pipeline.redirects import RedirectPolicy
 from pipeline.results import JobEnd, RunTally
@@ -84,9 +85,11 @@ class RunResult:
 class _Account:
     """The pacing shared by calls to one provider account (base URL and key variable)."""
 
-    slots: ImageSlots
+    slots: Slots
     bucket: TokenBucket | None
     download_gate: asyncio.Semaphore
+    #: the ledger-held places, when the account's cap is shared by every process
+    shared: SharedSlots | None = None
 
 
 @dataclass
@@ -160,6 +163,8 @@ class JobRunner:
             self._manifests[manifest.id] = _Manifest(manifest, settings)
             self._keys[manifest.id] = api_key
         self._tasks: set[asyncio.Task[None]] = set()
+        #: when a call last got an answer other than a 429 (a run of nothing else gives up)
+        self._last_answer = time.monotonic()
         self._calling = 0
         self._wake = asyncio.Event()
         self.stop_reason: StopReason | None = None
@@ -200,6 +205,9 @@ class JobRunner:
             for task in side:
                 task.cancel()
             await asyncio.gather(*side, return_exceptions=True)
+            for account in self._accounts.values():
+                if account.shared is not None:
+                    await account.shared.close()
             await self.batcher.close()
             try:
                 await writer
@@ -376,9 +384,26 @@ class JobRunner:
         self.result.tally.add(end)
         if end.retried and end.retry_reason is not None:
             self.progress.job_retrying(job.key, end.retry_reason, end.retry_in_s)
+        self._watch_rate_limits(manifest, end)
         if end.children:
             self.progress.add_total(end.children)
         self.progress.update()
+
+    def _watch_rate_limits(self, manifest: _Manifest, end: JobEnd) -> None:
+        """Stop a run that has had nothing but 429s for `retry.give_up_after`."""
+        now = time.monotonic()
+        if not end.rate_limited:
+            self._last_answer = now
+            return
+        limit = manifest.settings.retry.give_up_after
+        if now - self._last_answer > limit:
+            minutes = limit / 60
+            self.stop_for(
+                manifest,
+                StopReason.FATAL,
+                f"for {minutes:g} min the provider answered nothing but 429 (too many in flight): "
+                "is another client using this account's cap? (retry.give_up_after)",
+            )
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -424,7 +449,7 @@ class JobRunner:
             return False
         if removed:
             log.info("removed %d temporary file(s) left by a stopped run", removed)
-        account = self._account(settings)
+        account = await self._account(settings)
         redirects = RedirectPolicy.for_base_url(settings.provider.url)
         download_s = settings.timeouts.download
         api_key = self._keys[manifest.record.id]
@@ -444,17 +469,28 @@ class JobRunner:
         )
         return True
 
-    def _account(self, settings: RunSettings) -> _Account:
-        """The pacing of the settings' provider account (made on first use, with its limits)."""
+    async def _account(self, settings: RunSettings) -> _Account:
+        """The pacing of the settings' provider account (made on first use, with its limits).
+
+        With ``limits.scope: account`` (the default) its places are held in
+        the ledger, shared with every process that calls the same account.
+        """
         key = (settings.provider.url, settings.provider.key_env)
         account = self._accounts.get(key)
         if account is None:
             limits = settings.limits
-            account = self._accounts[key] = _Account(
-                ImageSlots(limits.concurrency),
-                TokenBucket(limits.requests_per_minute) if limits.requests_per_minute else None,
-                asyncio.Semaphore(max(4, limits.concurrency)),
-            )
+            bucket = TokenBucket(limits.requests_per_minute) if limits.requests_per_minute else None
+            gate = asyncio.Semaphore(max(4, limits.concurrency))
+            if limits.scope == "account":
+                account_id = await self.ledger.account_id(*key, limits.concurrency)
+                shared = SharedSlots(
+                    self.ledger, account_id, self.owner, limits.concurrency, lease_s=self.lease_s
+                )
+                shared.start()
+                account = _Account(shared, bucket, gate, shared)
+            else:
+                account = _Account(ImageSlots(limits.concurrency), bucket, gate)
+            self._accounts[key] = account
         return account
 
     # --- side tasks -----------------------------------------------------------------------

@@ -19,6 +19,7 @@ from sqlalchemy import (
     update,
 )
 
+from pipeline.ledger.accounts import drop_slots, renew_slots
 from pipeline.ledger.base import LedgerBase, grouped, id_chunks, job_row_values
 from pipeline.ledger.faults import verb
 from pipeline.ledger.records import (
@@ -165,6 +166,7 @@ class Execution(LedgerBase):
         )
 
         def renew(conn: Connection) -> set[int]:
+            renew_slots(conn, owner, now + lease_s)
             conn.execute(
                 update(manifests).where(manifests.c.lock_owner == owner).values(lock_expires_at=now + lease_s)
             )
@@ -450,6 +452,7 @@ class Execution(LedgerBase):
                         "b_message": o.message[:2000],
                         "b_next": o.next_attempt_at or now,
                         "b_now": now,
+                        **({} if final else {"b_uncount": 0 if o.counts or o.attempt_id is None else 1}),
                     }
                     for o in kept
                 ],
@@ -478,6 +481,8 @@ class Execution(LedgerBase):
                 wanted = [r.id for r in held]
             owned = self._owned(conn, owner, wanted)
             self._back_to_pending(conn, list(owned.values()), now, "cancelled", "run stopped")
+            if job_ids is None:  # the owner stops: its places in flight go back too
+                drop_slots(conn, owner)
 
         return await self._transact(work)
 

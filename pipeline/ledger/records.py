@@ -209,6 +209,9 @@ class Outcome:
     http_status: int | None = None
     next_attempt_at: float | None = None
     in_doubt: bool = False
+    #: False for an attempt that was refused unbilled for the in-flight limit (429): it does not
+    #: use up ``retry.attempts``
+    counts: bool = True
 
 
 @dataclass

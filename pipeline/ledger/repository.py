@@ -19,6 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     func,
     insert,
     select,
@@ -30,6 +31,7 @@ from pipeline.errors import LedgerError, LedgerNotMigrated
 from pipeline.jobs import PlannedJob
 from pipeline.keys import canonical_json
 from pipeline.ledger import engine as engines
+from pipeline.ledger.accounts import Accounts, drop_slots
 from pipeline.ledger.admin import Admin
 from pipeline.ledger.base import id_chunks, job_row_values
 from pipeline.ledger.execution import Execution
@@ -54,7 +56,7 @@ PLAN_BATCH = 50_000
 PLAN_YIELD_EVERY = 100
 
 
-class Ledger(Execution, Reports, Exports, Admin):
+class Ledger(Execution, Reports, Exports, Admin, Accounts):
     """The job store of one ledger URL (SQLite file or PostgreSQL database)."""
 
     # --- lifecycle -----------------------------------------------------------------
@@ -297,11 +299,12 @@ class Ledger(Execution, Reports, Exports, Admin):
 
     @verb
     async def reclaim_dead(self, owners: Sequence[str]) -> int:
-        """Reclaim the jobs of workers known to be dead and mark their runs crashed."""
+        """Reclaim the jobs and the places in flight of workers known to be dead; mark their runs crashed."""
         if not owners:
             return 0
         count = await self.reclaim_expired(owners=owners)
         async with self._write() as conn:
+            await conn.run_sync(_drop_slots_of, list(owners))
             await conn.execute(
                 update(runs)
                 .where(runs.c.owner.in_(list(owners)), runs.c.ended_at.is_(None))
@@ -352,6 +355,11 @@ class Ledger(Execution, Reports, Exports, Admin):
                 .where(manifests.c.id == manifest_id, manifests.c.lock_owner == owner)
                 .values(lock_owner=None, lock_expires_at=None)
             )
+
+
+def _drop_slots_of(conn: Connection, owners: list[str]) -> None:
+    for owner in owners:
+        drop_slots(conn, owner)
 
 
 def _manifest_record(row: Any) -> ManifestRecord:

@@ -311,7 +311,13 @@ class Statements:
         self.rescheduled = (
             update(jobs)
             .where(jobs.c.id == bindparam("b_id"))
-            .values(**ended, state=PENDING, next_attempt_at=bindparam("b_next"))
+            .values(
+                **ended,
+                state=PENDING,
+                next_attempt_at=bindparam("b_next"),
+                # an attempt refused for the in-flight limit is given back (b_uncount = 1)
+                attempts=jobs.c.attempts - bindparam("b_uncount", type_=BigInteger),
+            )
         )
         self.failed = (
             update(jobs)

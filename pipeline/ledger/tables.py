@@ -166,3 +166,51 @@ runs = Table(
     Column("outcome", String(32), nullable=True),
     Column("summary", Text, nullable=True),
 )
+
+#: a provider account (its base URL and the *name* of its key variable) whose cap on images
+#: in flight every process of this ledger shares (SPEC §11)
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("base_url", Text, nullable=False),
+    Column("key_env", String(128), nullable=False),
+    # the configured cap (`limits.concurrency`, the last one a run set) and the cap learned
+    # from the provider's 429s (NULL: none learned)
+    Column("cap", Integer, nullable=False),
+    Column("learned_cap", Integer, nullable=True),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("base_url", "key_env"),
+)
+
+#: images in flight: a job's call holds `images` places of its account until it ends, or until
+#: the hold's lease runs out (a dead process's places come back)
+slot_holds = Table(
+    "slot_holds",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("job_id", Id, nullable=False),
+    Column("owner", String(128), nullable=False),
+    Column("images", Integer, nullable=False),
+    Column("granted_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    UniqueConstraint("account_id", "job_id"),
+    Index(None, "owner"),
+)
+
+#: calls waiting for places, served oldest first across every process
+slot_waiters = Table(
+    "slot_waiters",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("job_id", Id, nullable=False),
+    Column("owner", String(128), nullable=False),
+    Column("images", Integer, nullable=False),
+    Column("since", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    UniqueConstraint("account_id", "job_id"),
+    Index(None, "account_id", "since"),
+    Index(None, "owner"),
+)

@@ -81,12 +81,22 @@ async def test_places_granted_to_a_task_cancelled_before_it_ran_are_given_back()
     await asyncio.wait_for(slots.acquire(1), 1)
 
 
-async def test_the_limit_halves_on_429_and_creeps_back() -> None:
+async def test_a_429_sets_the_limit_to_what_was_in_flight_and_it_creeps_back() -> None:
+    """A 429 with 6 images in flight (2 of them the refused call's): the real cap is 4; then +1 per 2×limit."""
     slots = ImageSlots(8)
-    slots.on_rate_limited()
+    for _ in range(3):
+        await slots.acquire(2)
+    slots.on_rate_limited(2)
     assert slots.limit == 4
-    slots.on_rate_limited()  # within the cooldown: one burst lowers it once
-    assert slots.limit == 4
+    slots.release(2)
+    slots.on_rate_limited(2)  # another refusal with fewer in flight lowers it only to what it sees
+    assert slots.limit == 2
+    successes = 0
+    while slots.limit == 2:
+        slots.on_success()
+        successes += 1
+    assert slots.limit == 3
+    assert 4 <= successes <= 6  # about twice the limit's worth of calls per place
     for _ in range(100):
         slots.on_success()
     assert slots.limit == 8

@@ -1,0 +1,210 @@
+"""A provider account's places in flight, taken from the ledger: one cap for every process (SPEC §11).
+
+`SharedSlots` has the interface of `pipeline.pacing.ImageSlots`, but the
+places live in the ledger (`pipeline.ledger.accounts`), so that every
+process working on one ledger with the same provider base URL and key
+variable together keeps under ``limits.concurrency``. One background task
+does the ledger work: it gives back the places of calls that ended and asks
+for places for calls that wait, many of each in one transaction (at most one
+ledger round trip per call); while calls wait it asks again, sooner after a
+grant and less often while nothing moves, to learn of places another
+process handed them.
+
+The cap is also learned (AIMD that settles at the provider's real cap): a
+429 for the in-flight limit sets the account's learned cap to the places
+that were in flight then, shared through the ledger; every twice-the-cap
+successful calls probe one place higher, until the configured cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Protocol
+
+from pipeline.errors import LedgerError
+
+log = logging.getLogger("ideobatch")
+
+#: how soon a waiting process asks again after its last exchange (doubling while nothing moves)
+FIRST_POLL_S = 0.01
+LAST_POLL_S = 0.25
+#: successful calls, in multiples of the limit, between two probes of one place more
+PROBE_EVERY = 2
+
+
+class Exchange(Protocol):
+    """What an exchange with the ledger gave (`pipeline.ledger.accounts.SlotExchange`)."""
+
+    @property
+    def granted(self) -> frozenset[int]:
+        """Jobs of ours that hold places now."""
+        ...
+
+    @property
+    def limit(self) -> int:
+        """The account's limit now."""
+        ...
+
+
+class SlotLedger(Protocol):
+    """The ledger verbs of an account's places (`pipeline.ledger.accounts.Accounts`)."""
+
+    async def exchange_slots(
+        self,
+        account_id: int,
+        owner: str,
+        *,
+        give_back: list[int],
+        want: list[tuple[int, int]],
+        lease_s: float,
+    ) -> Exchange:
+        """Give back places, ask for others."""
+        ...
+
+    async def learn_cap(self, account_id: int, *, rejected_images: int, owner: str) -> int:
+        """Learn the cap from a 429."""
+        ...
+
+    async def probe_cap(self, account_id: int) -> int | None:
+        """Raise the learned cap by one."""
+        ...
+
+
+class SharedSlots:
+    """Places in flight of one provider account, held in the ledger (see the module docstring)."""
+
+    def __init__(
+        self, ledger: SlotLedger, account_id: int, owner: str, ceiling: int, *, lease_s: float
+    ) -> None:
+        self._ledger = ledger
+        self.account_id = account_id
+        self.owner = owner
+        self.ceiling = max(1, ceiling)
+        self.lease_s = lease_s
+        #: this process's places in use, and the most it held at once
+        self.in_use = 0
+        self.peak = 0
+        self.limit = self.ceiling
+        self._waiting: dict[int, tuple[int, asyncio.Future[None]]] = {}
+        self._give_back: list[int] = []
+        self._held: dict[int, int] = {}
+        self._rejected: int | None = None
+        self._successes = 0
+        self._probe = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failure: LedgerError | None = None
+
+    def start(self) -> None:
+        """Start the task that talks to the ledger."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._exchange_loop(), name=f"slots-{self.account_id}")
+
+    async def close(self) -> None:
+        """Give back what is held (the ledger also drops it when the run releases its jobs)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, LedgerError):
+                await self._task
+            self._task = None
+
+    async def acquire(self, images: int, job_id: int | None = None) -> None:
+        """Wait until the account has ``images`` places for ``job_id`` (and earlier callers are served)."""
+        if self._failure is not None:
+            raise LedgerError(str(self._failure))
+        assert job_id is not None, "places in the ledger are held per job"
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[job_id] = (images, future)
+        self._wake.set()
+        try:
+            await future
+        except asyncio.CancelledError:
+            self._waiting.pop(job_id, None)
+            if future.done() and not future.cancelled():
+                self.release(images, job_id)  # granted, but cancelled before it could be used
+            else:
+                self._give_back.append(job_id)  # leave the line
+                self._wake.set()
+            raise
+        self._held[job_id] = images
+        self.in_use += images
+        self.peak = max(self.peak, self.in_use)
+
+    def release(self, images: int, job_id: int | None = None) -> None:
+        """The call of ``job_id`` ended: its places go back to the account."""
+        assert job_id is not None, "places in the ledger are held per job"
+        if self._held.pop(job_id, None) is not None:
+            self.in_use -= images
+        self._give_back.append(job_id)
+        self._wake.set()
+
+    def on_success(self) -> None:
+        """A call went through: after enough of them, probe one place above the learned cap."""
+        if self.limit >= self.ceiling:
+            return
+        self._successes += 1
+        if self._successes >= PROBE_EVERY * self.limit:
+            self._successes = 0
+            self._probe = True
+            self._wake.set()
+
+    def on_rate_limited(self, images: int = 1) -> None:
+        """The provider refused a call of ``images`` for its in-flight limit: learn the cap."""
+        self._rejected = max(self._rejected or 0, images)
+        self._successes = 0
+        self._wake.set()
+
+    async def _exchange_loop(self) -> None:
+        poll = FIRST_POLL_S
+        while True:
+            if not (self._give_back or self._rejected or self._probe):
+                try:
+                    timeout = poll if self._waiting else None
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    poll = min(LAST_POLL_S, poll * 2)
+                else:
+                    poll = FIRST_POLL_S
+            self._wake.clear()
+            try:
+                granted = await self._exchange()
+            except LedgerError as exc:
+                # the run stops (the executor's call sees it); waiting calls fail with it
+                self._failure = exc
+                for _images, future in self._waiting.values():
+                    if not future.done():
+                        future.set_exception(LedgerError(str(exc)))
+                self._waiting.clear()
+                raise
+            if granted:
+                poll = FIRST_POLL_S
+
+    async def _exchange(self) -> int:
+        """One round with the ledger; returns how many waiting calls were granted."""
+        if self._rejected is not None:
+            rejected, self._rejected = self._rejected, None
+            self.limit = await self._ledger.learn_cap(
+                self.account_id, rejected_images=rejected, owner=self.owner
+            )
+            log.info("the provider's in-flight cap looks like %d image(s): keeping under it", self.limit)
+        if self._probe:
+            self._probe = False
+            learned = await self._ledger.probe_cap(self.account_id)
+            self.limit = self.ceiling if learned is None else learned
+        give_back, self._give_back = self._give_back, []
+        want = [(job_id, images) for job_id, (images, _future) in self._waiting.items()]
+        if not give_back and not want:
+            return 0
+        exchange = await self._ledger.exchange_slots(
+            self.account_id, self.owner, give_back=give_back, want=want, lease_s=self.lease_s
+        )
+        self.limit = exchange.limit
+        granted = 0
+        for job_id in exchange.granted:
+            entry = self._waiting.pop(job_id, None)
+            if entry is not None and not entry[1].done():
+                entry[1].set_result(None)
+                granted += 1
+        return granted

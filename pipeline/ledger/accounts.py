@@ -1,0 +1,292 @@
+"""The provider account's cap on images in flight, held in the ledger for every process (SPEC §11).
+
+Ideogram caps images in flight per organisation. Every process working on
+one ledger with the same provider ``base_url`` and key variable takes its
+places from the ledger: a call holds ``images`` places (`slot_holds`) from
+just before it is sent until it ends, and a call that does not fit waits in
+line (`slot_waiters`), oldest first across processes. Whoever changes the
+places in use — taking, or giving back — hands freed places to the oldest
+waiters in the same transaction, whichever process they belong to; each
+process learns of its grants from its next exchange or poll. Holds and
+waiters have a lease, renewed with the jobs' leases: a dead process's places
+come back when it runs out.
+
+Why tables and not PostgreSQL advisory locks: a hold must outlive the
+connection that took it (a pooled connection is shared by many calls),
+carry a number of places, be visible to ``status``, and behave the same on
+SQLite. The account row is the one lock: each exchange is one short
+transaction that locks it first.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from pipeline.ledger.base import LedgerBase
+from pipeline.ledger.faults import verb
+from pipeline.ledger.tables import accounts, slot_holds, slot_waiters
+
+
+@dataclass(frozen=True)
+class SlotExchange:
+    """What an exchange with the account's places gave this process."""
+
+    #: of the jobs this process asked places for, those that hold them now
+    granted: frozenset[int]
+    #: the account's places in use after the exchange, and its limit (the learned cap, or the cap)
+    in_use: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class AccountStatus:
+    """An account's caps and who holds its places."""
+
+    base_url: str
+    key_env: str
+    cap: int
+    learned_cap: int | None
+    #: images in flight per process (lease owner)
+    in_flight: dict[str, int]
+    waiting: int
+
+
+class Accounts(LedgerBase):
+    """The part of the `Ledger` that keeps provider accounts' places in flight."""
+
+    @verb
+    async def account_id(self, base_url: str, key_env: str, cap: int) -> int:
+        """The account of ``base_url`` and ``key_env`` (created if new), its cap set to ``cap``."""
+        now = time.time()
+
+        def work(conn: Connection) -> int:
+            where = (accounts.c.base_url == base_url, accounts.c.key_env == key_env)
+            found = conn.execute(self._locked(select(accounts.c.id, accounts.c.cap).where(*where))).first()
+            if found is None:
+                values = {"base_url": base_url, "key_env": key_env, "cap": cap, "updated_at": now}
+                return int(
+                    conn.execute(insert(accounts).values(**values).returning(accounts.c.id)).scalar_one()
+                )
+            if found.cap != cap:
+                _set(conn, found.id, cap=cap, updated_at=now)
+            return int(found.id)
+
+        return await self._transact(work)
+
+    @verb
+    async def exchange_slots(
+        self,
+        account_id: int,
+        owner: str,
+        *,
+        give_back: Sequence[int] = (),
+        want: Sequence[tuple[int, int]] = (),
+        lease_s: float,
+        now: float | None = None,
+    ) -> SlotExchange:
+        """Give back the places of ``give_back`` jobs (or their place in line) and ask for ``want``.
+
+        ``want`` is (job id, images) for each call waiting for places.
+
+        One transaction: the places given back and those of expired leases
+        are handed to the oldest waiters, this process's new requests joining
+        the end of the line. Returns which of the jobs in ``want`` hold places
+        now (granted now, or earlier by another process's exchange).
+        """
+        now = time.time() if now is None else now
+
+        def work(conn: Connection) -> SlotExchange:
+            account = self._lock_account(conn, account_id)
+            for table in (slot_holds, slot_waiters) if give_back else ():
+                conn.execute(
+                    delete(table).where(
+                        table.c.account_id == account_id,
+                        table.c.owner == owner,
+                        table.c.job_id.in_(list(give_back)),
+                    )
+                )
+            wanted = dict(want)
+            if wanted:
+                known = {
+                    r.job_id
+                    for table in (slot_holds, slot_waiters)
+                    for r in conn.execute(
+                        select(table.c.job_id).where(
+                            table.c.account_id == account_id, table.c.job_id.in_(list(wanted))
+                        )
+                    )
+                }
+                new = [
+                    {
+                        "account_id": account_id,
+                        "job_id": job_id,
+                        "owner": owner,
+                        "images": images,
+                        "since": now,
+                        "expires_at": now + lease_s,
+                    }
+                    for job_id, images in wanted.items()
+                    if job_id not in known
+                ]
+                if new:
+                    conn.execute(insert(slot_waiters), new)
+            in_use, limit = self._hand_out(conn, account, now, lease_s)
+            held = (
+                {
+                    r.job_id
+                    for r in conn.execute(
+                        select(slot_holds.c.job_id).where(
+                            slot_holds.c.account_id == account_id,
+                            slot_holds.c.owner == owner,
+                            slot_holds.c.job_id.in_(list(wanted)),
+                        )
+                    )
+                }
+                if wanted
+                else set()
+            )
+            return SlotExchange(frozenset(held), in_use, limit)
+
+        return await self._transact(work)
+
+    def _lock_account(self, conn: Connection, account_id: int) -> Any:
+        query = select(accounts.c.id, accounts.c.cap, accounts.c.learned_cap).where(
+            accounts.c.id == account_id
+        )
+        return conn.execute(self._locked(query)).one()
+
+    def _hand_out(self, conn: Connection, account: Any, now: float, lease_s: float) -> tuple[int, int]:
+        """Drop expired holds and waiters, then grant places to the oldest waiters that fit, in order."""
+        account_id = account.id
+        for table in (slot_holds, slot_waiters):
+            conn.execute(delete(table).where(table.c.account_id == account_id, table.c.expires_at < now))
+        in_use = _in_use(conn, account_id, now)
+        limit = min(account.cap, account.learned_cap or account.cap)
+        waiting = conn.execute(
+            select(slot_waiters.c.id, slot_waiters.c.job_id, slot_waiters.c.owner, slot_waiters.c.images)
+            .where(slot_waiters.c.account_id == account_id)
+            .order_by(slot_waiters.c.since, slot_waiters.c.id)
+        ).all()
+        granted_ids: list[int] = []
+        holds: list[dict[str, Any]] = []
+        for waiter in waiting:
+            # strictly in order: a call that does not fit keeps the ones behind it waiting;
+            # one larger than the limit goes alone rather than never
+            if in_use + waiter.images > limit and in_use > 0:
+                break
+            in_use += waiter.images
+            granted_ids.append(waiter.id)
+            holds.append(
+                {
+                    "account_id": account_id,
+                    "job_id": waiter.job_id,
+                    "owner": waiter.owner,
+                    "images": waiter.images,
+                    "granted_at": now,
+                    "expires_at": now + lease_s,
+                }
+            )
+        if holds:
+            conn.execute(delete(slot_waiters).where(slot_waiters.c.id.in_(granted_ids)))
+            conn.execute(insert(slot_holds), holds)
+        return in_use, limit
+
+    @verb
+    async def learn_cap(self, account_id: int, *, rejected_images: int, owner: str) -> int:
+        """The provider refused a call for its in-flight limit: learn the cap from what was in flight.
+
+        The places held by other calls at that moment are what the provider
+        let through, so they are the estimate (never below one, never above
+        what was learned before). Returns the learned cap.
+        """
+        now = time.time()
+
+        def work(conn: Connection) -> int:
+            account = self._lock_account(conn, account_id)
+            estimate = max(1, _in_use(conn, account_id, now) - rejected_images)
+            learned = int(min(account.learned_cap or account.cap, estimate))
+            _set(conn, account_id, learned_cap=learned, updated_at=now)
+            return learned
+
+        return await self._transact(work)
+
+    @verb
+    async def probe_cap(self, account_id: int) -> int | None:
+        """Raise the learned cap by one place (towards the configured cap); the learned cap after."""
+        now = time.time()
+
+        def work(conn: Connection) -> int | None:
+            account = self._lock_account(conn, account_id)
+            if account.learned_cap is None:
+                return None
+            raised = int(account.learned_cap) + 1
+            learned = None if raised >= account.cap else raised
+            _set(conn, account_id, learned_cap=learned, updated_at=now)
+            return learned
+
+        return await self._transact(work)
+
+    @verb
+    async def account_statuses(self) -> list[AccountStatus]:
+        """Every account: its caps, the images in flight per process, and the calls waiting."""
+        now = time.time()
+        async with self._read() as conn:
+            rows = (await conn.execute(select(accounts).order_by(accounts.c.id))).all()
+            holds = (
+                await conn.execute(
+                    select(slot_holds.c.account_id, slot_holds.c.owner, func.sum(slot_holds.c.images))
+                    .where(slot_holds.c.expires_at >= now)
+                    .group_by(slot_holds.c.account_id, slot_holds.c.owner)
+                )
+            ).all()
+            waiting = (
+                await conn.execute(
+                    select(slot_waiters.c.account_id, func.count())
+                    .where(slot_waiters.c.expires_at >= now)
+                    .group_by(slot_waiters.c.account_id)
+                )
+            ).all()
+        in_flight: dict[int, dict[str, int]] = {}
+        for account_id, owner, images in holds:
+            in_flight.setdefault(account_id, {})[owner] = int(images)
+        waits = {account_id: int(count) for account_id, count in waiting}
+        return [
+            AccountStatus(
+                base_url=row.base_url,
+                key_env=row.key_env,
+                cap=row.cap,
+                learned_cap=row.learned_cap,
+                in_flight=in_flight.get(row.id, {}),
+                waiting=waits.get(row.id, 0),
+            )
+            for row in rows
+        ]
+
+
+def _in_use(conn: Connection, account_id: int, now: float) -> int:
+    """Places of the account held under a lease still running."""
+    held = select(func.coalesce(func.sum(slot_holds.c.images), 0)).where(
+        slot_holds.c.account_id == account_id, slot_holds.c.expires_at >= now
+    )
+    return int(conn.execute(held).scalar_one())
+
+
+def _set(conn: Connection, account_id: int, **values: Any) -> None:
+    conn.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
+
+
+def renew_slots(conn: Connection, owner: str, expires_at: float) -> None:
+    """Extend the leases of ``owner``'s holds and waits (with its jobs' leases)."""
+    for table in (slot_holds, slot_waiters):
+        conn.execute(update(table).where(table.c.owner == owner).values(expires_at=expires_at))
+
+
+def drop_slots(conn: Connection, owner: str) -> None:
+    """Give back every place ``owner`` holds or waits for (it stops)."""
+    for table in (slot_holds, slot_waiters):
+        conn.execute(delete(table).where(table.c.owner == owner))
