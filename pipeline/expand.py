@@ -20,6 +20,7 @@ from pipeline.jobs import PlannedJob
 from pipeline.keys import child_key, job_key
 from pipeline.manifest import LoadedManifest, StageSpec
 from pipeline.pricing import PriceTable
+from pipeline.ratios import normalise_ratios
 from pipeline.sources import Reporter, SourceImage, file_sha256, iter_images, iter_prompts
 
 #: how many local file hashes to remember while expanding (a file used by many jobs)
@@ -29,12 +30,15 @@ HASH_CACHE_SIZE = 4096
 def merge_params(
     op: str, defaults: Mapping[str, Any], own: Mapping[str, Any], combo: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Defaults the op takes, overlaid by the job's own fields, then by a matrix combination."""
+    """Defaults the op takes, overlaid by the job's own fields, then by a matrix combination.
+
+    Ratios written `16:9` come out in the op's own spelling (`pipeline.ratios`).
+    """
     fields = endpoints.endpoint(op).fields
     merged = {k: v for k, v in defaults.items() if k in fields}
     merged.update(own)
     merged.update(combo)
-    return merged
+    return normalise_ratios(op, merged)
 
 
 def matrix_combos(matrix: Mapping[str, Sequence[Any]] | None) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from pipeline.expand import matrix_combos, merge_params
 from pipeline.manifest import LoadedManifest, StageSpec, load_manifest
 from pipeline.naming import template_problem
 from pipeline.pricing import valid_override_key
+from pipeline.ratios import normalised_copy
 from pipeline.sources import Reporter, iter_images, iter_prompts
 from pipeline.suggestions import did_you_mean
 from pipeline.yaml_loader import Path as DataPath
@@ -83,7 +84,8 @@ def _check_defaults(defaults: Mapping[str, Any], report: Reporter) -> None:
             hint = did_you_mean(name, endpoints.all_fields())
             report.at(("defaults", name), "not a request field of any op" + hint)
             continue
-        for field_name, message in takers[0].check({name: value}, need_required=False):
+        default = normalised_copy(takers[0].op, {name: value})
+        for field_name, message in takers[0].check(default, need_required=False):
             report.at(("defaults", field_name or name), message)
 
 
