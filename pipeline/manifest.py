@@ -149,6 +149,8 @@ class JobSpec(StageSpec):
     prompts: Any = None
     images: Any = None
     id: StrictStr | None = None
+    #: columns (or JSONL keys) of the prompts file that are not settings: skipped
+    ignore_columns: list[StrictStr] | None = None
 
 
 class Manifest(BaseModel):

@@ -21,7 +21,8 @@ from pipeline.manifest import LoadedManifest, StageSpec, load_manifest
 from pipeline.naming import template_problem
 from pipeline.pricing import valid_override_key
 from pipeline.ratios import normalised_copy
-from pipeline.sources import Reporter, iter_images, iter_prompts
+from pipeline.row_checks import count_checked_rows
+from pipeline.sources import Reporter, iter_images
 from pipeline.suggestions import did_you_mean
 from pipeline.yaml_loader import Path as DataPath
 
@@ -178,7 +179,7 @@ def _check_prompt_template(template: str, parent_op: str, path: DataPath, report
 def _count_entry(loaded: LoadedManifest, spec: Any, path: DataPath, report: Reporter) -> int:
     """Stream the entry's sources once, checking each item, and count its jobs."""
     before = len(report.problems)
-    prompts = sum(1 for _ in iter_prompts(spec.prompt, spec.prompts, loaded.base_dir, path, report))
+    prompts = count_checked_rows(loaded, spec, path, report)
     images = 1
     if spec.images is not None:
         encoding = loaded.manifest.provider.image_encoding
