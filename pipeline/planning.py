@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from pipeline import endpoints
-from pipeline.errors import LedgerNotMigrated, ManifestError
+from pipeline.errors import LedgerMissing, LedgerNotMigrated, ManifestError
 from pipeline.expand import expand
 from pipeline.fingerprint import plan_fingerprint
 from pipeline.jobs import PlannedJob
-from pipeline.ledger.engine import async_url
+from pipeline.ledger.faults import masked
 from pipeline.ledger.records import ManifestRecord, PlanCounts, to_micros, to_usd
 from pipeline.ledger.repository import Ledger, opened_ledger
 from pipeline.manifest import LoadedManifest, load_manifest
@@ -22,23 +21,28 @@ LOOKUP_BATCH = 5000
 log = logging.getLogger("ideobatch")
 
 
-async def _open_existing(url: str) -> Ledger | None:
+async def _open_existing(url: str | None) -> Ledger | None:
     """The ledger if it already exists (planning never creates one)."""
-    target = async_url(url)
-    if target.get_backend_name() == "sqlite" and not Path(str(target.database)).expanduser().exists():
+    if url is None:
         return None
     try:
-        return await Ledger.open(url, upgrade=False)
-    except LedgerNotMigrated:
+        return await Ledger.open(url, upgrade=False, create=False)
+    except (LedgerNotMigrated, LedgerMissing):
         return None
 
 
-async def plan_report(manifest: str, ledger_url: str) -> dict[str, Any]:
-    """Counts per op and model, jobs already done in the ledger, and the estimated cost."""
+async def plan_report(manifest: str, ledger_url: str | None, *, where: str | None = None) -> dict[str, Any]:
+    """Counts per op and model, jobs already done in the ledger, and the estimated cost.
+
+    ``where`` names the ledger in the report (default: its URL, password
+    masked); a ledger that does not exist (or ``ledger_url`` None) means
+    nothing is done yet, and none is created.
+    """
     loaded, _counts = load_valid(manifest)
     name = loaded.manifest.name
     rows: dict[tuple[str, str | None], dict[str, Any]] = {}
     ledger = await _open_existing(ledger_url)
+    found = ledger is not None
     try:
         record = await ledger.get_manifest(name) if ledger else None
         batch: list[PlannedJob] = []
@@ -91,6 +95,8 @@ async def plan_report(manifest: str, ledger_url: str) -> dict[str, Any]:
     return {
         "manifest": name,
         "file": str(loaded.path),
+        "ledger": where or (masked(ledger_url) if ledger_url else None),
+        "ledger_found": found,
         "jobs": sum(r["jobs"] for r in table),
         "images": sum(r["images"] for r in table),
         "done": sum(r["done"] for r in table),
@@ -180,6 +186,9 @@ def render_plan(report: dict[str, Any]) -> str:
         f"{report['to_run']} to run; estimated ${report['remaining_usd']:.2f} for what is left "
         f"(${report['estimate_usd']:.2f} in all)"
     )
+    if report["ledger"]:
+        state = "" if report["ledger_found"] else ": none there yet, so nothing is done (none was created)"
+        lines.append(f"ledger {report['ledger']}{state}")
     if report["chained_stages"]:
         lines.append(
             f"plus {report['chained_stages']} chained stage(s), planned as their parents finish "
