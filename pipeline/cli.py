@@ -363,6 +363,30 @@ def plan(manifest: str, ledger_url: str | None, as_json: bool, save: bool, budge
 
 
 @main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@ledger_option
+@click.option("--base-url", help="API base URL (overrides provider.base_url; e.g. a fake server).")
+@json_option
+@logging_options
+def doctor(manifest: str, ledger_url: str | None, base_url: str | None, as_json: bool) -> None:
+    """Preflight MANIFEST, spending nothing: manifest, key, ledger, output folder, disk room, provider host.
+
+    One line per check; exit 0 only if all pass (else 2: manifest or key, 5: ledger, output
+    folder or disk, 1: the provider's host does not resolve). Nothing is sent, no ledger made.
+    """
+    from pipeline import doctor as preflight
+
+    place = _ledger_place(manifest, ledger_url, must_exist=False)
+    checks = _run_async(lambda: preflight.diagnose(manifest, place, base_url=base_url))
+    if as_json:
+        click.echo(json.dumps(preflight.as_json(checks), sort_keys=True))
+    else:
+        for check in checks:
+            click.echo(check.line())
+    sys.exit(preflight.exit_code(checks))
+
+
+@main.command()
 @click.argument("manifest", required=False)
 @ledger_option
 @json_option

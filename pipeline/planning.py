@@ -9,6 +9,7 @@ from pipeline import endpoints
 from pipeline.errors import LedgerMissing, LedgerNotMigrated, ManifestError
 from pipeline.expand import expand
 from pipeline.fingerprint import plan_fingerprint
+from pipeline.footprint import human_bytes, job_bytes
 from pipeline.jobs import PlannedJob
 from pipeline.ledger.faults import masked
 from pipeline.ledger.records import ManifestRecord, PlanCounts, to_micros, to_usd
@@ -61,17 +62,22 @@ async def plan_report(manifest: str, ledger_url: str | None, *, where: str | Non
                         "failed": 0,
                         "estimate_micros": 0,
                         "remaining_micros": 0,
+                        "disk_bytes": 0,
+                        "remaining_disk_bytes": 0,
                     },
                 )
                 state = states.get(job.key)
                 cost = to_micros(job.cost_usd)
+                disk = job_bytes(job.op, job.request, job.num_images)
                 row["jobs"] += 1
                 row["images"] += job.num_images if endpoints.endpoint(job.op).makes_images else 0
                 row["estimate_micros"] += cost
+                row["disk_bytes"] += disk
                 if state == "succeeded":
                     row["done"] += 1
                 else:
                     row["remaining_micros"] += cost
+                    row["remaining_disk_bytes"] += disk
                     row["failed"] += state == "failed"
             batch.clear()
 
@@ -104,6 +110,9 @@ async def plan_report(manifest: str, ledger_url: str | None, *, where: str | Non
         "to_run": sum(r["jobs"] - r["done"] for r in table),
         "estimate_usd": round(sum(r["estimate_usd"] for r in table), 6),
         "remaining_usd": round(sum(r["remaining_usd"] for r in table), 6),
+        # a rough figure: `pipeline.footprint` (bytes per pixel of the ops' image sizes)
+        "disk_bytes": sum(r["disk_bytes"] for r in table),
+        "remaining_disk_bytes": sum(r["remaining_disk_bytes"] for r in table),
         "chained_stages": stages,
         "by_op_model": table,
     }
@@ -185,6 +194,10 @@ def render_plan(report: dict[str, Any]) -> str:
         f"total {report['jobs']} job(s), {report['images']} image(s); {report['done']} already done, "
         f"{report['to_run']} to run; estimated ${report['remaining_usd']:.2f} for what is left "
         f"(${report['estimate_usd']:.2f} in all)"
+    )
+    lines.append(
+        f"disk: about {human_bytes(report['remaining_disk_bytes'])} for the images left "
+        f"({human_bytes(report['disk_bytes'])} in all; a rough estimate from each op's image size)"
     )
     if report["ledger"]:
         state = "" if report["ledger_found"] else ": none there yet, so nothing is done (none was created)"

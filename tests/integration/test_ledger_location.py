@@ -1,26 +1,21 @@
 """Where the ledger lives (SPEC §11): beside its manifest, found from any folder, never made by a reader.
 
 The commands run in this process (click's runner) from the working
-directories under test; the fake server runs on a thread of its own, so that
-`run` can own the main thread's event loop and signal handlers as it does
-for a user.
+directories under test, against the fake server on a thread of its own
+(`threaded_server`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from pipeline.cli import main
-from pipeline.fake_server import FakeServer, FaultConfig
-from tests.integration.conftest import API_KEY
+from pipeline.fake_server import FakeServer
 
 JOBS = """\
 jobs:
@@ -28,25 +23,6 @@ jobs:
     prompts: [a red kite, a blue kite, a green kite]
     num_images: 2
 """
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
-    """A fake server on a thread with its own event loop; the key set; no IDEOBATCH_LEDGER."""
-    monkeypatch.setenv("CRAZYROUTER_API_KEY", API_KEY)
-    monkeypatch.delenv("IDEOBATCH_LEDGER", raising=False)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="fake-server", daemon=True)
-    thread.start()
-    fake = FakeServer(FaultConfig(api_key=API_KEY, seed=11))
-    asyncio.run_coroutine_threadsafe(fake.start(), loop).result(30)
-    try:
-        yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(30)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(30)
-        loop.close()
 
 
 def project(root: Path, server: FakeServer) -> Path:
@@ -66,13 +42,13 @@ def ideobatch(cwd: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> Result:
 
 
 def test_a_manifest_finds_its_ledger_from_any_working_directory(
-    tmp_path: Path, server: FakeServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, threaded_server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Run from its folder; then run, plan and status from two others: no request, all done, same spend."""
-    manifest = project(tmp_path, server)
+    manifest = project(tmp_path, threaded_server)
     first = ideobatch(manifest.parent, monkeypatch, "run", "m.yaml", "--quiet", "--json")
     assert first.exit_code == 0, first.output
-    assert len(server.state.log) == 3
+    assert len(threaded_server.state.log) == 3
     spend = json.loads(first.stdout)["spend_usd"]
     assert (manifest.parent / ".ideobatch" / "ledger.db").is_file()
 
@@ -90,7 +66,7 @@ def test_a_manifest_finds_its_ledger_from_any_working_directory(
         assert status.exit_code == 0, status.output
         assert json.loads(status.stdout)["spend_usd"] == spend
         assert not (cwd / ".ideobatch").exists()
-    assert len(server.state.log) == 3  # nothing was sent again
+    assert len(threaded_server.state.log) == 3  # nothing was sent again
 
 
 @pytest.mark.parametrize(
@@ -129,25 +105,26 @@ def test_plan_without_a_ledger_says_nothing_is_done_and_creates_none(
     assert "0 already done, 3 to run" in result.stdout
     assert f"ledger {tmp_path}/.ideobatch/ledger.db (the ledger kept beside the manifest" in result.stdout
     assert "none there yet, so nothing is done (none was created)" in result.stdout
+    assert "disk: about 9.4 MB for the images left" in result.stdout  # 3 jobs x 2 images of ~1 MP
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.yaml"]
 
 
 def test_a_ledger_an_earlier_release_made_in_the_working_directory_is_used_and_can_be_moved(
-    tmp_path: Path, server: FakeServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, threaded_server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`run` finds the old ledger (no request), says how to move it; once moved, any folder finds it."""
-    manifest = project(tmp_path, server)
+    manifest = project(tmp_path, threaded_server)
     old = tmp_path / "old-cwd"
     old.mkdir()
     made = ideobatch(
         old, monkeypatch, "run", str(manifest), "--quiet", "--ledger", "sqlite:///.ideobatch/ledger.db"
     )
     assert made.exit_code == 0, made.output
-    assert len(server.state.log) == 3
+    assert len(threaded_server.state.log) == 3
 
     again = ideobatch(old, monkeypatch, "run", str(manifest), "--quiet")
     assert again.exit_code == 0, again.output
-    assert len(server.state.log) == 3
+    assert len(threaded_server.state.log) == 3
     assert "it knows this manifest, and none is beside the manifest yet" in again.stderr
     assert not (manifest.parent / ".ideobatch").exists()
 
@@ -157,14 +134,14 @@ def test_a_ledger_an_earlier_release_made_in_the_working_directory_is_used_and_c
     moved = ideobatch(tmp_path, monkeypatch, "run", str(manifest), "--quiet")
     assert moved.exit_code == 0, moved.output
     assert "warning" not in moved.stderr
-    assert len(server.state.log) == 3
+    assert len(threaded_server.state.log) == 3
 
 
 def test_run_warns_when_the_output_folder_holds_images_its_ledger_does_not_know(
-    tmp_path: Path, server: FakeServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, threaded_server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A second ledger over the same output folder: the run says so before paying again."""
-    manifest = project(tmp_path, server)
+    manifest = project(tmp_path, threaded_server)
     first = ideobatch(manifest.parent, monkeypatch, "run", "m.yaml", "--quiet")
     assert first.exit_code == 0, first.output
     assert "does not know" not in first.stderr
