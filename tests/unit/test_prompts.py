@@ -93,3 +93,13 @@ def test_validating_rows_holds_no_more_memory_for_more_rows(tmp_path: Path) -> N
         tracemalloc.stop()
     assert counts.total == 20_000
     assert peak < 4_000_000
+
+
+def test_a_rows_values_are_part_of_its_job_key(tmp_path: Path) -> None:
+    """Editing one row's seed makes that row a new job; the other rows keep their keys."""
+    manifest = write_rows(tmp_path, 3)
+    before = [job.key for job in expand(load_manifest(manifest))]
+    table = tmp_path / "p.csv"
+    table.write_text(table.read_text().replace(",1,2\n", ",99,2\n"))
+    after = [job.key for job in expand(load_manifest(manifest))]
+    assert [b == a for b, a in zip(before, after, strict=True)] == [True, False, True]
