@@ -156,7 +156,7 @@ def _output(output_dir: str) -> Check:
 async def _disk(loaded: LoadedManifest, output_dir: str, ledger_url: str | None) -> Check:
     from pipeline.planning import plan_report
 
-    report = await plan_report(str(loaded.path), ledger_url)
+    report = await plan_report(str(loaded.path), ledger_url, loaded=loaded)
     needed = int(report["remaining_disk_bytes"])
     images = int(report["images"])
     probe = _existing(Path(output_dir))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
-from pipeline.errors import LedgerError, LedgerMissing, ManifestError
+from pipeline.errors import LedgerError, LedgerMissing, ManifestError, Problem
 from pipeline.ledger import engine as engines
 from pipeline.ledger.faults import masked
 from pipeline.ledger.urls import LEDGER_DIR, LEDGER_FILE
@@ -79,8 +79,18 @@ def manifest_ledger(manifest: str) -> Path:
 
 
 def is_manifest_file(argument: str | None) -> bool:
-    """Whether a command's MANIFEST argument names a manifest file (rather than a name, or nothing)."""
-    return argument is not None and Path(argument).is_file()
+    """Whether a command's MANIFEST argument names a manifest file (rather than a name, or nothing).
+
+    An argument written as a path (`jobs/shop.yaml`) that names no file is
+    `ManifestError`: the ledger beside it cannot be looked for.
+    """
+    if argument is None:
+        return False
+    if Path(argument).is_file():
+        return True
+    if argument.endswith((".yaml", ".yml")) or "/" in argument:
+        raise ManifestError([Problem(argument, None, "", "no such manifest file")])
+    return False
 
 
 def place_for(manifest: str | None, given: str | None, origin: Origin | None = None) -> LedgerPlace:

@@ -32,14 +32,22 @@ async def _open_existing(url: str | None) -> Ledger | None:
         return None
 
 
-async def plan_report(manifest: str, ledger_url: str | None, *, where: str | None = None) -> dict[str, Any]:
+async def plan_report(
+    manifest: str,
+    ledger_url: str | None,
+    *,
+    where: str | None = None,
+    loaded: LoadedManifest | None = None,
+) -> dict[str, Any]:
     """Counts per op and model, jobs already done in the ledger, and the estimated cost.
 
     ``where`` names the ledger in the report (default: its URL, password
     masked); a ledger that does not exist (or ``ledger_url`` None) means
-    nothing is done yet, and none is created.
+    nothing is done yet, and none is created. ``loaded``: the manifest,
+    validated already.
     """
-    loaded, _counts = load_valid(manifest)
+    if loaded is None:
+        loaded, _counts = load_valid(manifest)
     name = loaded.manifest.name
     rows: dict[tuple[str, str | None], dict[str, Any]] = {}
     ledger = await _open_existing(ledger_url)

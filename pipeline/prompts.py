@@ -22,6 +22,7 @@ import csv
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,7 @@ class Columns:
             matrix=frozenset(spec.matrix or ()),
         )
 
-    @property
+    @cached_property
     def fields(self) -> frozenset[str]:
         """The request fields a row may set."""
         return endpoints.endpoint(self.op).fields - {"prompt"}

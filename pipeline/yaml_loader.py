@@ -55,30 +55,29 @@ class _Loader(yaml.SafeLoader):
 
 
 #: the YAML 1.2 core schema's plain scalars (YAML 1.2.2 §10.3.2), in the order they are tried
-_CORE_SCHEMA: tuple[tuple[str, str, str], ...] = (
-    # (tag, pattern, the characters a match can start with)
-    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", "~nN"),
-    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
-    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+_CORE_SCHEMA: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    # (tag, pattern, the first characters of a match: PyYAML looks resolvers up by them,
+    #  and an empty scalar under "")
+    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ("~", "n", "N", "")),
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", tuple("tTfF")),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", tuple("-+0123456789")),
     (
         "tag:yaml.org,2002:float",
         r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
         r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
-        "-+.0123456789",
+        tuple("-+.0123456789"),
     ),
     # not in YAML 1.2, but manifests use `<<: *defaults`; `_Builder` merges them with limits
-    ("tag:yaml.org,2002:merge", r"^<<$", "<"),
+    ("tag:yaml.org,2002:merge", r"^<<$", ("<",)),
 )
 
 
-def _core_schema() -> dict[Any, list[tuple[str, re.Pattern[str]]]]:
-    resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}
+def _core_schema() -> dict[str, list[tuple[str, re.Pattern[str]]]]:
+    resolvers: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
     for tag, pattern, first in _CORE_SCHEMA:
         regexp = re.compile(pattern)
-        for char in [*first, *([None] if "null" in tag else [])]:
+        for char in first:
             resolvers.setdefault(char, []).append((tag, regexp))
-    # PyYAML looks an empty scalar up under "" (and a scalar's first character otherwise)
-    resolvers[""] = resolvers.pop(None)
     return resolvers
 
 

@@ -94,6 +94,17 @@ def test_readers_in_a_folder_without_a_ledger_create_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.yaml"]
 
 
+def test_a_manifest_path_that_names_no_file_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`status nope.yaml`: exit 2 on the missing file, not a search for a ledger beside nothing."""
+    monkeypatch.delenv("IDEOBATCH_LEDGER", raising=False)
+    result = ideobatch(tmp_path, monkeypatch, "status", "nope.yaml")
+    assert result.exit_code == 2, result.output
+    assert "nope.yaml: no such manifest file" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_plan_without_a_ledger_says_nothing_is_done_and_creates_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
