@@ -16,7 +16,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -32,7 +32,9 @@ from pipeline.errors import (
 )
 from pipeline.exit_codes import EXIT_ABORTED, EXIT_LOCKED, EXIT_UNUSABLE, EXIT_USAGE
 from pipeline.leases import DEFAULT_LEASE_S
-from pipeline.ledger.urls import DEFAULT_LEDGER_URL
+
+if TYPE_CHECKING:
+    from pipeline.ledger_location import LedgerPlace
 
 T = TypeVar("T")
 log = logging.getLogger("ideobatch")
@@ -41,9 +43,8 @@ ledger_option = click.option(
     "--ledger",
     "ledger_url",
     envvar="IDEOBATCH_LEDGER",
-    default=DEFAULT_LEDGER_URL,
-    show_default=True,
-    help="Ledger URL: sqlite:///path or postgresql://user@host/db (env IDEOBATCH_LEDGER).",
+    help="Ledger URL: sqlite:///path or postgresql://user@host/db (env IDEOBATCH_LEDGER). "
+    "Default: .ideobatch/ledger.db beside the MANIFEST file; without one, in the working directory.",
 )
 lease_option = click.option(
     "--lease",
@@ -205,6 +206,23 @@ def _window(value: str | None) -> float | None:
         sys.exit(EXIT_USAGE)
 
 
+def _ledger_place(manifest: str | None, ledger_url: str | None, *, must_exist: bool) -> LedgerPlace:
+    """The command's ledger (SPEC §11): --ledger, IDEOBATCH_LEDGER, beside MANIFEST, or here.
+
+    ``must_exist``: a command that only reads creates no ledger; a missing one
+    is exit 5 with where it was looked for.
+    """
+    from pipeline.ledger_location import Origin, legacy_notice, locate
+
+    ctx = click.get_current_context()
+    from_env = ctx.get_parameter_source("ledger_url") is ParameterSource.ENVIRONMENT
+    origin = Origin.ENV if from_env else Origin.OPTION
+    place = _run_async(lambda: locate(manifest, ledger_url, origin, must_exist=must_exist))
+    if notice := legacy_notice(place):
+        _say(f"warning: {notice}", event="ledger_elsewhere", level=logging.WARNING)
+    return place
+
+
 def _emit(summary: dict[str, Any], as_json: bool) -> None:
     from pipeline.summary import render_text
 
@@ -267,7 +285,7 @@ def main() -> None:
 @logging_options
 def run(
     manifest: str,
-    ledger_url: str,
+    ledger_url: str | None,
     concurrency: int | None,
     budget_usd: float | None,
     out_dir: str | None,
@@ -283,9 +301,10 @@ def run(
     from pipeline.running import RunOptions, run_manifest
 
     window = _window(ledger_retry)
+    place = _ledger_place(manifest, ledger_url, must_exist=False)
     options = RunOptions(
         manifest=manifest,
-        ledger_url=ledger_url,
+        ledger_url=place.url,
         concurrency=concurrency,
         budget_usd=budget_usd,
         out_dir=out_dir,
@@ -329,17 +348,42 @@ def validate(manifest: str) -> None:
     "--budget", "budget_usd", type=click.FloatRange(0), help="With --save: the budget workers share."
 )
 @logging_options
-def plan(manifest: str, ledger_url: str, as_json: bool, save: bool, budget_usd: float | None) -> None:
+def plan(manifest: str, ledger_url: str | None, as_json: bool, save: bool, budget_usd: float | None) -> None:
     """Validate and expand MANIFEST without calling the API: jobs, what is done, estimated cost."""
     from pipeline.planning import plan_report, render_plan, save_plan
 
+    place = _ledger_place(manifest, ledger_url, must_exist=False)
     if save:
-        _run_async(lambda: save_plan(manifest, ledger_url, budget_usd))
-    report = _run_async(lambda: plan_report(manifest, ledger_url))
+        _run_async(lambda: save_plan(manifest, place.url, budget_usd))
+    report = _run_async(lambda: plan_report(manifest, place.url, where=place.describe()))
     if as_json:
         click.echo(json.dumps(report, sort_keys=True))
     else:
         click.echo(render_plan(report))
+
+
+@main.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@ledger_option
+@click.option("--base-url", help="API base URL (overrides provider.base_url; e.g. a fake server).")
+@json_option
+@logging_options
+def doctor(manifest: str, ledger_url: str | None, base_url: str | None, as_json: bool) -> None:
+    """Preflight MANIFEST, spending nothing: manifest, key, ledger, output folder, disk room, provider host.
+
+    One line per check; exit 0 only if all pass (else 2: manifest or key, 5: ledger, output
+    folder or disk, 1: the provider's host does not resolve). Nothing is sent, no ledger made.
+    """
+    from pipeline import doctor as preflight
+
+    place = _ledger_place(manifest, ledger_url, must_exist=False)
+    checks = _run_async(lambda: preflight.diagnose(manifest, place, base_url=base_url))
+    if as_json:
+        click.echo(json.dumps(preflight.as_json(checks), sort_keys=True))
+    else:
+        for check in checks:
+            click.echo(check.line())
+    sys.exit(preflight.exit_code(checks))
 
 
 @main.command()
@@ -353,10 +397,11 @@ def plan(manifest: str, ledger_url: str, as_json: bool, save: bool, budget_usd: 
     help="List the attempts in doubt (may have been billed twice): job, op, prompt, time, why.",
 )
 @logging_options
-def status(manifest: str | None, ledger_url: str, as_json: bool, in_doubt: bool) -> None:
+def status(manifest: str | None, ledger_url: str | None, as_json: bool, in_doubt: bool) -> None:
     """Counts per state, spend, in-doubt attempts, failures by reason, runs and workers."""
     from pipeline.reporting import in_doubt_report, render_in_doubt, status_summary
 
+    ledger_url = _ledger_place(manifest, ledger_url, must_exist=True).url
     if in_doubt:
         report = _run_async(lambda: in_doubt_report(ledger_url, manifest))
         click.echo(json.dumps(report, sort_keys=True) if as_json else render_in_doubt(report))
@@ -398,11 +443,13 @@ def status(manifest: str | None, ledger_url: str, as_json: bool, in_doubt: bool)
 )
 @logging_options
 def export(
-    manifest: str | None, ledger_url: str, fmt: str, kind: str, state: str, out_path: str | None
+    manifest: str | None, ledger_url: str | None, fmt: str, kind: str, state: str, out_path: str | None
 ) -> None:
     """One row per image (or description): request fields, prompts, seed, path, sha256, size, cost..."""
     from pipeline.export import export as export_rows
     from pipeline.export import export_hf
+
+    ledger_url = _ledger_place(manifest, ledger_url, must_exist=True).url
 
     if fmt == "hf":
         if kind != "images" or state != "succeeded":
@@ -441,9 +488,11 @@ def export(
 @click.option("--failed", is_flag=True, help="Every failed job.")
 @click.option("--reason", help="Only failed jobs of this reason (unsafe, url_expired, http_503, ...).")
 @logging_options
-def retry(manifest: str | None, ledger_url: str, failed: bool, reason: str | None) -> None:
+def retry(manifest: str | None, ledger_url: str | None, failed: bool, reason: str | None) -> None:
     """Put failed jobs back to pending (the next run or worker picks them up)."""
     from pipeline.reporting import retry_jobs
+
+    ledger_url = _ledger_place(manifest, ledger_url, must_exist=True).url
 
     count = _run_async(lambda: retry_jobs(ledger_url, manifest, failed=failed, reason=reason))
     click.echo(f"{count} job(s) put back to pending")
@@ -456,9 +505,11 @@ def retry(manifest: str | None, ledger_url: str, failed: bool, reason: str | Non
     "--out", "out_file", type=click.Path(dir_okay=False), help="HTML file (default: OUTPUT_DIR/gallery.html)."
 )
 @logging_options
-def gallery(manifest: str | None, ledger_url: str, out_file: str | None) -> None:
+def gallery(manifest: str | None, ledger_url: str | None, out_file: str | None) -> None:
     """A self-contained HTML contact sheet of the produced images (opens without a server)."""
     from pipeline.gallery import build_gallery
+
+    ledger_url = _ledger_place(manifest, ledger_url, must_exist=True).url
 
     page, pictures, failed = _run_async(lambda: build_gallery(ledger_url, manifest, out_file))
     click.echo(f"{page}  ({pictures} picture(s), {failed} failed job(s))")
@@ -476,7 +527,12 @@ def gallery(manifest: str | None, ledger_url: str, out_file: str | None) -> None
 @ledger_retry_option
 @logging_options
 def worker(
-    ledger_url: str, follow: bool, base_url: str | None, quiet: bool, lease_s: float, ledger_retry: str | None
+    ledger_url: str | None,
+    follow: bool,
+    base_url: str | None,
+    quiet: bool,
+    lease_s: float,
+    ledger_retry: str | None,
 ) -> None:
     """Claim and execute pending jobs of every planned manifest (many machines, one ledger).
 
@@ -487,12 +543,13 @@ def worker(
     """
     from pipeline.running import run_worker
 
+    url = _ledger_place(None, ledger_url, must_exist=False).url
     window = _window(ledger_retry)
     if follow and window is None:
         window = float("inf")
     outcome = _run_async(
         lambda: run_worker(
-            ledger_url,
+            url,
             follow=follow,
             quiet=quiet,
             lease_s=lease_s,
@@ -513,16 +570,18 @@ def db() -> None:
 @db.command("upgrade")
 @ledger_option
 @logging_options
-def db_upgrade(ledger_url: str) -> None:
+def db_upgrade(ledger_url: str | None) -> None:
     """Apply the ledger's Alembic migrations (PostgreSQL needs this once per release)."""
     from pipeline.ledger.repository import Ledger
 
+    url = _ledger_place(None, ledger_url, must_exist=False).url
+
     async def upgrade() -> None:
-        ledger = await Ledger.open(ledger_url, upgrade=True)
+        ledger = await Ledger.open(url, upgrade=True)
         await ledger.close()
 
     _run_async(upgrade)
-    click.echo(f"ledger {ledger_url.split('@')[-1]} is at the newest schema")
+    click.echo(f"ledger {url.split('@')[-1]} is at the newest schema")
 
 
 @main.command()

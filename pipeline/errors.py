@@ -16,7 +16,8 @@ The tree (the class decides the action, not the caller)::
     ├── LeaseLost               the ledger gave this job to another worker
     ├── LedgerError             the ledger cannot be used: exit 5
     │   ├── LedgerUnavailable   unreachable (or locked, or failing I/O) past its retry window
-    │   └── LedgerNotMigrated   a PostgreSQL ledger behind this release's schema (`db upgrade`)
+    │   ├── LedgerNotMigrated   a PostgreSQL ledger behind this release's schema (`db upgrade`)
+    │   └── LedgerMissing       no ledger where a read-only command looked (it creates none)
     ├── OutputUnusable          the output folder refuses a write (full, read-only, name too long): exit 5
     └── LockHeld                another run holds this manifest's lock: exit 4
 
@@ -162,6 +163,10 @@ class LedgerUnavailable(LedgerError):
 
 class LedgerNotMigrated(LedgerError):
     """A PostgreSQL ledger whose schema is behind this ideobatch's: `ideobatch db upgrade` first."""
+
+
+class LedgerMissing(LedgerError):
+    """No ledger where a command that only reads looked: it creates none (SPEC §11)."""
 
 
 class OutputUnusable(IdeobatchError):

@@ -4,6 +4,8 @@
 each job is yielded as soon as it is known, so a manifest of a million jobs
 never sits in memory. Each job's `rank` is its position within its `jobs:`
 entry; claiming by rank interleaves the entries, so every op gets its turn.
+A prompts file's row may set request fields of its own (`pipeline.prompts`):
+they sit between the job's fields and its matrix combination.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from pipeline.jobs import PlannedJob
 from pipeline.keys import child_key, job_key
 from pipeline.manifest import LoadedManifest, StageSpec
 from pipeline.pricing import PriceTable
-from pipeline.sources import Reporter, SourceImage, file_sha256, iter_images, iter_prompts
+from pipeline.prompts import Columns, iter_rows
+from pipeline.ratios import normalise_ratios
+from pipeline.sources import Reporter, SourceImage, file_sha256, iter_images
 
 #: how many local file hashes to remember while expanding (a file used by many jobs)
 HASH_CACHE_SIZE = 4096
@@ -29,12 +33,15 @@ HASH_CACHE_SIZE = 4096
 def merge_params(
     op: str, defaults: Mapping[str, Any], own: Mapping[str, Any], combo: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Defaults the op takes, overlaid by the job's own fields, then by a matrix combination."""
+    """Defaults the op takes, overlaid by the job's own fields, then by a matrix combination.
+
+    Ratios written `16:9` come out in the op's own spelling (`pipeline.ratios`).
+    """
     fields = endpoints.endpoint(op).fields
     merged = {k: v for k, v in defaults.items() if k in fields}
     merged.update(own)
     merged.update(combo)
-    return merged
+    return normalise_ratios(op, merged)
 
 
 def matrix_combos(matrix: Mapping[str, Sequence[Any]] | None) -> list[dict[str, Any]]:
@@ -90,6 +97,7 @@ def expand(loaded: LoadedManifest, report: Reporter | None = None) -> Iterator[P
         ep = endpoints.endpoint(spec.op)
         base = dict(spec.params)
         combos = matrix_combos(spec.matrix)
+        columns = Columns.for_job(spec)
         images: Iterator[SourceImage | None]
         if spec.images is not None:
             images = iter_images(spec.images, loaded.base_dir, path, report, check_files=False)
@@ -102,11 +110,13 @@ def expand(loaded: LoadedManifest, report: Reporter | None = None) -> Iterator[P
             if image is not None:
                 sha = None if image.is_url else hashes.sha256(image.location)
                 identity = image.location if image.is_url else f"sha256:{sha}"
-            for prompt in iter_prompts(spec.prompt, spec.prompts, loaded.base_dir, path, report):
+            rows = iter_rows(spec.prompt, spec.prompts, loaded.base_dir, path, report, columns)
+            for row in rows:
+                own = {**base, **row.fields} if row.fields else base
                 for combo in combos:
-                    request = merge_params(spec.op, manifest.defaults, base, combo)
-                    if prompt is not None:
-                        request["prompt"] = prompt
+                    request = merge_params(spec.op, manifest.defaults, own, combo)
+                    if row.prompt is not None:
+                        request["prompt"] = row.prompt
                     model = ep.tier(request)
                     count = ep.images(request)
                     cost = prices.job_cost(spec.op, model, count)
@@ -123,7 +133,7 @@ def expand(loaded: LoadedManifest, report: Reporter | None = None) -> Iterator[P
                             cost_usd=cost,
                             source=image.location if image else None,
                             source_sha256=sha,
-                            source_id=image.catalog_id if image else None,
+                            source_id=row.row_id or (image.catalog_id if image else None),
                         )
                         rank += 1
 

@@ -248,7 +248,7 @@ async def export(
 ) -> int:
     """Stream the rows of ``kind`` (jobs in ``state``) to ``out`` as CSV or JSON Lines; returns the count."""
     count = 0
-    async with opened_ledger(ledger_url) as ledger:
+    async with opened_ledger(ledger_url, create=False) as ledger:
         manifest_id = await manifest_id_for(ledger, manifest)
         fields = await ledger.request_fields(manifest_id, _job_states(state))
         layout = Layout.of(kind, state != "succeeded", fields)
@@ -284,7 +284,7 @@ async def export_hf(ledger_url: str, manifest: str | None, folder: str | None) -
     image's path relative to it, so ``datasets.load_dataset("imagefolder",
     data_dir=folder)`` loads the images with every column.
     """
-    async with opened_ledger(ledger_url) as ledger:
+    async with opened_ledger(ledger_url, create=False) as ledger:
         manifest_id = await manifest_id_for(ledger, manifest)
         fields = await ledger.request_fields(manifest_id, (SUCCEEDED,))
         layout = Layout.of("images", False, fields)

@@ -143,7 +143,7 @@ def _figure(card: Card) -> str:
 
 async def build_gallery(ledger_url: str, manifest: str | None, out_file: str | None) -> tuple[Path, int, int]:
     """Write the gallery; returns (path, pictures, failed jobs)."""
-    async with opened_ledger(ledger_url) as ledger:
+    async with opened_ledger(ledger_url, create=False) as ledger:
         manifest_id = await manifest_id_for(ledger, manifest)
         title = manifest or "all manifests"
         if out_file is None:

@@ -29,6 +29,7 @@ from pydantic import (
 from pipeline import endpoints
 from pipeline.durations import parse_duration
 from pipeline.errors import ManifestError, Problem
+from pipeline.suggestions import did_you_mean, did_you_mean_nested
 from pipeline.yaml_loader import LineMap, dotted, load_with_lines
 from pipeline.yaml_loader import Path as DataPath
 
@@ -154,6 +155,8 @@ class JobSpec(StageSpec):
     prompts: Any = None
     images: Any = None
     id: StrictStr | None = None
+    #: columns (or JSONL keys) of the prompts file that are not settings: skipped
+    ignore_columns: list[StrictStr] | None = None
 
 
 class Manifest(BaseModel):
@@ -232,9 +235,31 @@ def _message(err: Any) -> str:
     if kind == "missing":
         return "required"
     if kind == "extra_forbidden":
-        return "unknown key"
+        return "unknown key" + unknown_key_hint(tuple(err["loc"]))
     msg = str(err["msg"])
     return re.sub(r"^(Value error|Assertion failed), ", "", msg)
+
+
+def _sections() -> dict[str, type[BaseModel]]:
+    """The manifest's sections that are models of their own, by key."""
+    return {
+        "provider": ProviderConfig,
+        "output": OutputConfig,
+        "limits": LimitsConfig,
+        "retry": RetryConfig,
+        "timeouts": TimeoutsConfig,
+    }
+
+
+def unknown_key_hint(loc: tuple[int | str, ...]) -> str:
+    """ "; did you mean ...?" for an unknown key of the manifest's top level or of a section."""
+    sections = _sections()
+    nested = {name: list(model.model_fields) for name, model in sections.items()}
+    if len(loc) == 1:
+        return did_you_mean_nested(loc[0], Manifest.model_fields, nested)
+    if len(loc) == 2 and loc[0] in sections:
+        return did_you_mean(loc[1], sections[str(loc[0])].model_fields)
+    return ""
 
 
 def _partial_manifest(data: dict[str, Any], errors: list[Any]) -> tuple[Manifest, set[int]] | None:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from pipeline import endpoints
-from pipeline.errors import LedgerNotMigrated, ManifestError
+from pipeline.errors import LedgerMissing, LedgerNotMigrated, ManifestError
 from pipeline.expand import expand
 from pipeline.fingerprint import plan_fingerprint
+from pipeline.footprint import human_bytes, job_bytes
 from pipeline.jobs import PlannedJob
-from pipeline.ledger.engine import async_url
+from pipeline.ledger.faults import masked
 from pipeline.ledger.records import ManifestRecord, PlanCounts, to_micros, to_usd
 from pipeline.ledger.repository import Ledger, opened_ledger
 from pipeline.manifest import LoadedManifest, load_manifest
@@ -22,23 +22,36 @@ LOOKUP_BATCH = 5000
 log = logging.getLogger("ideobatch")
 
 
-async def _open_existing(url: str) -> Ledger | None:
+async def _open_existing(url: str | None) -> Ledger | None:
     """The ledger if it already exists (planning never creates one)."""
-    target = async_url(url)
-    if target.get_backend_name() == "sqlite" and not Path(str(target.database)).expanduser().exists():
+    if url is None:
         return None
     try:
-        return await Ledger.open(url, upgrade=False)
-    except LedgerNotMigrated:
+        return await Ledger.open(url, upgrade=False, create=False)
+    except (LedgerNotMigrated, LedgerMissing):
         return None
 
 
-async def plan_report(manifest: str, ledger_url: str) -> dict[str, Any]:
-    """Counts per op and model, jobs already done in the ledger, and the estimated cost."""
-    loaded, _counts = load_valid(manifest)
+async def plan_report(
+    manifest: str,
+    ledger_url: str | None,
+    *,
+    where: str | None = None,
+    loaded: LoadedManifest | None = None,
+) -> dict[str, Any]:
+    """Counts per op and model, jobs already done in the ledger, and the estimated cost.
+
+    ``where`` names the ledger in the report (default: its URL, password
+    masked); a ledger that does not exist (or ``ledger_url`` None) means
+    nothing is done yet, and none is created. ``loaded``: the manifest,
+    validated already.
+    """
+    if loaded is None:
+        loaded, _counts = load_valid(manifest)
     name = loaded.manifest.name
     rows: dict[tuple[str, str | None], dict[str, Any]] = {}
     ledger = await _open_existing(ledger_url)
+    found = ledger is not None
     try:
         record = await ledger.get_manifest(name) if ledger else None
         batch: list[PlannedJob] = []
@@ -57,17 +70,22 @@ async def plan_report(manifest: str, ledger_url: str) -> dict[str, Any]:
                         "failed": 0,
                         "estimate_micros": 0,
                         "remaining_micros": 0,
+                        "disk_bytes": 0,
+                        "remaining_disk_bytes": 0,
                     },
                 )
                 state = states.get(job.key)
                 cost = to_micros(job.cost_usd)
+                disk = job_bytes(job.op, job.request, job.num_images)
                 row["jobs"] += 1
                 row["images"] += job.num_images if endpoints.endpoint(job.op).makes_images else 0
                 row["estimate_micros"] += cost
+                row["disk_bytes"] += disk
                 if state == "succeeded":
                     row["done"] += 1
                 else:
                     row["remaining_micros"] += cost
+                    row["remaining_disk_bytes"] += disk
                     row["failed"] += state == "failed"
             batch.clear()
 
@@ -91,6 +109,8 @@ async def plan_report(manifest: str, ledger_url: str) -> dict[str, Any]:
     return {
         "manifest": name,
         "file": str(loaded.path),
+        "ledger": where or (masked(ledger_url) if ledger_url else None),
+        "ledger_found": found,
         "jobs": sum(r["jobs"] for r in table),
         "images": sum(r["images"] for r in table),
         "done": sum(r["done"] for r in table),
@@ -98,6 +118,9 @@ async def plan_report(manifest: str, ledger_url: str) -> dict[str, Any]:
         "to_run": sum(r["jobs"] - r["done"] for r in table),
         "estimate_usd": round(sum(r["estimate_usd"] for r in table), 6),
         "remaining_usd": round(sum(r["remaining_usd"] for r in table), 6),
+        # a rough figure: `pipeline.footprint` (bytes per pixel of the ops' image sizes)
+        "disk_bytes": sum(r["disk_bytes"] for r in table),
+        "remaining_disk_bytes": sum(r["remaining_disk_bytes"] for r in table),
         "chained_stages": stages,
         "by_op_model": table,
     }
@@ -180,6 +203,13 @@ def render_plan(report: dict[str, Any]) -> str:
         f"{report['to_run']} to run; estimated ${report['remaining_usd']:.2f} for what is left "
         f"(${report['estimate_usd']:.2f} in all)"
     )
+    lines.append(
+        f"disk: about {human_bytes(report['remaining_disk_bytes'])} for the images left "
+        f"({human_bytes(report['disk_bytes'])} in all; a rough estimate from each op's image size)"
+    )
+    if report["ledger"]:
+        state = "" if report["ledger_found"] else ": none there yet, so nothing is done (none was created)"
+        lines.append(f"ledger {report['ledger']}{state}")
     if report["chained_stages"]:
         lines.append(
             f"plus {report['chained_stages']} chained stage(s), planned as their parents finish "

@@ -27,7 +27,7 @@ async def manifest_id_for(ledger: Ledger, manifest: str | None) -> int | None:
 
 async def status_summary(ledger_url: str, manifest: str | None) -> dict[str, Any]:
     """The status summary of one manifest (by name or file) or of the whole ledger."""
-    async with opened_ledger(ledger_url) as ledger:
+    async with opened_ledger(ledger_url, create=False) as ledger:
         manifest_id = await manifest_id_for(ledger, manifest)
         return build_summary(await ledger.status(manifest_id))
 
@@ -36,7 +36,7 @@ async def retry_jobs(ledger_url: str, manifest: str | None, *, failed: bool, rea
     """Put failed jobs (all, or of one reason) back to pending; returns how many."""
     if not failed and reason is None:
         raise UsageError("say which jobs to retry: --failed (all failed jobs) and/or --reason REASON")
-    async with opened_ledger(ledger_url) as ledger:
+    async with opened_ledger(ledger_url, create=False) as ledger:
         manifest_id = await manifest_id_for(ledger, manifest)
         if reason is not None:
             check_reason(reason, await ledger.failure_counts(manifest_id))
@@ -57,7 +57,7 @@ def check_reason(reason: str, counts: dict[str, int]) -> None:
 
 async def in_doubt_report(ledger_url: str, manifest: str | None) -> dict[str, Any]:
     """The attempts in doubt (may have been billed twice), with what they may have cost."""
-    async with opened_ledger(ledger_url) as ledger:
+    async with opened_ledger(ledger_url, create=False) as ledger:
         manifest_id = await manifest_id_for(ledger, manifest)
         found = await ledger.in_doubt_attempts(manifest_id)
         name = (await ledger.get_manifest_by_id(manifest_id)).name if manifest_id is not None else None

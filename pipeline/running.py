@@ -26,6 +26,7 @@ from pipeline.progress import Baseline, Progress
 from pipeline.recovery import forget, kept_answers
 from pipeline.settings import RunSettings
 from pipeline.signals import Shutdown
+from pipeline.stray_images import find_strays
 from pipeline.summary import build_summary, exit_code
 from pipeline.worker import JobRunner, RunResult
 
@@ -77,6 +78,7 @@ async def _plan_and_execute(
     async with opened_ledger(options.ledger_url, retry_window_s=window) as ledger:
         record, counts = await plan_into(ledger, loaded, settings)
         log_plan(settings.name, counts)
+        await warn_of_strays(ledger, settings)
         owner = new_owner()
         lock = options.lock or loaded.manifest.lock
         if lock and not await ledger.acquire_lock(record.id, owner, options.lease_s):
@@ -88,6 +90,15 @@ async def _plan_and_execute(
                 await ledger.release_lock(record.id, owner)
         summary = await closing_summary(ledger, record, result)
         return exit_code(summary, result), summary
+
+
+async def warn_of_strays(ledger: Ledger, settings: RunSettings) -> None:
+    """Warn when the output folder holds images this ledger does not know (made with another ledger?)."""
+    if next(iter(kept_answers(settings.output_dir, settings.name)), None) is not None:
+        return  # images of answers kept while the ledger was away: recorded before any claim
+    strays = await find_strays(ledger, settings.output_dir)
+    if message := strays.message(settings.output_dir):
+        log.warning("%s", message, extra={"event": "unknown_images"})
 
 
 async def closing_summary(

@@ -134,6 +134,6 @@ class RunSettings:
 def _stage_only(spec: StageSpec) -> StageSpec:
     """A job spec without its sources (prompts files and images are expanded already)."""
     data = spec.model_dump(exclude_none=True)
-    for key in ("prompts", "images", "id"):
+    for key in ("prompts", "images", "id", "ignore_columns"):
         data.pop(key, None)
     return StageSpec.model_validate(data)

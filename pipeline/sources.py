@@ -1,7 +1,5 @@
-"""Where prompts and source images come from, read as streams.
+"""Where source images come from, read as streams (prompts: `pipeline.prompts`).
 
-Prompts: one `prompt`, an inline list, or a file (``.txt`` one per line,
-``.csv`` with a ``prompt`` column, ``.jsonl`` objects with a ``prompt`` key).
 Images: a glob (or a folder), a list of paths or URLs, or a catalog CSV
 ``{csv: file, column: url, id: sku}``. Nothing is held in memory whole: a
 catalog of a million rows is read row by row. Problems are appended to the
@@ -13,7 +11,6 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,9 +24,6 @@ from pipeline.storable import unstorable
 from pipeline.yaml_loader import Path as DataPath
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
-PROMPT_SUFFIXES = (".txt", ".csv", ".jsonl")
-#: a prompt longer than this is refused at validate time (no API documents a limit this high)
-MAX_PROMPT_CHARS = 10_000
 
 # CSV cells may be large (long prompts) but not unbounded.
 csv.field_size_limit(1024 * 1024)
@@ -82,123 +76,6 @@ class Reporter:
     def in_file(self, file: Path | str, line: int | None, field: str, message: str) -> None:
         """A problem in a data file (prompts or catalog)."""
         self.problems.append(Problem(str(file), line, field, message))
-
-
-# --- prompts ---------------------------------------------------------------------
-
-
-def iter_prompts(
-    spec_prompt: str | None,
-    spec_prompts: Any,
-    base_dir: Path,
-    path: DataPath,
-    report: Reporter,
-) -> Iterator[str | None]:
-    """Every prompt of a job: its `prompt`, or each entry of `prompts`, or None once."""
-    if spec_prompt is not None and spec_prompts is not None:
-        report.at((*path, "prompts"), "give `prompt` or `prompts`, not both")
-        return
-    if spec_prompts is None:
-        yield spec_prompt
-        return
-    where = (*path, "prompts")
-    if isinstance(spec_prompts, list):
-        for i, item in enumerate(spec_prompts):
-            if not isinstance(item, str) or not item.strip():
-                report.at((*where, i), "each prompt must be non-empty text")
-                continue
-            yield item
-        return
-    if not isinstance(spec_prompts, str):
-        report.at(where, "`prompts` is a file (.txt, .csv, .jsonl) or a list of prompts")
-        return
-    file = base_dir / spec_prompts
-    suffix = file.suffix.lower()
-    if suffix not in PROMPT_SUFFIXES:
-        report.at(where, f"{spec_prompts}: prompts files end in .txt, .csv or .jsonl")
-        return
-    if not file.is_file():
-        report.at(where, f"{spec_prompts}: no such file")
-        return
-    readers = {".txt": _txt_prompts, ".csv": _csv_prompts, ".jsonl": _jsonl_prompts}
-    try:
-        yield from readers[suffix](file, report)
-    except UnicodeDecodeError as exc:
-        report.in_file(file, None, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")
-    except OSError as exc:
-        report.at(where, f"{spec_prompts}: cannot read: {exc.strerror}")
-
-
-def _checked(prompt: str, file: Path, line: int, report: Reporter) -> str | None:
-    if len(prompt) > MAX_PROMPT_CHARS:
-        report.in_file(file, line, "prompt", f"longer than {MAX_PROMPT_CHARS} characters")
-        return None
-    if why := unstorable(prompt):
-        report.in_file(file, line, "prompt", why)
-        return None
-    return prompt
-
-
-def _txt_prompts(file: Path, report: Reporter) -> Iterator[str]:
-    with file.open(encoding="utf-8-sig") as handle:
-        for number, raw in enumerate(handle, start=1):
-            text = raw.strip()
-            if text and (ok := _checked(text, file, number, report)):
-                yield ok
-
-
-def _csv_prompts(file: Path, report: Reporter) -> Iterator[str]:
-    with file.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "prompt" not in reader.fieldnames:
-            report.in_file(
-                file,
-                1,
-                "prompt",
-                f"no column named `prompt` (columns: {', '.join(reader.fieldnames or [])})",
-            )
-            return
-        try:
-            for row in reader:
-                text = (row.get("prompt") or "").strip()
-                if not text:
-                    report.in_file(file, reader.line_num, "prompt", "empty prompt")
-                elif ok := _checked(text, file, reader.line_num, report):
-                    yield ok
-        except csv.Error as exc:
-            report.in_file(file, reader.line_num, "", f"CSV error: {exc}")
-
-
-def _jsonl_prompts(file: Path, report: Reporter) -> Iterator[str]:
-    with file.open(encoding="utf-8-sig") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                item = json.loads(raw)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                report.in_file(file, number, "", f"not JSON: {getattr(exc, 'msg', exc)}")
-                continue
-            if isinstance(item, str):
-                item = {"prompt": item}
-            # keys are shown in messages: one that cannot be printed is refused before that
-            bad_keys = [why for key in item if (why := unstorable(key))] if isinstance(item, dict) else []
-            if bad_keys:
-                report.in_file(file, number, "", f"a key {bad_keys[0]}")
-                continue
-            if (
-                not isinstance(item, dict)
-                or not isinstance(item.get("prompt"), str)
-                or not item["prompt"].strip()
-            ):
-                report.in_file(file, number, "prompt", "each line is an object with a non-empty `prompt`")
-                continue
-            extra = sorted(set(item) - {"prompt"})
-            if extra:
-                report.in_file(file, number, extra[0], "unknown key (a line carries only `prompt`)")
-                continue
-            if ok := _checked(item["prompt"].strip(), file, number, report):
-                yield ok
 
 
 # --- images ----------------------------------------------------------------------

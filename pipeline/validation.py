@@ -20,7 +20,10 @@ from pipeline.expand import matrix_combos, merge_params
 from pipeline.manifest import LoadedManifest, StageSpec, load_manifest
 from pipeline.naming import template_problem
 from pipeline.pricing import valid_override_key
-from pipeline.sources import Reporter, iter_images, iter_prompts
+from pipeline.ratios import normalised_copy
+from pipeline.row_checks import count_checked_rows
+from pipeline.sources import Reporter, iter_images
+from pipeline.suggestions import did_you_mean
 from pipeline.yaml_loader import Path as DataPath
 
 #: a matrix larger than this is almost certainly a mistake
@@ -79,9 +82,11 @@ def _check_defaults(defaults: Mapping[str, Any], report: Reporter) -> None:
             continue
         takers = [e for e in endpoints.CATALOG.values() if name in e.fields]
         if not takers:
-            report.at(("defaults", name), "not a request field of any op")
+            hint = did_you_mean(name, endpoints.all_fields())
+            report.at(("defaults", name), "not a request field of any op" + hint)
             continue
-        for field_name, message in takers[0].check({name: value}, need_required=False):
+        default = normalised_copy(takers[0].op, {name: value})
+        for field_name, message in takers[0].check(default, need_required=False):
             report.at(("defaults", field_name or name), message)
 
 
@@ -126,9 +131,18 @@ def _check_stage(
         for field_name, message in ep.check(params, need_required=False):
             if field_name == "prompt":
                 continue
-            report.at(_origin(field_name, path, own, combo), message)
+            report.at(_origin(field_name, path, own, combo), message + _unknown_field_hint(field_name, spec))
     for i, child in enumerate(spec.then or []):
         _check_stage(child, (*path, "then", i), defaults, report, parent_op=spec.op)
+
+
+def _unknown_field_hint(field_name: str, spec: StageSpec) -> str:
+    """ "; did you mean ...?" when a job names a field its op does not have (`promt`, `thne`)."""
+    top = field_name.split(".", 1)[0]
+    ep = endpoints.endpoint(spec.op)
+    if not top or top in ep.fields:
+        return ""
+    return did_you_mean(top, ep.fields | ep.file_names | set(type(spec).model_fields))
 
 
 def _checked_combos(spec: StageSpec, path: DataPath, report: Reporter) -> list[dict[str, Any]]:
@@ -165,7 +179,7 @@ def _check_prompt_template(template: str, parent_op: str, path: DataPath, report
 def _count_entry(loaded: LoadedManifest, spec: Any, path: DataPath, report: Reporter) -> int:
     """Stream the entry's sources once, checking each item, and count its jobs."""
     before = len(report.problems)
-    prompts = sum(1 for _ in iter_prompts(spec.prompt, spec.prompts, loaded.base_dir, path, report))
+    prompts = count_checked_rows(loaded, spec, path, report)
     images = 1
     if spec.images is not None:
         encoding = loaded.manifest.provider.image_encoding

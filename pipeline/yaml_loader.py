@@ -33,10 +33,13 @@ class _TooManyAliases(yaml.MarkedYAMLError):
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans and a cap on alias uses.
+    """SafeLoader reading plain scalars by the YAML 1.2 core schema, with a cap on alias uses.
 
-    Ideogram's enums include `ON` and `OFF` (magic_prompt_option); under YAML
-    1.1 rules they would silently become true/false.
+    PyYAML resolves YAML 1.1: `16:9` and `1:30` become base-60 integers (969,
+    90), `yes`/`no`/`on`/`off` booleans (Ideogram's `ON`/`OFF` enum values
+    among them), `0o17` a string and `012` octal 10, `2024-01-02` a date. Here
+    only the core schema's forms are typed (see `_core_schema`); everything
+    else is text, as YAML 1.2 says. Merge keys (`<<`) are kept.
     """
 
     aliases = 0
@@ -51,17 +54,67 @@ class _Loader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-# YAML 1.1's `=` (a "value key") is gone from YAML 1.2: `=` is text
-_YAML11_ONLY = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:value"}
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML11_ONLY]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
+#: the YAML 1.2 core schema's plain scalars (YAML 1.2.2 §10.3.2), in the order they are tried
+_CORE_SCHEMA: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    # (tag, pattern, the first characters of a match: PyYAML looks resolvers up by them,
+    #  and an empty scalar under "")
+    ("tag:yaml.org,2002:null", r"^(?:~|null|Null|NULL|)$", ("~", "n", "N", "")),
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", tuple("tTfF")),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", tuple("-+0123456789")),
+    (
+        "tag:yaml.org,2002:float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        tuple("-+.0123456789"),
+    ),
+    # not in YAML 1.2, but manifests use `<<: *defaults`; `_Builder` merges them with limits
+    ("tag:yaml.org,2002:merge", r"^<<$", ("<",)),
 )
+
+
+def _core_schema() -> dict[str, list[tuple[str, re.Pattern[str]]]]:
+    resolvers: dict[str, list[tuple[str, re.Pattern[str]]]] = {}
+    for tag, pattern, first in _CORE_SCHEMA:
+        regexp = re.compile(pattern)
+        for char in first:
+            resolvers.setdefault(char, []).append((tag, regexp))
+    return resolvers
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    """An integer of the core schema: decimal (`012` is 12), `0o17` octal, `0x1F` hexadecimal."""
+    value = str(loader.construct_scalar(node))  # type: ignore[arg-type]
+    try:
+        if value.startswith("0o"):
+            return int(value[2:], 8)
+        if value.startswith("0x"):
+            return int(value[2:], 16)
+        if re.fullmatch(r"[-+]?[0-9]+", value):
+            return int(value)
+    except ValueError:
+        pass
+    raise yaml.constructor.ConstructorError(
+        None, None, f"{value!r} is not a YAML 1.2 integer", node.start_mark
+    )
+
+
+def _construct_float(loader: yaml.SafeLoader, node: yaml.Node) -> float:
+    """A float of the core schema (`1e3`, `.5`, `-.inf`, `.nan`); no base-60 or `_` separators."""
+    value = str(loader.construct_scalar(node))  # type: ignore[arg-type]
+    special = value.lower().lstrip("+")
+    if special in (".inf", "-.inf", ".nan"):
+        return float(special.replace(".", ""))
+    try:
+        return float(value)
+    except ValueError:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{value!r} is not a YAML 1.2 float", node.start_mark
+        ) from None
+
+
+_Loader.yaml_implicit_resolvers = _core_schema()
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 
 
 class LineMap:

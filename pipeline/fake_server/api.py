@@ -77,6 +77,7 @@ def api_handler(dialect: Dialect, ep: Endpoint) -> Handler:
                 request_hash=call.request_hash if call else None,
                 fault=outcome.fault,
                 message=outcome.message,
+                params=dict(call.params) if call else {},
             )
         )
         return response

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from email.utils import formatdate
 from typing import Any
@@ -51,6 +51,8 @@ class LogEntry:
     fault: str | None
     #: the error message sent, if any
     message: str | None = None
+    #: the request's fields as the server read them (empty if the body did not parse)
+    params: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """The entry as a JSON-ready dict."""

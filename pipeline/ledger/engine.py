@@ -45,6 +45,20 @@ def async_url(url: str) -> URL:
     raise UsageError(f"unsupported ledger {backend!r}: use sqlite:///path or postgresql://...")
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite ledger URL (None for another backend)."""
+    target = async_url(url)
+    if target.get_backend_name() != "sqlite" or target.database is None:
+        return None
+    return Path(target.database).expanduser()
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite ledger URL when it does not exist (else None)."""
+    file = sqlite_file(url)
+    return file if file is not None and not file.exists() else None
+
+
 def is_sqlite(engine: AsyncEngine) -> bool:
     """Whether the engine talks to SQLite."""
     return engine.dialect.name == "sqlite"

@@ -146,6 +146,15 @@ class Reports(LedgerBase):
             return [_stored_image(r) for r in rows]
 
     @verb
+    async def known_image_paths(self, paths: Sequence[str]) -> set[str]:
+        """Which of ``paths`` are recorded as an image's local file (of any manifest)."""
+        if not paths:
+            return set()
+        async with self._read() as conn:
+            rows = await conn.execute(select(images.c.local_path).where(images.c.local_path.in_(list(paths))))
+            return {r.local_path for r in rows}
+
+    @verb
     async def descriptions_of(self, job_id: int) -> list[str]:
         """The recorded descriptions of a job, by index."""
         async with self._read() as conn:

@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from pipeline.errors import LedgerError, LedgerNotMigrated
+from pipeline.errors import LedgerError, LedgerMissing, LedgerNotMigrated
 from pipeline.jobs import PlannedJob
 from pipeline.keys import canonical_json
 from pipeline.ledger import engine as engines
@@ -63,7 +63,12 @@ class Ledger(Execution, Reports, Exports, Admin, Accounts):
 
     @classmethod
     async def open(
-        cls, url: str, *, upgrade: bool | None = None, retry_window_s: float | None = None
+        cls,
+        url: str,
+        *,
+        upgrade: bool | None = None,
+        retry_window_s: float | None = None,
+        create: bool = True,
     ) -> Ledger:
         """Open a ledger; SQLite ones are migrated to the newest schema on open.
 
@@ -71,8 +76,12 @@ class Ledger(Execution, Reports, Exports, Admin, Accounts):
         upgrade`), so that many workers never race to migrate one database. A
         ledger that does not answer is waited for up to ``retry_window_s``
         (default: `faults.default_window`); one that cannot be used raises
-        `LedgerError` naming it (password masked) and what to do.
+        `LedgerError` naming it (password masked) and what to do. With
+        ``create=False`` a SQLite file that does not exist is `LedgerMissing`
+        instead of a new ledger (commands that only read create none).
         """
+        if not create and (missing := engines.missing_sqlite_file(url)) is not None:
+            raise LedgerMissing(f"there is no ledger at {missing}")
         try:
             engine = engines.create_engine(url)
         except OSError as exc:
@@ -383,9 +392,11 @@ def _db_message(exc: BaseException) -> str:
 
 
 @asynccontextmanager
-async def opened_ledger(url: str, *, retry_window_s: float | None = None) -> AsyncIterator[Ledger]:
-    """A ledger, closed on exit."""
-    ledger = await Ledger.open(url, retry_window_s=retry_window_s)
+async def opened_ledger(
+    url: str, *, retry_window_s: float | None = None, create: bool = True
+) -> AsyncIterator[Ledger]:
+    """A ledger, closed on exit (``create=False``: `LedgerMissing` rather than a new SQLite file)."""
+    ledger = await Ledger.open(url, retry_window_s=retry_window_s, create=create)
     try:
         yield ledger
     finally:

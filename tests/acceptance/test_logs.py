@@ -60,10 +60,10 @@ async def test_json_log_lines_parse_and_carry_time_level_event_manifest_counts(
 
 def test_usage_errors_are_json_lines_too(tmp_path: Path) -> None:
     """With --log-format json a user mistake is one JSON error line (still exit 2)."""
-    result = CliRunner().invoke(
-        main,
-        ["status", "nope", "--ledger", f"sqlite:///{tmp_path}/none.db", "--log-format", "json"],
-    )
+    ledger = f"sqlite:///{tmp_path}/empty.db"
+    # `status` creates no ledger: make an empty one
+    assert CliRunner().invoke(main, ["db", "upgrade", "--ledger", ledger]).exit_code == 0
+    result = CliRunner().invoke(main, ["status", "nope", "--ledger", ledger, "--log-format", "json"])
     assert result.exit_code == 2
     [line] = json_lines(result.stderr)
     assert line["level"] == "error"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,29 @@ async def fake_server(api_key: str) -> AsyncIterator[FakeServer]:
     """A fake Ideogram server on a free port, seeded for replayable faults."""
     async with FakeServer(FaultConfig(api_key=api_key, seed=1234)) as server:
         yield server
+
+
+@pytest.fixture
+def threaded_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
+    """A fake server on a thread with its own event loop; the key set; no IDEOBATCH_LEDGER.
+
+    A synchronous test can then run a command in its main thread, where `run`
+    owns the event loop and the signal handlers as it does for a user.
+    """
+    monkeypatch.setenv("CRAZYROUTER_API_KEY", API_KEY)
+    monkeypatch.delenv("IDEOBATCH_LEDGER", raising=False)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fake-server", daemon=True)
+    thread.start()
+    fake = FakeServer(FaultConfig(api_key=API_KEY, seed=11))
+    asyncio.run_coroutine_threadsafe(fake.start(), loop).result(30)
+    try:
+        yield fake
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)
+        loop.close()
 
 
 @pytest.fixture
