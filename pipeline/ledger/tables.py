@@ -162,3 +162,19 @@ runs = Table(
     Column("outcome", String(32), nullable=True),
     Column("summary", Text, nullable=True),
 )
+
+#: a person's verdict on an image (`ideobatch serve`); no row: not reviewed yet
+PICKED = "picked"
+REJECTED = "rejected"
+VERDICTS = (PICKED, REJECTED)
+
+picks = Table(
+    "picks",
+    metadata,
+    Column("image_id", Id, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("verdict", String(16), nullable=False),
+    Column("decided_at", Float, nullable=False),
+    # the job `ideobatch reroll` made to replace a rejected image (so it is made once)
+    Column("reroll_job_id", Id, ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True),
+    Index(None, "verdict"),
+)

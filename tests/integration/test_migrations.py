@@ -27,7 +27,7 @@ from pipeline.ledger.repository import Ledger
 
 T = TypeVar("T")
 
-LEDGER_TABLES = {"manifests", "jobs", "attempts", "images", "descriptions", "runs"}
+LEDGER_TABLES = {"manifests", "jobs", "attempts", "images", "descriptions", "runs", "picks"}
 
 
 @pytest.fixture(
