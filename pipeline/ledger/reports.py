@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pipeline.ledger.base import LedgerBase
 from pipeline.ledger.faults import verb
-from pipeline.ledger.tables import attempts, descriptions, images, jobs, manifests, runs
+from pipeline.ledger.tables import PICKED, attempts, descriptions, images, jobs, manifests, picks, runs
 
 #: a run whose heartbeat is older than this is not shown as a live worker
 WORKER_STALE_S = 180.0
@@ -63,6 +63,8 @@ class ExportRow:
     text: str | None
     cost_micros: int
     error_kind: str | None
+    #: a person's verdict on the image (`ideobatch serve`): picked, rejected, or None
+    verdict: str | None = None
 
 
 class Reports(LedgerBase):
@@ -102,8 +104,8 @@ class Reports(LedgerBase):
             )
         return result
 
-    async def export_rows(self, manifest_id: int | None) -> AsyncIterator[ExportRow]:
-        """Every produced image and description, streamed (one row each)."""
+    async def export_rows(self, manifest_id: int | None, *, picked: bool = False) -> AsyncIterator[ExportRow]:
+        """Every produced image and description, streamed (one row each); ``picked``: picked images only."""
         parent = jobs.alias("parent")
         where = [jobs.c.manifest_id == manifest_id] if manifest_id is not None else []
         base = (
@@ -136,11 +138,15 @@ class Reports(LedgerBase):
                 images.c.width,
                 images.c.height,
                 images.c.state.label("image_state"),
+                picks.c.verdict,
             )
             .join(images, images.c.job_id == jobs.c.id)
+            .outerjoin(picks, picks.c.image_id == images.c.id)
             .where(*where)
             .order_by(jobs.c.id, images.c.index)
         )
+        if picked:
+            image_query = image_query.where(picks.c.verdict == PICKED)
         text_query = (
             base.add_columns(descriptions.c.index, descriptions.c.text)
             .join(descriptions, descriptions.c.job_id == jobs.c.id)
@@ -151,6 +157,8 @@ class Reports(LedgerBase):
             result = await conn.stream(image_query.execution_options(yield_per=1000))
             async for row in result:
                 yield _export_row(row, text=None)
+            if picked:
+                return
             result = await conn.stream(text_query.execution_options(yield_per=1000))
             async for row in result:
                 yield _export_row(row, text=row.text)
@@ -181,6 +189,7 @@ def _export_row(row: Any, text: str | None) -> ExportRow:
         text=text,
         cost_micros=row.cost_micros,
         error_kind=row.error_kind,
+        verdict=mapping.get("verdict"),
     )
 
 

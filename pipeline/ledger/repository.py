@@ -33,12 +33,15 @@ from pipeline.ledger import engine as engines
 from pipeline.ledger.base import id_chunks, job_row_values
 from pipeline.ledger.execution import Execution
 from pipeline.ledger.faults import masked, verb
+from pipeline.ledger.gallery import GalleryReads
+from pipeline.ledger.picks import Picks
 from pipeline.ledger.records import (
     ManifestRecord,
     PlanCounts,
     to_micros,
 )
 from pipeline.ledger.reports import Reports
+from pipeline.ledger.review import ReviewReads
 from pipeline.ledger.tables import (
     jobs,
     manifests,
@@ -52,7 +55,7 @@ PLAN_BATCH = 50_000
 PLAN_YIELD_EVERY = 100
 
 
-class Ledger(Execution, Reports):
+class Ledger(Execution, Reports, ReviewReads, GalleryReads, Picks):
     """The job store of one ledger URL (SQLite file or PostgreSQL database)."""
 
     # --- lifecycle -----------------------------------------------------------------
