@@ -57,6 +57,7 @@ EXPORT_COLUMNS = (
     "text",
     "job_cost_usd",
     "manifest",
+    "pick",
 )
 #: a spreadsheet runs a cell that starts with one of these as a formula
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -103,11 +104,17 @@ def export_record(row: ExportRow) -> dict[str, Any]:
         "text": row.text,
         "job_cost_usd": round(row.cost_micros / 1_000_000, 6),
         "manifest": row.manifest,
+        "pick": row.verdict,
     }
 
 
-async def export(ledger_url: str, manifest: str | None, fmt: str, out: TextIO) -> int:
-    """Stream one row per produced image or description to ``out``; returns the row count."""
+async def export(
+    ledger_url: str, manifest: str | None, fmt: str, out: TextIO, *, picked: bool = False
+) -> int:
+    """Stream one row per produced image or description to ``out``; returns the row count.
+
+    ``picked``: only the images a person picked (`ideobatch serve`).
+    """
     count = 0
     async with opened_ledger(ledger_url) as ledger:
         manifest_id = await manifest_id_for(ledger, manifest)
@@ -115,7 +122,7 @@ async def export(ledger_url: str, manifest: str | None, fmt: str, out: TextIO) -
         if fmt == "csv":
             writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, extrasaction="ignore")
             writer.writeheader()
-        async for row in ledger.export_rows(manifest_id):
+        async for row in ledger.export_rows(manifest_id, picked=picked):
             record = export_record(row)
             if writer is not None:
                 writer.writerow({k: csv_safe(v) for k, v in record.items()})
@@ -130,5 +137,9 @@ async def retry_jobs(ledger_url: str, manifest: str | None, *, failed: bool, rea
     if not failed and reason is None:
         raise UsageError("say which jobs to retry: --failed (all failed jobs) and/or --reason REASON")
     async with opened_ledger(ledger_url) as ledger:
-        manifest_id = await manifest_id_for(ledger, manifest)
-        return await ledger.reset_jobs(manifest_id, states=("failed",), reason=reason)
+        return await retry_failed(ledger, await manifest_id_for(ledger, manifest), reason)
+
+
+async def retry_failed(ledger: Ledger, manifest_id: int | None, reason: str | None) -> int:
+    """`retry --failed` (``reason`` None) or `retry --reason R`: failed jobs back to pending; how many."""
+    return await ledger.reset_jobs(manifest_id, states=("failed",), reason=reason)
