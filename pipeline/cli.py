@@ -261,15 +261,16 @@ def status(manifest: str | None, ledger_url: str, as_json: bool) -> None:
 @ledger_option
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
 @click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout.")
-def export(manifest: str | None, ledger_url: str, fmt: str, out_file: str | None) -> None:
+@click.option("--picked", is_flag=True, help="Only the images picked in `ideobatch serve`.")
+def export(manifest: str | None, ledger_url: str, fmt: str, out_file: str | None, picked: bool) -> None:
     """One row per produced image or description: key, op, prompt, seed, path, sha256, source..."""
     from pipeline.reporting import export as export_rows
 
     if out_file is None:
-        count = _run_async(lambda: export_rows(ledger_url, manifest, fmt, sys.stdout))
+        count = _run_async(lambda: export_rows(ledger_url, manifest, fmt, sys.stdout, picked=picked))
     else:
         with open(out_file, "w", encoding="utf-8", newline="") as handle:
-            count = _run_async(lambda: export_rows(ledger_url, manifest, fmt, handle))
+            count = _run_async(lambda: export_rows(ledger_url, manifest, fmt, handle, picked=picked))
         click.echo(f"{count} row(s) written to {out_file}", err=True)
 
 
@@ -298,6 +299,65 @@ def gallery(manifest: str | None, ledger_url: str, out_file: str | None) -> None
 
     page, pictures, failed = _run_async(lambda: build_gallery(ledger_url, manifest, out_file))
     click.echo(f"{page}  ({pictures} picture(s), {failed} failed job(s))")
+
+
+@main.command()
+@click.argument("manifest")
+@ledger_option
+@click.option("--rejected", is_flag=True, help="A new job for each image rejected in `ideobatch serve`.")
+def reroll(manifest: str, ledger_url: str, rejected: bool) -> None:
+    """Plan new jobs for rejected images: same request, a new seed, the next replica (paid as usual)."""
+    from pipeline.reroll import check_selection, reroll_rejected
+
+    async def plan() -> tuple[list[Any], Any]:
+        check_selection(rejected)
+        return await reroll_rejected(ledger_url, manifest)
+
+    made, estimate = _run_async(plan)
+    click.echo(f"{len(made)} job(s) planned for rejected images, estimated ${estimate:.2f}")
+    if made:
+        click.echo(f"run them: ideobatch run {manifest} (or: ideobatch worker)", err=True)
+
+
+@main.command()
+@ledger_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0: any free port."
+)
+@click.option(
+    "--allow-actions",
+    is_flag=True,
+    help="Let the page write to the ledger: picks and rejections, retrying failed jobs.",
+)
+@click.option(
+    "--token",
+    envvar="IDEOBATCH_REVIEW_TOKEN",
+    help="Required of every request (header, cookie or ?token=); needed to listen beyond this machine "
+    "(env IDEOBATCH_REVIEW_TOKEN).",
+)
+@click.option(
+    "--thumbs",
+    "thumbs_dir",
+    type=click.Path(file_okay=False),
+    help="Thumbnail cache folder (default: $XDG_CACHE_HOME/ideobatch/thumbs).",
+)
+def serve(
+    ledger_url: str, host: str, port: int, allow_actions: bool, token: str | None, thumbs_dir: str | None
+) -> None:
+    """A live web view of the ledger: progress, gallery, picks, failures, /metrics."""
+    from pipeline.review.app import ReviewOptions, serve_forever
+
+    _setup_logging()
+    options = ReviewOptions(
+        ledger_url=ledger_url,
+        host=host,
+        port=port,
+        allow_actions=allow_actions,
+        token=token or None,
+        thumbs_dir=thumbs_dir,
+    )
+    _run_async(lambda: serve_forever(options))
 
 
 @main.command()
