@@ -77,7 +77,7 @@ class ThreadedFakeServer:
 
 
 class Served:
-    """`ideobatch serve` in a subprocess on a free port."""
+    """`ideobatch serve` started in a subprocess on a free port (`wait_ready` for its address)."""
 
     def __init__(self, ledger: str, folder: Path, *extra: str) -> None:
         self.process = subprocess.Popen(
@@ -98,11 +98,16 @@ class Served:
             stderr=subprocess.PIPE,
             text=True,
         )
+        self.url = ""
+
+    def wait_ready(self) -> Served:
+        """Wait for the address the server prints once it listens."""
         assert self.process.stdout is not None
         ready, _, _ = select.select([self.process.stdout], [], [], 30)
         assert ready, "ideobatch serve did not print its address"
         self.url = self.process.stdout.readline().strip().rstrip("/")
         assert self.url.startswith("http://127.0.0.1:"), self.process.stderr
+        return self
 
     def stop(self) -> None:
         """SIGTERM, then wait for the server to close."""
@@ -140,8 +145,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         code, summary = asyncio.run(produce(folder, api.server))
         assert code == 1, summary
         ledger = f"sqlite:///{folder}/ledger.db"
-        reader = Served(ledger, folder)
-        writer = Served(ledger, folder, "--allow-actions")
+        reader, writer = Served(ledger, folder), Served(ledger, folder, "--allow-actions")
+        reader.wait_ready()
+        writer.wait_ready()
         try:
             with chromium() as browser:
                 yield Site(folder, ledger, api, reader, writer, browser)
@@ -167,11 +173,27 @@ def notice_text(browser: WebDriver) -> str:
 
 
 def manifest_state(browser: WebDriver, name: str) -> dict[str, str] | None:
-    """The data attributes of a manifest's overview entry, or None while it is not shown."""
-    found = browser.find_elements(By.CSS_SELECTOR, f'article.manifest[data-manifest="{name}"]')
-    if not found:
-        return None
-    return {key: found[0].get_attribute(f"data-{key}") or "" for key in ("done", "total", "in-flight")}
+    """The data attributes of a manifest's overview entry, or None while it is not shown.
+
+    Read in one script: the page replaces the entry every second, so an element
+    found by one WebDriver call may be gone by the next.
+    """
+    found: dict[str, str] | None = browser.execute_script(
+        "const a = document.querySelector(`article.manifest[data-manifest='${arguments[0]}']`);"
+        "return a && {done: a.dataset.done, total: a.dataset.total, 'in-flight': a.dataset.inFlight};",
+        name,
+    )
+    return found
+
+
+def worker_text(browser: WebDriver, in_flight: int) -> str | None:
+    """The overview's line of a worker with ``in_flight`` images in flight, or None."""
+    found: str | None = browser.execute_script(
+        "const w = document.querySelector(`tr.worker[data-in-flight='${arguments[0]}']`);"
+        "return w && w.textContent;",
+        str(in_flight),
+    )
+    return found
 
 
 def test_overview_updates_while_a_run_goes_on_in_another_process(site: Site) -> None:
@@ -205,10 +227,7 @@ def test_overview_updates_while_a_run_goes_on_in_another_process(site: Site) -> 
             ),
         )
         assert shown == {"done": "0", "total": "6", "in-flight": "4"}
-        worker = wait_until(
-            browser, lambda b: b.find_elements(By.CSS_SELECTOR, 'tr.worker[data-in-flight="4"]')
-        )
-        assert "a live heron" in worker[0].text
+        assert "a live heron" in wait_until(browser, lambda b: worker_text(b, 4))
     finally:
         site.api.call(site.api.server.state.release)
     _out, err = run.communicate(timeout=60)
