@@ -1,4 +1,4 @@
-"""picks: a person's verdict on each image (ideobatch serve, reroll, export --picked)
+"""picks: a person's verdict on each image (ideobatch serve, reroll, export --picked); review indexes
 
 Revision ID: 0003
 Revises: 0001
@@ -35,8 +35,21 @@ def upgrade() -> None:
     with op.batch_alter_table('picks', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_picks_verdict'), ['verdict'], unique=False)
 
+    # the review's overview reads these on every refresh
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_jobs_manifest_id_finished_at'), ['manifest_id', 'finished_at'], unique=False)
+
+    with op.batch_alter_table('images', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_images_job_id_state'), ['job_id', 'state'], unique=False)
+
 
 def downgrade() -> None:
+    with op.batch_alter_table('images', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_images_job_id_state'))
+
+    with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_jobs_manifest_id_finished_at'))
+
     with op.batch_alter_table('picks', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_picks_verdict'))
 

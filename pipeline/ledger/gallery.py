@@ -26,6 +26,8 @@ from pipeline.ledger.tables import images, jobs, picks
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 #: the pick filter's value for images nobody has judged yet
 UNREVIEWED = "none"
+#: gallery counts stop past this many images
+COUNT_CAP = 1000
 
 
 @dataclass(frozen=True)
@@ -259,16 +261,21 @@ class GalleryReads(LedgerBase):
         return GalleryPage(rows, next_after, prev_before)
 
     @verb
-    async def gallery_count(self, manifest_id: int, wanted: GalleryFilter) -> int:
-        """How many of the manifest's images the filter lets through."""
-        query = (
-            select(func.count())
+    async def gallery_count(self, manifest_id: int, wanted: GalleryFilter, cap: int = COUNT_CAP) -> int:
+        """How many of the manifest's images the filter lets through, counted up to ``cap`` + 1.
+
+        Counting stops there: an exact count of a filtered 100,000-image
+        manifest would read every job, for a figure nobody needs exactly.
+        """
+        matching = (
+            select(images.c.id)
             .select_from(images)
             .join(jobs, jobs.c.id == images.c.job_id)
             .where(*self._conditions(manifest_id, wanted))
         )
         if wanted.pick is not None:
-            query = query.outerjoin(picks, picks.c.image_id == images.c.id)
+            matching = matching.outerjoin(picks, picks.c.image_id == images.c.id)
+        query = select(func.count()).select_from(matching.limit(cap + 1).subquery())
         async with self.engine.connect() as conn:
             return int(await conn.scalar(query) or 0)
 

@@ -132,15 +132,13 @@ class ReviewReads(LedgerBase):
         return LedgerOverview(at=now, manifests=list(progress.values()), workers=workers)
 
     @verb
-    async def job_counts(self, manifest_id: int) -> dict[str, int]:
-        """The manifest's jobs per state."""
+    async def failed_count(self, manifest_id: int) -> int:
+        """How many of the manifest's jobs failed (an index range, however large the manifest)."""
         async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                select(jobs.c.state, func.count())
-                .where(jobs.c.manifest_id == manifest_id)
-                .group_by(jobs.c.state)
+            value = await conn.scalar(
+                select(func.count()).where(jobs.c.manifest_id == manifest_id, jobs.c.state == FAILED)
             )
-            return {state: int(count) for state, count in rows}
+        return int(value or 0)
 
     @verb
     async def failure_groups(self, manifest_id: int, examples: int = 5) -> list[FailureGroup]:
@@ -230,11 +228,13 @@ async def _progress(conn: AsyncConnection, now: float) -> dict[int, ManifestProg
     ):
         if manifest_id in found:
             found[manifest_id].failures[kind or "unknown"] = int(count)
-    for manifest_id, count in await conn.execute(
-        select(jobs.c.manifest_id, func.count())
-        .where(jobs.c.finished_at >= now - RATE_WINDOW_S)
-        .group_by(jobs.c.manifest_id)
-    ):
+    # one range of the (manifest_id, finished_at) index per manifest
+    recent = (
+        select(func.count())
+        .where(jobs.c.manifest_id == manifests.c.id, jobs.c.finished_at >= now - RATE_WINDOW_S)
+        .scalar_subquery()
+    )
+    for manifest_id, count in await conn.execute(select(manifests.c.id, recent)):
         if manifest_id in found:
             found[manifest_id].finished_recently = int(count)
     for manifest_id, verdict, count in await conn.execute(
@@ -313,34 +313,33 @@ async def _workers(conn: AsyncConnection, now: float) -> list[WorkerView]:
 
 
 async def _attempt_counts(conn: AsyncConnection, found: dict[int, ManifestMetrics]) -> None:
+    """Finished attempts per manifest and status, in-doubt ones, and the latency histogram: one scan."""
     status = func.coalesce(attempts.c.http_status, 0)
-    for manifest_id, code, count in await conn.execute(
-        select(jobs.c.manifest_id, status, func.count())
+    duration = cast(attempts.c.ended_at - attempts.c.started_at, Float)
+    buckets = [func.sum(case((duration <= bound, 1), else_=0)) for bound in LATENCY_BUCKETS_S]
+    query = (
+        select(
+            jobs.c.manifest_id,
+            status,
+            func.count(),
+            func.sum(case((attempts.c.in_doubt.is_(True), 1), else_=0)),
+            func.coalesce(func.sum(duration), 0.0),
+            *buckets,
+        )
         .join(jobs, jobs.c.id == attempts.c.job_id)
         .where(attempts.c.ended_at.is_not(None))
         .group_by(jobs.c.manifest_id, status)
-    ):
-        if manifest_id in found:
-            found[manifest_id].requests[int(code)] = int(count)
-    for manifest_id, count in await conn.execute(
-        select(jobs.c.manifest_id, func.count())
-        .join(jobs, jobs.c.id == attempts.c.job_id)
-        .where(attempts.c.in_doubt.is_(True))
-        .group_by(jobs.c.manifest_id)
-    ):
-        if manifest_id in found:
-            found[manifest_id].in_doubt = int(count)
-    duration = cast(attempts.c.ended_at - attempts.c.started_at, Float)
-    columns = [func.sum(case((duration <= bound, 1), else_=0)) for bound in LATENCY_BUCKETS_S]
-    query = (
-        select(jobs.c.manifest_id, func.count(), func.coalesce(func.sum(duration), 0.0), *columns)
-        .join(jobs, jobs.c.id == attempts.c.job_id)
-        .where(attempts.c.ended_at.is_not(None), attempts.c.http_status.is_not(None))
-        .group_by(jobs.c.manifest_id)
     )
     for row in await conn.execute(query):
         metrics = found.get(row[0])
-        if metrics is not None:
-            metrics.latency_count = int(row[1])
-            metrics.latency_sum_s = float(row[2])
-            metrics.latency_buckets = [int(v or 0) for v in row[3:]]
+        if metrics is None:
+            continue
+        code, count = int(row[1]), int(row[2])
+        metrics.requests[code] = count
+        metrics.in_doubt += int(row[3] or 0)
+        if code:  # an answer came back: its duration is a request's latency
+            metrics.latency_count += count
+            metrics.latency_sum_s += float(row[4])
+            metrics.latency_buckets = [
+                a + int(b or 0) for a, b in zip(metrics.latency_buckets, row[5:], strict=True)
+            ]

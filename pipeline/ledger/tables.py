@@ -95,6 +95,8 @@ jobs = Table(
     Index(None, "manifest_id", "state", "rank", "id"),
     Index(None, "state", "lease_expires_at"),
     Index(None, "parent_id"),
+    # the review's rate: jobs of a manifest finished in the last minute (migration 0003)
+    Index(None, "manifest_id", "finished_at"),
 )
 
 attempts = Table(
@@ -135,6 +137,8 @@ images = Table(
     Column("height", Integer, nullable=True),
     Column("error", Text, nullable=True),
     UniqueConstraint("job_id", "index"),
+    # images by state without reading the (wide) image rows, for the review (migration 0003)
+    Index(None, "job_id", "state"),
 )
 
 descriptions = Table(

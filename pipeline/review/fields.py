@@ -34,14 +34,37 @@ def value_label(text: str) -> str:
     return value if isinstance(value, str) else text
 
 
+@dataclass(frozen=True)
+class _Json:
+    """A value kept by its JSON text (objects, lists, booleans): never equal to a plain value."""
+
+    text: str
+
+
+def _key(value: Any) -> Any:
+    """A cheap dict key for a request value (strings and numbers as they are: most values are)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float or value is None:
+        return value
+    return _Json(canonical_json(value))
+
+
+def _text(key: Any) -> str:
+    return key.text if isinstance(key, _Json) else canonical_json(key)
+
+
 @dataclass
 class FieldValues:
     """The values one request field takes among one op's jobs."""
 
-    counts: dict[str, int] = field(default_factory=dict)
+    counts: dict[Any, int] = field(default_factory=dict)
     present: int = 0
     #: more than `MAX_LISTED_VALUES` distinct values (counts stop being kept)
     crowded: bool = False
+
+    def texts(self) -> set[str]:
+        """The values, as JSON text."""
+        return {_text(key) for key in self.counts}
 
 
 @dataclass(frozen=True)
@@ -72,12 +95,14 @@ class FieldSummary:
             request: dict[str, Any] = json.loads(job.request)
             per_op = self.fields.setdefault(job.op, {})
             for name, value in request.items():
-                values = per_op.setdefault(name, FieldValues())
+                values = per_op.get(name)
+                if values is None:
+                    values = per_op[name] = FieldValues()
                 values.present += 1
-                if values.crowded:
+                if values.crowded or name in SHOWN_APART:
                     continue
-                text = canonical_json(value)
-                values.counts[text] = values.counts.get(text, 0) + 1
+                key = _key(value)
+                values.counts[key] = values.counts.get(key, 0) + 1
                 if len(values.counts) > MAX_LISTED_VALUES:
                     values.crowded = True
                     values.counts.clear()
@@ -112,7 +137,7 @@ class FieldSummary:
                 if values is None:
                     continue
                 crowded = crowded or values.crowded
-                texts.update(values.counts)
+                texts.update(values.texts())
                 if self._absent(op, values):
                     texts.add(ABSENT)
             ordered = sorted(texts - {ABSENT}, key=_natural) + ([ABSENT] if ABSENT in texts else [])

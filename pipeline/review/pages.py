@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from pipeline.ledger.gallery import GalleryRow
+from pipeline.ledger.gallery import COUNT_CAP, GalleryRow
 from pipeline.ledger.review import RATE_WINDOW_S, LedgerOverview, ManifestProgress, WorkerView
 from pipeline.outputs import is_inside
 from pipeline.results import IMAGE_DOWNLOADED
@@ -175,7 +175,7 @@ async def gallery_page(request: web.Request) -> web.Response:
         manifest_id, filters.wanted, after=after, before=before, limit=PAGE_SIZE
     )
     matching = await state.ledger.gallery_count(manifest_id, filters.wanted)
-    counts = await state.ledger.job_counts(manifest_id)
+    failed = await state.ledger.failed_count(manifest_id)
     links = LiveLinks(manifest_id, await state.output_root(manifest_id))
     cards = [build_card(row, summary, links) for row in page.rows]
     return _html(
@@ -188,8 +188,8 @@ async def gallery_page(request: web.Request) -> web.Response:
             filters=filters,
             controls=filter_controls(summary),
             cards=cards,
-            matching=matching,
-            failed=counts.get("failed", 0),
+            matching=f"more than {COUNT_CAP:,}" if matching > COUNT_CAP else str(matching),
+            failed=failed,
             next_query=None if page.next_after is None else filters.query(after=page.next_after),
             prev_query=None if page.prev_before is None else filters.query(before=page.prev_before),
             allow_actions=state.options.allow_actions,
