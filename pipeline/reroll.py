@@ -42,8 +42,11 @@ def replacement(candidate: RerollCandidate, prices: PriceTable) -> PlannedJob:
     """
     request = dict(candidate.request)
     replica = candidate.replica + 1
-    fields = op_fields(candidate.op)
-    if "seed" in fields:
+    try:
+        takes_seed = "seed" in op_fields(candidate.op)
+    except KeyError:  # an op this ideobatch's schema does not list: judge by the request itself
+        takes_seed = "seed" in request
+    if takes_seed:
         old = request.get("seed")
         request["seed"] = new_seed(
             candidate.job_key, candidate.index, replica, old if isinstance(old, int) else candidate.seed

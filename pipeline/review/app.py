@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+from pathlib import Path
 
 from aiohttp import web
 
 from pipeline.errors import UsageError
+from pipeline.ledger.engine import async_url
 from pipeline.ledger.faults import masked
 from pipeline.ledger.repository import Ledger, opened_ledger
 from pipeline.review import actions, media, metrics, pages
@@ -75,6 +77,10 @@ async def serve_forever(options: ReviewOptions, ready: asyncio.Event | None = No
     problem = check_bind(options.host, options.token)
     if problem is not None:
         raise UsageError(problem)
+    target = async_url(options.ledger_url)
+    if target.get_backend_name() == "sqlite" and not Path(str(target.database)).expanduser().exists():
+        # reviewing never creates a ledger: a wrong path would show an empty one
+        raise UsageError(f"there is no ledger at {target.database}: run a manifest first, or give --ledger")
     async with opened_ledger(options.ledger_url) as ledger:
         runner = web.AppRunner(create_app(ledger, options), access_log=None, handle_signals=False)
         await runner.setup()
