@@ -8,7 +8,7 @@ from aiohttp import web
 
 from pipeline.ledger.tables import VERDICTS
 from pipeline.reporting import retry_failed
-from pipeline.review.state import STATE
+from pipeline.review.state import STATE, path_id
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -24,10 +24,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 async def pick(request: web.Request) -> web.Response:
     """POST /api/images/{image}/pick ``{"verdict": "picked" | "rejected" | null}``: record a verdict."""
     state = request.app[STATE]
-    try:
-        image_id = int(request.match_info["image"])
-    except ValueError:
-        raise web.HTTPNotFound() from None
+    image_id = path_id(request, "image")
     verdict = (await _json_body(request)).get("verdict")
     if verdict is not None and verdict not in VERDICTS:
         raise web.HTTPBadRequest(text=f"verdict must be one of {', '.join(VERDICTS)} or null\n")
@@ -39,10 +36,7 @@ async def pick(request: web.Request) -> web.Response:
 async def retry(request: web.Request) -> web.Response:
     """POST /m/{manifest}/retry ``{"reason": R}``: what `ideobatch retry --reason R` does."""
     state = request.app[STATE]
-    try:
-        manifest_id = int(request.match_info["manifest"])
-    except ValueError:
-        raise web.HTTPNotFound() from None
+    manifest_id = path_id(request, "manifest")
     await state.manifest_name(manifest_id)
     reason = (await _json_body(request)).get("reason")
     if not isinstance(reason, str) or not reason:

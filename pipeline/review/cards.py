@@ -11,6 +11,8 @@ the same controls in the page, from each card's ``data-filter``.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -70,9 +72,9 @@ class Filters:
 
 def parse_filters(params: Mapping[str, str]) -> Filters:
     """A `GalleryFilter` from query parameters; a value that does not parse is reported and ignored."""
-    kept = {
-        k: v.strip() for k, v in params.items() if v.strip() and (k in _PARAMS or k.startswith(FIELD_PARAM))
-    }
+    # NUL is no character of a request (and PostgreSQL refuses it in text)
+    cleaned = {k: v.replace("\x00", "").strip() for k, v in params.items()}
+    kept = {k: v for k, v in cleaned.items() if v and (k in _PARAMS or k.startswith(FIELD_PARAM))}
     problems: list[str] = []
     values: dict[str, Any] = {}
     fields: list[tuple[str, Any]] = []
@@ -100,13 +102,34 @@ def parse_filters(params: Mapping[str, str]) -> Filters:
 
 
 _PARAMS = frozenset({"op", "state", "pick", "cost", *TEXT_PARAMS})
+#: a whole number a database column can hold (seeds are below 2**31 anyway)
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+#: no image costs more than this (a larger "price" is a typo, and would overflow the ledger's integers)
+MAX_PRICE_USD = Decimal(1_000_000)
 
 
 def _json_value(raw: str) -> Any:
+    """JSON when the text is JSON (``50``, ``"50"``, ``null``), else the text itself."""
     try:
-        return json.loads(raw)
+        value = json.loads(raw, parse_constant=_no_constant)
     except ValueError:
         return raw
+    return value if _finite(value) else raw
+
+
+def _finite(value: Any) -> bool:
+    """Whether ``value`` holds no infinite number (``1e999`` parses as one; JSON has none)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list):
+        return all(_finite(item) for item in value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    return True
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is no request value")  # NaN and Infinity: kept as text
 
 
 def _bad(raw: str, name: str, problems: list[str]) -> str | None:
@@ -115,19 +138,21 @@ def _bad(raw: str, name: str, problems: list[str]) -> str | None:
 
 
 def _integer(raw: str, name: str, problems: list[str]) -> int | None:
-    try:
-        return int(raw)
-    except ValueError:
+    if not _INTEGER.fullmatch(raw):
         problems.append(f"{name}: {raw!r} is not a whole number")
         return None
+    return int(raw)
 
 
 def _micros(raw: str, problems: list[str]) -> int | None:
     try:
-        return int(Decimal(raw.lstrip("$")) * MICROS_PER_USD)
+        amount = Decimal(raw.lstrip("$"))
     except InvalidOperation:
+        amount = Decimal(-1)
+    if not amount.is_finite() or not 0 <= amount <= MAX_PRICE_USD:
         problems.append(f"cost: {raw!r} is not an amount in USD")
         return None
+    return int(amount * MICROS_PER_USD)
 
 
 class CardLinks(Protocol):

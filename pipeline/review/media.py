@@ -28,7 +28,7 @@ from aiohttp import web
 
 from pipeline import thumbnails
 from pipeline.outputs import is_inside
-from pipeline.review.state import STATE, ReviewState
+from pipeline.review.state import STATE, ReviewState, path_id
 
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 #: an image larger than this is not served (nor thumbnailed)
@@ -99,18 +99,11 @@ def _refuse_encoded(request: web.Request) -> None:
         raise web.HTTPNotFound()
 
 
-def _number(request: web.Request, name: str) -> int:
-    try:
-        return int(request.match_info[name])
-    except ValueError:
-        raise web.HTTPNotFound() from None
-
-
 async def serve_file(request: web.Request) -> web.Response:
     """GET /files/{manifest}/{path}: an image file inside the manifest's output folder."""
     _refuse_encoded(request)
     state = request.app[STATE]
-    root = await state.output_root(_number(request, "manifest"))
+    root = await state.output_root(path_id(request, "manifest"))
     if root is None:
         raise web.HTTPNotFound()
     real = resolve_inside(root, request.match_info["path"])
@@ -125,9 +118,10 @@ async def serve_file(request: web.Request) -> web.Response:
 
 def _size(request: web.Request) -> int:
     size = request.query.get("size", str(thumbnails.THUMB_PX))
-    if not size.isdigit() or int(size) not in thumbnails.SIZES:
+    allowed = {str(px): px for px in thumbnails.SIZES}
+    if size not in allowed:
         raise web.HTTPNotFound()
-    return int(size)
+    return allowed[size]
 
 
 async def _thumbnail(
@@ -144,7 +138,7 @@ async def _thumbnail(
 async def serve_thumb(request: web.Request) -> web.Response:
     """GET /thumbs/{image}: the thumbnail of a recorded image whose file is in its output folder."""
     state = request.app[STATE]
-    found = await state.ledger.image_file(_number(request, "image"))
+    found = await state.ledger.image_file(path_id(request, "image"))
     if found is None:
         raise web.HTTPNotFound()
     manifest_id, path, sha256 = found
@@ -157,7 +151,7 @@ async def serve_thumb(request: web.Request) -> web.Response:
 async def serve_source(request: web.Request) -> web.Response:
     """GET /sources/{job}: a JPEG preview of a job's local source image."""
     state = request.app[STATE]
-    found = await state.ledger.job_source(_number(request, "job"))
+    found = await state.ledger.job_source(path_id(request, "job"))
     if found is None:
         raise web.HTTPNotFound()
     _manifest_id, source, sha256 = found

@@ -16,7 +16,7 @@ from pipeline.outputs import is_inside
 from pipeline.results import IMAGE_DOWNLOADED
 from pipeline.review.cards import CardView, build_card, filter_controls, parse_filters, usd
 from pipeline.review.render import STATIC_FILES, static_text
-from pipeline.review.state import STATE, ReviewState
+from pipeline.review.state import STATE, ReviewState, path_id, query_id
 from pipeline.thumbnails import PREVIEW_PX
 
 #: cards per gallery page
@@ -155,21 +155,14 @@ class LiveLinks:
         return f"/sources/{row.job_id}{suffix}"
 
 
-def _manifest_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["manifest"])
-    except ValueError:
-        raise web.HTTPNotFound() from None
-
-
 async def gallery_page(request: web.Request) -> web.Response:
     """GET /m/{manifest}: a page of cards, filtered by the query, keyset-paginated."""
     state = request.app[STATE]
-    manifest_id = _manifest_id(request)
+    manifest_id = path_id(request, "manifest")
     name = await state.manifest_name(manifest_id)
     filters = parse_filters(request.query)
-    after = _cursor(request, "after")
-    before = _cursor(request, "before")
+    after = query_id(request, "after")
+    before = query_id(request, "before")
     summary = await state.fields.summary(manifest_id)
     page = await state.ledger.gallery_page(
         manifest_id, filters.wanted, after=after, before=before, limit=PAGE_SIZE
@@ -197,23 +190,11 @@ async def gallery_page(request: web.Request) -> web.Response:
     )
 
 
-def _cursor(request: web.Request, name: str) -> int | None:
-    value = request.query.get(name)
-    if value is None:
-        return None
-    if not value.isdigit():
-        raise web.HTTPBadRequest(text=f"{name} must be an image id\n")
-    return int(value)
-
-
 async def detail_page(request: web.Request) -> web.Response:
     """GET /m/{manifest}/images/{image}: the image, its source beside it, its job, parent and children."""
     state = request.app[STATE]
-    manifest_id = _manifest_id(request)
-    try:
-        image_id = int(request.match_info["image"])
-    except ValueError:
-        raise web.HTTPNotFound() from None
+    manifest_id = path_id(request, "manifest")
+    image_id = path_id(request, "image")
     detail = await state.ledger.image_detail(image_id)
     if detail is None or detail.row.manifest_id != manifest_id:
         raise web.HTTPNotFound(text="no such image in this manifest\n")
@@ -249,7 +230,7 @@ async def detail_page(request: web.Request) -> web.Response:
 async def failures_page(request: web.Request) -> web.Response:
     """GET /m/{manifest}/failures: failed jobs grouped by reason, with examples and "retry these"."""
     state = request.app[STATE]
-    manifest_id = _manifest_id(request)
+    manifest_id = path_id(request, "manifest")
     name = await state.manifest_name(manifest_id)
     groups = await state.ledger.failure_groups(manifest_id)
     return _html(

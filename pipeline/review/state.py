@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,3 +104,24 @@ class ReviewState:
 
 
 STATE: web.AppKey[ReviewState] = web.AppKey("review_state", ReviewState)
+
+#: an id as a URL may carry it: ASCII digits that fit in 63 bits
+_ID = re.compile(r"[0-9]{1,18}")
+
+
+def path_id(request: web.Request, name: str) -> int:
+    """The id in the URL's ``{name}`` part; 404 when it is not one."""
+    value = request.match_info[name]
+    if not _ID.fullmatch(value):
+        raise web.HTTPNotFound()
+    return int(value)
+
+
+def query_id(request: web.Request, name: str) -> int | None:
+    """The id in the query's ``name`` (None when absent); 400 when it is not one."""
+    value = request.query.get(name)
+    if value is None:
+        return None
+    if not _ID.fullmatch(value):
+        raise web.HTTPBadRequest(text=f"{name} must be an image id\n")
+    return int(value)

@@ -1,7 +1,8 @@
 """`ideobatch serve` in a real headless Chromium: live overview, filters, keyboard picks, detail, retry.
 
-One module-wide setup: a fake server (in a thread), the review run recorded in a
-SQLite ledger, two `ideobatch serve` processes on it (read-only, and with
+One module-wide setup (per test process: pytest-xdist may share the module's
+tests between its two): a fake server (in a thread), the review run recorded in
+a SQLite ledger, two `ideobatch serve` processes on it (read-only, and with
 --allow-actions) and one browser. Every wait is on a condition of the page or
 of the ledger, never a sleep.
 """
@@ -35,8 +36,6 @@ from tests.acceptance.conftest import API_KEY, command_env
 from tests.browser import chromium, require_chromium, wait_until
 from tests.integration.conftest import write_manifest
 from tests.review_data import UNSAFE_WORD, produce
-
-pytestmark = pytest.mark.xdist_group("review-browser")
 
 T = TypeVar("T")
 IDEOBATCH = (sys.executable, "-m", "pipeline.cli")

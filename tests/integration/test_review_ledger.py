@@ -53,6 +53,8 @@ async def test_review_verbs_agree_with_the_run(reviewed: tuple[Ledger, int]) -> 
     assert await count(source_id="SKU-7") == 1
     assert await count(cost_micros=50_000) == 1
     assert await count(job="ZZ") == 0
+    assert await count(fields=(("seed", 10**30),)) == 0  # larger than any column holds
+    assert await count(fields=(("color_palette", {"name": "PASTEL"}),)) == 0
 
     # keyset pages of two: every image once, in order, and back again
     seen, after = [], None

@@ -131,9 +131,21 @@ async def test_gallery_filters_on_a_matrix_value_and_shows_what_differs(serve: C
     assert "2 image(s)" in anime
     wolf = await text_of(client, "/m/1?prompt=WOLF&op=generate")
     assert len(CARD.findall(wolf)) == 1
-    odd = await text_of(client, "/m/1?seed=many&pick=maybe")
+    odd = await text_of(client, "/m/1?seed=many&pick=maybe&cost=NaN&f.seed=NaN&f.model=1e999")
     assert "seed: &#39;many&#39; is not a whole number" in odd
-    assert len(CARD.findall(odd)) == IMAGES
+    assert "cost: &#39;NaN&#39; is not an amount in USD" in odd
+    assert len(CARD.findall(odd)) == 0  # no request has the text "NaN" as its seed
+    for path, status in [
+        (f"/m/1?seed={'9' * 30}", 200),
+        ("/m/1?after=1e3", 400),
+        (f"/m/1?before={'9' * 30}", 400),
+        (f"/m/{'9' * 30}", 404),
+        ("/m/١", 404),
+        (f"/m/1/images/{'9' * 30}", 404),
+        ("/thumbs/1?size=²", 404),
+        ("/sources/x", 404),
+    ]:
+        assert (await client.get(path)).status == status, path
 
 
 async def test_detail_shows_a_catalog_source_beside_the_result(serve: Client, produced: Produced) -> None:

@@ -115,3 +115,10 @@ def test_local_names_and_binds() -> None:
     assert not any(is_local_host(h) for h in ["0.0.0.0", "example.com", "10.0.0.1", ""])
     assert check_bind("0.0.0.0", None) is not None
     assert check_bind("0.0.0.0", "token") is None
+
+
+def test_values_no_database_takes_are_kept_as_text_or_dropped() -> None:
+    """1e999 (infinite) and NaN stay text, a NUL is dropped, a price past $1M or negative is refused."""
+    filters = parse_filters({"f.model": "1e999", "f.seed": "NaN", "prompt": "fo\x00x", "cost": "-1"})
+    assert filters.wanted == GalleryFilter(prompt="fox", fields=(("model", "1e999"), ("seed", "NaN")))
+    assert filters.problems == ("cost: '-1' is not an amount in USD",)
