@@ -76,10 +76,13 @@ async def test_metrics_during_a_run_agree_with_status(tmp_path: Path, server: Fa
     try:
         stats = server.state.stats
 
+        previous: list[Samples] = []
+
         async def settled() -> bool:
+            """The ledger caught up with the server, and two scrapes in a row say the same."""
             samples = await scrape(client)
             by_status = stats()["by_status"]
-            return stats()["inflight_images"] > 0 and (
+            caught_up = stats()["inflight_images"] > 0 and (
                 samples[("ideobatch_images_in_flight", "")],
                 samples[("ideobatch_jobs", "succeeded")],
                 samples[("ideobatch_jobs", "failed")],
@@ -90,9 +93,12 @@ async def test_metrics_during_a_run_agree_with_status(tmp_path: Path, server: Fa
                 by_status.get("422", 0),
                 by_status.get("429", 0),
             )
+            steady = previous[-1:] == [samples]
+            previous.append(samples)
+            return caught_up and steady
 
         await eventually(settled)
-        during = await scrape(client)
+        during = previous[-1]
         agree(during, await status_summary(url, "acc"))
         assert await scrape(client) == during  # nothing moved while the calls were held
         assert 0 < during[("ideobatch_jobs", "succeeded")] < len(PROMPTS)
