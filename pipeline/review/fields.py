@@ -24,14 +24,17 @@ from pipeline.ledger.repository import Ledger
 MAX_LISTED_VALUES = 100
 #: shown on every card on its own, not as a "what differs" value
 SHOWN_APART = frozenset({"prompt"})
+#: a value longer than this (a JSON prompt object, say) is cut on cards and in lists
+LABEL_CHARS = 60
 #: the JSON text that stands for "the request does not have this field"
 ABSENT = "null"
 
 
 def value_label(text: str) -> str:
-    """A value's JSON text as people read it: strings without their quotes."""
+    """A value's JSON text as people read it: strings without their quotes, cut to `LABEL_CHARS`."""
     value = json.loads(text)
-    return value if isinstance(value, str) else text
+    label = value if isinstance(value, str) else text
+    return label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "…"
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,15 @@ def test_a_field_with_too_many_values_is_typed_not_listed() -> None:
     assert summary.varying("generate") == ["seed"]
 
 
+def test_long_values_are_cut_for_people() -> None:
+    """An object value (a JSON prompt, say) is labelled by its JSON text, cut to 60 characters."""
+    summary = FieldSummary()
+    summary.add(job(i, "generate", json_prompt={"scene": "x" * 200, "n": i}) for i in (1, 2))
+    (choice,) = summary.choices()
+    assert [len(label) for _value, label in choice.values] == [60, 60]
+    assert choice.values[0][0].startswith('{"n":1,')
+
+
 def test_numbers_are_offered_in_numeric_order() -> None:
     """image_weight 5, 20, 100 are listed as numbers, not as text."""
     summary = FieldSummary()
