@@ -441,9 +441,16 @@ def status(manifest: str | None, ledger_url: str | None, as_json: bool, in_doubt
     type=click.Path(),
     help="Write to FILE instead of stdout (hf: the folder for metadata.jsonl; default: the images' folder).",
 )
+@click.option("--picked", is_flag=True, help="Only the images picked in `ideobatch serve`.")
 @logging_options
 def export(
-    manifest: str | None, ledger_url: str | None, fmt: str, kind: str, state: str, out_path: str | None
+    manifest: str | None,
+    ledger_url: str | None,
+    fmt: str,
+    kind: str,
+    state: str,
+    out_path: str | None,
+    picked: bool,
 ) -> None:
     """One row per image (or description): request fields, prompts, seed, path, sha256, size, cost..."""
     from pipeline.export import export as export_rows
@@ -472,13 +479,19 @@ def export(
         return
     if out_path is None:
         try:
-            _run_async(lambda: export_rows(ledger_url, manifest, sys.stdout, fmt=fmt, kind=kind, state=state))
+            _run_async(
+                lambda: export_rows(
+                    ledger_url, manifest, sys.stdout, fmt=fmt, kind=kind, state=state, picked=picked
+                )
+            )
         except BrokenPipeError:
             # the reader stopped reading (`| head`): not an error of ours
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
     with open(out_path, "w", encoding="utf-8", newline="") as handle:
-        count = _run_async(lambda: export_rows(ledger_url, manifest, handle, fmt=fmt, kind=kind, state=state))
+        count = _run_async(
+            lambda: export_rows(ledger_url, manifest, handle, fmt=fmt, kind=kind, state=state, picked=picked)
+        )
     _say(f"{count} row(s) written to {out_path}", event="exported", level=logging.INFO)
 
 
@@ -513,6 +526,74 @@ def gallery(manifest: str | None, ledger_url: str | None, out_file: str | None) 
 
     page, pictures, failed = _run_async(lambda: build_gallery(ledger_url, manifest, out_file))
     click.echo(f"{page}  ({pictures} picture(s), {failed} failed job(s))")
+
+
+@main.command()
+@click.argument("manifest")
+@ledger_option
+@click.option("--rejected", is_flag=True, help="A new job for each image rejected in `ideobatch serve`.")
+@logging_options
+def reroll(manifest: str, ledger_url: str | None, rejected: bool) -> None:
+    """Plan new jobs for rejected images: same request, a new seed, the next replica (paid as usual)."""
+    from pipeline.reroll import check_selection, reroll_rejected
+
+    ledger_url = _ledger_place(manifest, ledger_url, must_exist=True).url
+
+    async def plan() -> tuple[list[Any], Any]:
+        check_selection(rejected)
+        return await reroll_rejected(ledger_url, manifest)
+
+    made, estimate = _run_async(plan)
+    click.echo(f"{len(made)} job(s) planned for rejected images, estimated ${estimate:.2f}")
+    if made:
+        click.echo(f"run them: ideobatch run {manifest} (or: ideobatch worker)", err=True)
+
+
+@main.command()
+@ledger_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="0: any free port."
+)
+@click.option(
+    "--allow-actions",
+    is_flag=True,
+    help="Let the page write to the ledger: picks and rejections, retrying failed jobs.",
+)
+@click.option(
+    "--token",
+    envvar="IDEOBATCH_REVIEW_TOKEN",
+    help="Required of every request (header, cookie or ?token=); needed to listen beyond this machine "
+    "(env IDEOBATCH_REVIEW_TOKEN).",
+)
+@click.option(
+    "--thumbs",
+    "thumbs_dir",
+    type=click.Path(file_okay=False),
+    help="Thumbnail cache folder (default: $XDG_CACHE_HOME/ideobatch/thumbs).",
+)
+@logging_options
+def serve(
+    ledger_url: str | None,
+    host: str,
+    port: int,
+    allow_actions: bool,
+    token: str | None,
+    thumbs_dir: str | None,
+) -> None:
+    """A live web view of the ledger: progress, gallery, picks, failures, /metrics."""
+    from pipeline.review.app import ReviewOptions, serve_forever
+
+    ledger_url = _ledger_place(None, ledger_url, must_exist=True).url
+    options = ReviewOptions(
+        ledger_url=ledger_url,
+        host=host,
+        port=port,
+        allow_actions=allow_actions,
+        token=token or None,
+        thumbs_dir=thumbs_dir,
+    )
+    _run_async(lambda: serve_forever(options))
 
 
 @main.command()

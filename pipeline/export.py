@@ -52,6 +52,7 @@ _IMAGE_TAIL = (
     "parent_key",
     "cost_usd",
     "manifest",
+    "pick",
 )
 _TEXT_TAIL = ("index", "text", "source", "source_id", "parent_key", "cost_usd", "manifest")
 #: request fields an image row already carries in a fixed column (the image's value, or the
@@ -150,6 +151,7 @@ class Layout:
             path=absolute_path(row.path, row.base_dir),
             sha256=row.sha256,
             image_state=row.image_state,
+            pick=row.verdict,
         )
         for column in _FILE_SIZES:
             value = getattr(row, column)
@@ -217,16 +219,16 @@ def _job_records(rows: list[ExportRow], layout: Layout) -> Iterator[dict[str, An
 
 
 async def _records(
-    ledger: Ledger, manifest_id: int | None, layout: Layout, state: str
+    ledger: Ledger, manifest_id: int | None, layout: Layout, state: str, picked: bool = False
 ) -> AsyncGenerator[dict[str, Any], None]:
     # each stream is closed as soon as it is left, so that its cursor never outlives the ledger
     if state in ("succeeded", "all"):
-        rows = ledger.export_rows(manifest_id, kind=layout.kind, states=(SUCCEEDED,))
+        rows = ledger.export_rows(manifest_id, kind=layout.kind, states=(SUCCEEDED,), picked=picked)
         async with aclosing(rows), aclosing(_by_job(rows)) as jobs:
             async for job_rows in jobs:
                 for record in _job_records(job_rows, layout):
                     yield record
-    if state in ("failed", "all"):
+    if state in ("failed", "all") and not picked:
         async with aclosing(ledger.failed_job_rows(manifest_id)) as failed:
             async for row in failed:
                 if kind_of(row.op) == layout.kind:
@@ -245,8 +247,12 @@ async def export(
     fmt: str,
     kind: str = "images",
     state: str = "succeeded",
+    picked: bool = False,
 ) -> int:
-    """Stream the rows of ``kind`` (jobs in ``state``) to ``out`` as CSV or JSON Lines; returns the count."""
+    """Stream the rows of ``kind`` (jobs in ``state``) to ``out`` as CSV or JSON Lines; returns the count.
+
+    ``picked``: only the images a person picked in `ideobatch serve`.
+    """
     count = 0
     async with opened_ledger(ledger_url, create=False) as ledger:
         manifest_id = await manifest_id_for(ledger, manifest)
@@ -256,7 +262,7 @@ async def export(
         if fmt == "csv":
             writer = csv.DictWriter(out, fieldnames=layout.columns)
             writer.writeheader()
-        async with aclosing(_records(ledger, manifest_id, layout, state)) as records:
+        async with aclosing(_records(ledger, manifest_id, layout, state, picked)) as records:
             async for record in records:
                 if writer is not None:
                     writer.writerow(csv_row(record))

@@ -1,144 +1,104 @@
 """`ideobatch gallery`: one self-contained HTML contact sheet of a run's images.
 
-The page needs no server: thumbnails (256 px JPEGs, made once per image and
-cached by its sha256) sit in a folder beside the HTML file and are linked
-relative to it, so a 10,000-image gallery stays a small file that opens fast;
-each thumbnail links to the full image. Prompt and seed show under each
-picture and in full on hover. Filters by op, state and job (key or prompt
-text) run in the page; failed jobs are listed with their reasons.
+The page needs no server, and shows the same cards and filters as the live
+gallery of `ideobatch serve` (the templates are shared): what differs
+between jobs (matrix values), the prompt as written and as rewritten, the
+catalog id, seed, model and price; the filters run in the page. Thumbnails
+(256 px JPEGs, made once per image and kept by its sha256) sit in a folder
+beside the HTML file and are linked relative to it, so a 10,000-image
+gallery stays a small file that opens fast; each links to the full image.
+Failed jobs are summarised by reason above the cards.
 """
 
 from __future__ import annotations
 
 import asyncio
-import html
-import json
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from PIL import Image
-
-from pipeline.ledger.exports import ExportRow
-from pipeline.ledger.repository import opened_ledger
+from pipeline.ledger.gallery import GalleryFilter, GalleryRow
+from pipeline.ledger.repository import Ledger, opened_ledger
+from pipeline.ledger.review import FailureGroup
 from pipeline.reporting import manifest_id_for
+from pipeline.results import IMAGE_DOWNLOADED
+from pipeline.review.cards import CardView, build_card, filter_controls
+from pipeline.review.fields import FieldSummary
+from pipeline.review.media import read_matching
+from pipeline.review.render import Templates, static_text
+from pipeline.thumbnails import THUMB_PX, cached, make_thumbnail
 
-THUMB_PX = 256
-THUMB_QUALITY = 80
-
-
-@dataclass(frozen=True)
-class Card:
-    """One picture (or withheld/expired/failed slot) on the sheet."""
-
-    job_key: str
-    op: str
-    state: str
-    prompt: str
-    seed: int | None
-    index: int | None
-    thumb: str | None
-    full: str | None
-    detail: str
-
-
-def make_thumbnail(image: Path, sha256: str, folder: Path) -> Path | None:
-    """A JPEG thumbnail of ``image`` in ``folder`` (reused if it exists); None if unreadable."""
-    target = folder / f"{sha256[:24]}.jpg"
-    if target.exists():
-        return target
-    try:
-        with Image.open(image) as source:
-            source.thumbnail((THUMB_PX, THUMB_PX))
-            temp = target.with_suffix(".tmp")
-            source.convert("RGB").save(temp, "JPEG", quality=THUMB_QUALITY, optimize=True)
-            os.replace(temp, target)
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
-    return target
+#: images read from the ledger per query
+PAGE = 1000
+#: failed jobs listed per reason
+FAILED_LISTED = 200
 
 
 def _relative(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path, start)).as_posix()
 
 
-def cards_from_rows(rows: Iterable[ExportRow], page_dir: Path, thumbs: Path) -> list[Card]:
-    """Cards for image rows, with thumbnails made as needed."""
-    cards = []
-    for row in rows:
-        if row.text is not None:
-            continue
-        prompt = row.enhanced_prompt or str(row.request.get("prompt") or "") or (row.source or "")
-        thumb = full = None
-        state = row.image_state or "pending"
-        if state == "downloaded" and row.path and row.sha256 and Path(row.path).is_file():
-            made = make_thumbnail(Path(row.path), row.sha256, thumbs)
-            thumb = _relative(made, page_dir) if made else None
-            full = _relative(Path(row.path), page_dir)
-        detail = f"{row.op} · job {row.job_key[:12]} · image {row.index}"
-        if row.seed is not None:
-            detail += f" · seed {row.seed}"
-        if row.source_id:
-            detail += f" · id {row.source_id}"
-        cards.append(Card(row.job_key, row.op, state, prompt, row.seed, row.index, thumb, full, detail))
-    return cards
+class StaticLinks:
+    """Card links to files beside the page: thumbnails made into ``thumbs``, images where they are."""
+
+    def __init__(self, page_dir: Path, thumbs: Path) -> None:
+        self.page_dir = page_dir
+        self.thumbs = thumbs
+
+    def _file(self, row: GalleryRow) -> Path | None:
+        if row.image_state != IMAGE_DOWNLOADED or not row.local_path or not row.sha256:
+            return None
+        path = Path(row.local_path)
+        return path if path.is_file() else None
+
+    def thumb(self, row: GalleryRow) -> str | None:
+        """A thumbnail made beside the page."""
+        path = self._file(row)
+        made = make_thumbnail(path, row.sha256 or "", self.thumbs) if path is not None else None
+        return _relative(made, self.page_dir) if made is not None else None
+
+    def full(self, row: GalleryRow) -> str | None:
+        """The image file, relative to the page."""
+        path = self._file(row)
+        return _relative(path, self.page_dir) if path is not None else None
+
+    def detail(self, row: GalleryRow) -> str | None:
+        """No detail view without a server: the card links to the full image."""
+        return None
+
+    def source_thumb(self, row: GalleryRow) -> str | None:
+        """A URL source as it is; a local one as a thumbnail, while its bytes are the planned ones."""
+        if row.source is None:
+            return None
+        if row.source.startswith(("http://", "https://")):
+            return row.source
+        sha256, source = row.source_sha256, row.source
+        if sha256 is None:
+            return None
+        made = cached(self.thumbs, sha256, THUMB_PX, lambda: read_matching(source, sha256))
+        return _relative(made, self.page_dir) if made is not None else None
 
 
-def render(
-    title: str, cards: list[Card], failures: list[dict[str, Any]], descriptions: list[dict[str, Any]]
-) -> str:
-    """The gallery page."""
-    figures = "\n".join(_figure(card) for card in cards)
-    ops = sorted({c.op for c in cards} | {f["op"] for f in failures})
-    states = sorted({c.state for c in cards})
-    failed_rows = "\n".join(
-        f"<tr data-op='{html.escape(f['op'])}'><td><code>{html.escape(f['job_key'][:12])}</code></td>"
-        f"<td>{html.escape(f['op'])}</td><td>{html.escape(f['reason'] or '')}</td>"
-        f"<td>{html.escape(f['message'] or '')}</td><td>{html.escape(f['prompt'] or '')}</td></tr>"
-        for f in failures
-    )
-    described = "\n".join(
-        f"<li><code>{html.escape(d['job_key'][:12])}</code> {html.escape(d['text'])}</li>"
-        for d in descriptions
-    )
-    return _PAGE.format(
-        title=html.escape(title),
-        count=len(cards),
-        figures=figures,
-        op_options=_options(ops),
-        state_options=_options(states),
-        failed_rows=failed_rows or "<tr><td colspan='5'>none</td></tr>",
-        failed_count=len(failures),
-        descriptions=described or "<li>none</li>",
-        description_count=len(descriptions),
-        data=html.escape(json.dumps({"images": len(cards), "failed": len(failures)})),
-    )
+async def _rows(ledger: Ledger, manifest_ids: list[int]) -> list[GalleryRow]:
+    rows: list[GalleryRow] = []
+    for manifest_id in manifest_ids:
+        after: int | None = None
+        while True:
+            page = await ledger.gallery_page(manifest_id, GalleryFilter(), after=after, limit=PAGE)
+            rows.extend(page.rows)
+            if page.next_after is None:
+                break
+            after = page.next_after
+    return rows
 
 
-def _options(values: Iterable[str]) -> str:
-    return "".join(f"<option value='{html.escape(v)}'>{html.escape(v)}</option>" for v in values)
-
-
-def _figure(card: Card) -> str:
-    caption = card.prompt if len(card.prompt) <= 90 else card.prompt[:87] + "..."
-    seed = f"seed {card.seed}" if card.seed is not None else ""
-    if card.thumb:
-        picture = (
-            f"<a href='{html.escape(card.full or '')}'><img loading='lazy' decoding='async' "
-            f"src='{html.escape(card.thumb)}' alt='{html.escape(caption)}'></a>"
-        )
-    else:
-        picture = f"<div class='placeholder'>{html.escape(card.state)}</div>"
-    return (
-        f"<figure data-op='{html.escape(card.op)}' data-state='{html.escape(card.state)}' "
-        f"data-job='{html.escape(card.job_key)}' data-text='{html.escape(card.prompt.lower())}' "
-        f"title='{html.escape(card.prompt + chr(10) + card.detail)}'>{picture}"
-        f"<figcaption><span class='prompt'>{html.escape(caption)}</span>"
-        f"<span class='meta'>{html.escape(card.op)} · {html.escape(card.state)} {html.escape(seed)}</span>"
-        "</figcaption></figure>"
-    )
+async def _summary(ledger: Ledger, manifest_ids: list[int]) -> FieldSummary:
+    summary = FieldSummary()
+    for manifest_id in manifest_ids:
+        last = 0
+        while found := await ledger.job_fields_after(manifest_id, last):
+            summary.add(found)
+            last = found[-1].id
+    return summary
 
 
 async def build_gallery(ledger_url: str, manifest: str | None, out_file: str | None) -> tuple[Path, int, int]:
@@ -146,85 +106,48 @@ async def build_gallery(ledger_url: str, manifest: str | None, out_file: str | N
     async with opened_ledger(ledger_url, create=False) as ledger:
         manifest_id = await manifest_id_for(ledger, manifest)
         title = manifest or "all manifests"
-        if out_file is None:
-            if manifest_id is None:
-                out_file = "gallery.html"
-            else:
-                record = await ledger.get_manifest_by_id(manifest_id)
-                out_dir = Path(record.config["output"]["dir"])
-                out_file = str(out_dir / "gallery.html")
-                title = record.name
-        page = Path(out_file).resolve()
-        thumbs = page.parent / f"{page.stem}_thumbs"
-        thumbs.mkdir(parents=True, exist_ok=True)
-        rows = [row async for row in ledger.export_rows(manifest_id)]
-        failures = await ledger.failed_jobs(manifest_id)
-    cards = await asyncio.to_thread(cards_from_rows, rows, page.parent, thumbs)
-    descriptions = [{"job_key": r.job_key, "text": r.text} for r in rows if r.text is not None]
-    text = render(title, cards, failures, descriptions)
+        if manifest_id is None:
+            manifest_ids = [record.id for record in await ledger.list_manifests()]
+            out_file = out_file or "gallery.html"
+        else:
+            manifest_ids = [manifest_id]
+            record = await ledger.get_manifest_by_id(manifest_id)
+            out_file = out_file or str(Path(record.config["output"]["dir"]) / "gallery.html")
+            title = record.name
+        rows = await _rows(ledger, manifest_ids)
+        summary = await _summary(ledger, manifest_ids)
+        failures: list[FailureGroup] = []
+        for one in manifest_ids:
+            failures.extend(await ledger.failure_groups(one, examples=FAILED_LISTED))
+        descriptions = [
+            {"job_key": r.job_key, "text": r.text}
+            async for r in ledger.export_rows(manifest_id)
+            if r.text is not None
+        ]
+    page = Path(out_file).resolve()
+    thumbs = page.parent / f"{page.stem}_thumbs"
+    thumbs.mkdir(parents=True, exist_ok=True)
+    links = StaticLinks(page.parent, thumbs)
+
+    def cards() -> list[CardView]:
+        return [build_card(row, summary, links) for row in rows]
+
+    made = await asyncio.to_thread(cards)
+    failed = sum(group.count for group in failures)
+    text = Templates().render(
+        "static_gallery.html",
+        static=True,
+        allow_actions=False,
+        title=title,
+        css=static_text("review.css"),
+        js=static_text("review.js"),
+        controls=filter_controls(summary),
+        cards=made,
+        failures=failures,
+        failed_count=failed,
+        descriptions=descriptions,
+    )
     temp = page.with_suffix(".tmp")
     temp.write_text(text, encoding="utf-8")
     os.replace(temp, page)
-    return page, len(cards), len(failures)
-
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>ideobatch · {title}</title>
-<style>
- body {{ font: 14px/1.4 system-ui, sans-serif; margin: 0; background: #111; color: #ddd; }}
- header {{ position: sticky; top: 0; background: #1b1b1b; padding: 10px 16px; display: flex; gap: 12px;
-   align-items: center; flex-wrap: wrap; border-bottom: 1px solid #333; z-index: 1; }}
- header h1 {{ font-size: 16px; margin: 0 12px 0 0; }}
- select, input {{ background: #222; color: #ddd; border: 1px solid #444; border-radius: 4px;
-   padding: 4px 6px; }}
- #grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(200px, 1fr)); gap: 12px;
-   padding: 16px; }}
- figure {{ margin: 0; background: #1b1b1b; border-radius: 6px; overflow: hidden; }}
- figure img {{ width: 100%; aspect-ratio: 1; object-fit: contain; background: #000; display: block; }}
- .placeholder {{ aspect-ratio: 1; display: grid; place-items: center; color: #888; background: #222;
-   text-transform: uppercase; letter-spacing: .1em; }}
- figcaption {{ padding: 6px 8px; }}
- .prompt {{ display: block; }} .meta {{ display: block; color: #888; font-size: 12px; }}
- section {{ padding: 0 16px 16px; }} table {{ border-collapse: collapse; width: 100%; }}
- td, th {{ border-bottom: 1px solid #333; padding: 4px 6px; text-align: left; vertical-align: top; }}
- [hidden] {{ display: none !important; }}
-</style></head>
-<body>
-<header>
- <h1>ideobatch · {title}</h1>
- <label>op <select id="op"><option value="">all</option>{op_options}</select></label>
- <label>state <select id="state"><option value="">all</option>{state_options}</select></label>
- <label>job <input id="job" type="search" placeholder="key or prompt text"></label>
- <span id="shown">{count} of {count} shown</span>
-</header>
-<main id="grid">
-{figures}
-</main>
-<section><h2>Failed jobs ({failed_count})</h2>
-<table id="failed"><tr><th>job</th><th>op</th><th>reason</th><th>message</th><th>prompt</th></tr>
-{failed_rows}
-</table></section>
-<section><h2>Descriptions ({description_count})</h2><ul>{descriptions}</ul></section>
-<script type="application/json" id="summary">{data}</script>
-<script>
- const figures = Array.from(document.querySelectorAll('#grid figure'));
- const op = document.getElementById('op'), state = document.getElementById('state');
- const job = document.getElementById('job'), shown = document.getElementById('shown');
- function apply() {{
-   const o = op.value, s = state.value, j = job.value.trim().toLowerCase();
-   let n = 0;
-   for (const f of figures) {{
-     const ok = (!o || f.dataset.op === o) && (!s || f.dataset.state === s) &&
-       (!j || f.dataset.job.startsWith(j) || f.dataset.text.includes(j));
-     f.hidden = !ok; if (ok) n++;
-   }}
-   for (const r of document.querySelectorAll('#failed tr[data-op]')) r.hidden = !!o && r.dataset.op !== o;
-   shown.textContent = n + ' of ' + figures.length + ' shown';
- }}
- op.addEventListener('change', apply); state.addEventListener('change', apply);
- job.addEventListener('input', apply);
-</script>
-</body></html>
-"""
+    return page, len(made), failed

@@ -37,10 +37,17 @@ async def retry_jobs(ledger_url: str, manifest: str | None, *, failed: bool, rea
     if not failed and reason is None:
         raise UsageError("say which jobs to retry: --failed (all failed jobs) and/or --reason REASON")
     async with opened_ledger(ledger_url, create=False) as ledger:
-        manifest_id = await manifest_id_for(ledger, manifest)
-        if reason is not None:
-            check_reason(reason, await ledger.failure_counts(manifest_id))
-        return await ledger.reset_jobs(manifest_id, states=("failed",), reason=reason)
+        return await retry_failed(ledger, await manifest_id_for(ledger, manifest), reason)
+
+
+async def retry_failed(ledger: Ledger, manifest_id: int | None, reason: str | None) -> int:
+    """`retry --failed` (``reason`` None) or `retry --reason R`: failed jobs back to pending; how many.
+
+    A reason no failed job has is refused (`UsageError`): a typo must not quietly retry nothing.
+    """
+    if reason is not None:
+        check_reason(reason, await ledger.failure_counts(manifest_id))
+    return await ledger.reset_jobs(manifest_id, states=("failed",), reason=reason)
 
 
 def check_reason(reason: str, counts: dict[str, int]) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, select
 
 from pipeline.ledger.base import LedgerBase
-from pipeline.ledger.tables import FAILED, descriptions, images, jobs, manifests
+from pipeline.ledger.tables import FAILED, PICKED, descriptions, images, jobs, manifests, picks
 
 #: rows fetched per round trip while streaming an export
 EXPORT_CHUNK = 1000
@@ -46,6 +46,8 @@ class ExportRow:
     cost_micros: int
     error_kind: str | None
     error_message: str | None = None
+    #: a person's verdict on the image (`ideobatch serve`): picked, rejected, or None
+    verdict: str | None = None
 
 
 class Exports(LedgerBase):
@@ -85,11 +87,13 @@ class Exports(LedgerBase):
         *,
         kind: str | None = None,
         states: Collection[str] | None = None,
+        picked: bool = False,
     ) -> AsyncGenerator[ExportRow, None]:
         """Every produced image (``kind="images"``), description (``"descriptions"``) or both.
 
         Rows come ordered by job, then index, so the rows of one job are
-        consecutive. ``states`` keeps only jobs in those states.
+        consecutive. ``states`` keeps only jobs in those states; ``picked``
+        only the images a person picked (and no description).
         """
         base = self._base(manifest_id, states)
         queries: list[tuple[Select[Any], bool]] = []
@@ -106,12 +110,16 @@ class Exports(LedgerBase):
                     images.c.width,
                     images.c.height,
                     images.c.state.label("image_state"),
+                    picks.c.verdict,
                 )
                 .join(images, images.c.job_id == jobs.c.id)
+                .outerjoin(picks, picks.c.image_id == images.c.id)
                 .order_by(jobs.c.id, images.c.index)
             )
+            if picked:
+                image_query = image_query.where(picks.c.verdict == PICKED)
             queries.append((image_query, False))
-        if kind in (None, "descriptions"):
+        if kind in (None, "descriptions") and not picked:
             text_query = (
                 base.add_columns(descriptions.c.index, descriptions.c.text)
                 .join(descriptions, descriptions.c.job_id == jobs.c.id)
@@ -174,4 +182,5 @@ def _export_row(row: Any, text: str | None) -> ExportRow:
         cost_micros=row.cost_micros,
         error_kind=row.error_kind,
         error_message=row.error_message,
+        verdict=mapping.get("verdict"),
     )

@@ -37,12 +37,15 @@ from pipeline.ledger.base import id_chunks, job_row_values
 from pipeline.ledger.execution import Execution
 from pipeline.ledger.exports import Exports
 from pipeline.ledger.faults import masked, verb
+from pipeline.ledger.gallery import GalleryReads
+from pipeline.ledger.picks import Picks
 from pipeline.ledger.records import (
     ManifestRecord,
     PlanCounts,
     to_micros,
 )
 from pipeline.ledger.reports import Reports
+from pipeline.ledger.review import ReviewReads
 from pipeline.ledger.tables import (
     jobs,
     manifests,
@@ -56,7 +59,7 @@ PLAN_BATCH = 50_000
 PLAN_YIELD_EVERY = 100
 
 
-class Ledger(Execution, Reports, Exports, Admin, Accounts):
+class Ledger(Execution, Reports, Exports, Admin, Accounts, ReviewReads, GalleryReads, Picks):
     """The job store of one ledger URL (SQLite file or PostgreSQL database)."""
 
     # --- lifecycle -----------------------------------------------------------------

@@ -99,6 +99,8 @@ jobs = Table(
     Index(None, "manifest_id", "state", "rank", "id"),
     Index(None, "state", "lease_expires_at"),
     Index(None, "parent_id"),
+    # the review's rate: jobs of a manifest finished in the last minute (migration 0003)
+    Index(None, "manifest_id", "finished_at"),
 )
 
 attempts = Table(
@@ -139,6 +141,8 @@ images = Table(
     Column("height", Integer, nullable=True),
     Column("error", Text, nullable=True),
     UniqueConstraint("job_id", "index"),
+    # images by state without reading the (wide) image rows, for the review (migration 0003)
+    Index(None, "job_id", "state"),
 )
 
 descriptions = Table(
@@ -213,4 +217,20 @@ slot_waiters = Table(
     UniqueConstraint("account_id", "job_id"),
     Index(None, "account_id", "since"),
     Index(None, "owner"),
+)
+
+#: a person's verdict on an image (`ideobatch serve`); no row: not reviewed yet
+PICKED = "picked"
+REJECTED = "rejected"
+VERDICTS = (PICKED, REJECTED)
+
+picks = Table(
+    "picks",
+    metadata,
+    Column("image_id", Id, ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("verdict", String(16), nullable=False),
+    Column("decided_at", Float, nullable=False),
+    # the job `ideobatch reroll` made to replace a rejected image (so it is made once)
+    Column("reroll_job_id", Id, ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True),
+    Index(None, "verdict"),
 )

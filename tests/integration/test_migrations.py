@@ -148,3 +148,29 @@ def test_head_revision_constant_matches_alembic() -> None:
     from pipeline.ledger import engine as engines
 
     assert engines.head_revision() == engines.HEAD_REVISION
+
+
+async def test_a_ledger_at_0001_is_upgraded_with_its_jobs_kept(empty_url: str) -> None:
+    """A ledger made before picks existed opens at the new head, its jobs kept, with an empty picks table."""
+    engine = engines.create_engine(empty_url)
+    try:
+        await in_transaction(
+            engine, lambda connection: command.upgrade(engines.alembic_config(connection), "0001")
+        )
+
+        def seed(connection: Connection) -> None:
+            connection.exec_driver_sql(
+                "INSERT INTO manifests (id, name, sha256, base_dir, config, planned_at, plan_complete, "
+                "spent_micros, reserved_micros) VALUES (1, 'old', 'x', '.', '{}', 0, true, 0, 0)"
+            )
+
+        await in_transaction(engine, seed)
+    finally:
+        await engine.dispose()
+    ledger = await Ledger.open(empty_url, upgrade=True)
+    try:
+        assert await engines.current_revision(ledger.engine) == engines.HEAD_REVISION
+        assert [m.name for m in await ledger.list_manifests()] == ["old"]
+        assert (await ledger.overview()).manifests[0].picks == {}
+    finally:
+        await ledger.close()

@@ -7,16 +7,18 @@ import csv
 import hashlib
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
 
 from pipeline import retrying
 from pipeline.cli import main
 from pipeline.fake_server import FakeServer, FaultConfig
+from tests.browser import chromium, require_chromium, wait_until
 from tests.integration.conftest import API_KEY, run, write_manifest
 
 
@@ -186,54 +188,37 @@ def test_gallery_file_lists_pictures_and_failures(produced: Produced, tmp_path: 
     assert "file://" not in text
 
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
 def test_gallery_renders_in_chromium_and_filters_work(produced: Produced, tmp_path: Path) -> None:
-    """Headless Chromium: every thumbnail decodes, the op/state/job filters change what is shown."""
-    if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
-        pytest.skip("Debian's chromium is not installed (CI installs it)")
-    from playwright.sync_api import sync_playwright
-
+    """Headless Chromium: every thumbnail decodes, the op/state/prompt filters change what is shown."""
+    require_chromium()
     page_file = tmp_path / "gallery.html"
     assert invoke("gallery", "report", "--ledger", produced.ledger, "--out", str(page_file))[0] == 0
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(page_file.as_uri())
-            page.wait_for_load_state("load")
-            # lazy images: scroll each into view, then wait until all have loaded
-            page.evaluate("for (const i of document.images) i.loading = 'eager'")
-            page.wait_for_function("Array.from(document.images).every(i => i.complete)")
-            widths = page.evaluate("Array.from(document.images).map(i => i.naturalWidth)")
-            assert len(widths) == 7
-            assert all(width > 0 for width in widths)
+    with chromium() as browser:
+        browser.get(page_file.as_uri())
+        # lazy images: load them all, then wait until each has decoded
+        pictures = "Array.from(document.querySelectorAll('.card .pic img'))"
+        browser.execute_script(f"for (const i of {pictures}) i.loading = 'eager'")
+        wait_until(browser, lambda b: b.execute_script(f"return {pictures}.every(i => i.complete)"))
+        widths = browser.execute_script(f"return {pictures}.map(i => i.naturalWidth)")
+        assert len(widths) == 7, widths
+        assert all(width > 0 for width in widths), widths
 
-            def shown() -> int:
-                return int(page.evaluate("document.querySelectorAll('#grid figure:not([hidden])').length"))
+        def shown() -> int:
+            return int(
+                browser.execute_script("return document.querySelectorAll('#grid .card:not([hidden])').length")
+            )
 
-            assert shown() == 9
-            page.select_option("#op", "upscale")
-            assert shown() == 1
-            page.select_option("#op", "")
-            page.select_option("#state", "withheld")
-            assert shown() == 2
-            page.select_option("#state", "")
-            page.fill("#job", "red kite")
-            assert shown() == 2
-            assert page.inner_text("#shown") == "2 of 9 shown"
-            page.fill("#job", "")
-            page.screenshot(path=str(tmp_path / "gallery.png"), full_page=True)
-        finally:
-            browser.close()
+        assert shown() == 9
+        Select(browser.find_element(By.ID, "op")).select_by_value("upscale")
+        assert shown() == 1
+        Select(browser.find_element(By.ID, "op")).select_by_value("")
+        Select(browser.find_element(By.ID, "state")).select_by_value("withheld")
+        assert shown() == 2
+        Select(browser.find_element(By.ID, "state")).select_by_value("")
+        browser.find_element(By.ID, "prompt").send_keys("red kite")
+        assert shown() == 2
+        assert browser.find_element(By.ID, "shown").text == "2 of 9 shown"
+        browser.find_element(By.ID, "prompt").clear()
+        browser.find_element(By.ID, "prompt").send_keys(" ")
+        assert browser.save_screenshot(str(tmp_path / "gallery.png"))
     assert (tmp_path / "gallery.png").stat().st_size > 10_000

@@ -82,7 +82,7 @@ async def test_places_granted_to_a_task_cancelled_before_it_ran_are_given_back()
 
 
 async def test_a_429_sets_the_limit_to_what_was_in_flight_and_it_creeps_back() -> None:
-    """A 429 with 6 images in flight (2 of them the refused call's): the real cap is 4; then +1 per 2×limit."""
+    """A 429 with 6 images in flight (2 the refused call's): the cap is 4; then +1 per 2×limit calls."""
     slots = ImageSlots(8)
     for _ in range(3):
         await slots.acquire(2)
