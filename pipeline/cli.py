@@ -535,8 +535,14 @@ def gallery(manifest: str | None, ledger_url: str | None, out_file: str | None) 
 @logging_options
 def reroll(manifest: str, ledger_url: str | None, rejected: bool) -> None:
     """Plan new jobs for rejected images: same request, a new seed, the next replica (paid as usual)."""
+    from pipeline.errors import UsageError
     from pipeline.reroll import check_selection, reroll_rejected
 
+    try:
+        check_selection(rejected)
+    except UsageError as exc:
+        _say(f"error: {exc}")
+        sys.exit(EXIT_USAGE)
     ledger_url = _ledger_place(manifest, ledger_url, must_exist=True).url
 
     async def plan() -> tuple[list[Any], Any]:
@@ -583,7 +589,11 @@ def serve(
 ) -> None:
     """A live web view of the ledger: progress, gallery, picks, failures, /metrics."""
     from pipeline.review.app import ReviewOptions, serve_forever
+    from pipeline.review.security import check_bind
 
+    if (problem := check_bind(host, token or None)) is not None:
+        _say(f"error: {problem}")
+        sys.exit(EXIT_USAGE)
     ledger_url = _ledger_place(None, ledger_url, must_exist=True).url
     options = ReviewOptions(
         ledger_url=ledger_url,

@@ -288,7 +288,7 @@ async def test_metrics_agree_with_status(serve: Client, produced: Produced) -> N
 
 
 def test_serve_refuses_to_listen_beyond_this_machine_without_a_token(tmp_path: Path) -> None:
-    """`serve --host 0.0.0.0` without --token exits 2 naming the risk, as does a missing ledger."""
+    """`serve --host 0.0.0.0` without --token exits 2 naming the risk; a missing ledger is exit 5."""
     result = CliRunner().invoke(
         main, ["serve", "--ledger", f"sqlite:///{tmp_path}/l.db", "--host", "0.0.0.0"]
     )
@@ -296,8 +296,9 @@ def test_serve_refuses_to_listen_beyond_this_machine_without_a_token(tmp_path: P
     assert "without --token" in result.output
     assert not (tmp_path / "l.db").exists()
     missing = CliRunner().invoke(main, ["serve", "--ledger", f"sqlite:///{tmp_path}/l.db"])
-    assert missing.exit_code == 2
+    assert missing.exit_code == 5
     assert "there is no ledger at" in missing.output
+    assert not (tmp_path / "l.db").exists()
     assert not (tmp_path / "l.db").exists()
     assert check_bind("127.0.0.1", None) is None
     assert check_bind("::1", None) is None
