@@ -17,6 +17,7 @@ import io
 import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -66,9 +67,13 @@ def json_body(ep: Endpoint, request: dict[str, Any], files: dict[str, str | list
 
 
 def multipart_body(
-    ep: Endpoint, request: dict[str, Any], files: list[tuple[str, SourceBytes]]
+    ep: Endpoint, request: dict[str, Any], files: Sequence[tuple[str, SourceBytes | aiohttp.Payload]]
 ) -> aiohttp.FormData:
-    """The multipart form of a call with files; ``files`` are (part name, file) in order."""
+    """The multipart form of a call with files; ``files`` are (part name, file) in order.
+
+    A file is its bytes, or a payload that streams it from disk
+    (`pipeline.uploads.StreamedFile`).
+    """
     form = aiohttp.FormData()
     if ep.encoding is Encoding.LEGACY and ep.wrapped:
         form.add_field("image_request", json.dumps(request), content_type="application/json")
@@ -82,6 +87,9 @@ def multipart_body(
                 else:
                     form.add_field(name, str(item))
     for name, source in files:
+        if isinstance(source, aiohttp.Payload):
+            form.add_field(name, source, filename=source.filename)
+            continue
         # a file object (not bytes): aiohttp streams it without copying or warning on large uploads
         form.add_field(
             name, io.BytesIO(source.data), filename=source.filename, content_type=source.content_type
