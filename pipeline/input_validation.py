@@ -134,7 +134,7 @@ def check_image_files(
     for role in ep.per_image_roles:
         if role in companions:
             location, column = companions[role]
-            shown = location
+            shown = _relative(location, Path(image.catalog).parent if image.catalog else loaded.base_dir)
             where_of[role] = ((*path, "images", role), column)
         elif isinstance(files.get(role), str) and not template_problem(files[role]):
             shown = render(files[role], image)
@@ -163,10 +163,16 @@ def check_image_files(
 
 def _shown(image: SourceImage, loaded: LoadedManifest) -> str:
     """A local image's path as a user reads it: relative to the manifest's folder when inside it."""
+    return _relative(image.location, loaded.base_dir)
+
+
+def _relative(location: str, folder: Path) -> str:
+    if is_url(location):
+        return location
     try:
-        return str(Path(image.location).relative_to(loaded.base_dir))
+        return str(Path(location).relative_to(folder.resolve()))
     except ValueError:
-        return image.location
+        return location
 
 
 def _report(report: Reporter, image: SourceImage, where: tuple[DataPath, str | None], message: str) -> None:

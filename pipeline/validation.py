@@ -51,7 +51,10 @@ def validate(loaded: LoadedManifest) -> tuple[list[Problem], Counts]:
         report.at(("output", "dir"), "the output folder is empty")
     for key in manifest.prices:
         if not valid_override_key(key):
-            report.at(("prices", key), "a price key is an op (`upscale`) or op.tier (`generate.V_2`, `v3-generate.QUALITY`)")
+            report.at(
+                ("prices", key),
+                "a price key is an op (`upscale`) or op.tier (`generate.V_2`, `v3-generate.QUALITY`)",
+            )
     if manifest.retry.max < manifest.retry.initial:
         report.at(("retry", "max"), "must be at least `initial`")
     _check_defaults(manifest.defaults, report)

@@ -28,7 +28,7 @@ from pipeline.fake_server.dialects import (
     gateway_error,
 )
 from pipeline.fake_server.flat import read_flat_call
-from pipeline.fake_server.images import describe, resolution_for, served_size
+from pipeline.fake_server.images import describe, resolution_for, served_size, v3_resolution_like
 from pipeline.fake_server.requests import FETCHER, BadRequest, Call, read_call
 from pipeline.fake_server.state import NO_RESPONSE, STATE, LogEntry, ServerState
 from pipeline.fake_server.transport import reset_connection, send_truncated
@@ -199,6 +199,8 @@ def _images(request: web.Request, state: ServerState, call: Call) -> list[ImageR
     if call.source is not None and not {"aspect_ratio", "resolution"} & call.endpoint.fields:
         # an op that keeps its source's size (edit, replace-background), or multiplies it (upscale)
         resolution = (call.source.width, call.source.height)
+        if call.endpoint.encoding is Encoding.FLAT:
+            resolution = v3_resolution_like(*resolution)
         if scale > 1:
             upscaled = (resolution[0] * scale, resolution[1] * scale)
         size = served_size(*(upscaled or resolution), cfg.image_scale)

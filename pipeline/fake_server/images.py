@@ -5,7 +5,9 @@ ASSUMPTION (notes §11.5): the table below, the 1-megapixel sizes of the V2
 resolution list; a ``resolution`` of ``RESOLUTION_W_H`` produces ``WxH``.
 Ideogram 3.0 spells both ``WxH`` (``aspect_ratio: 16x9``, ``resolution:
 1312x736``); a V3 aspect ratio produces the resolution of the V3 list whose
-proportions are closest to it (the one nearest a megapixel among equals).
+proportions are closest to it (the one nearest a megapixel among equals), and
+so does a V3 op that keeps its source's proportions (edit, replace-background:
+the spec types every V3 ``resolution`` as one of its list).
 Transparent images are RGBA PNGs (`render_rgba_png`). The
 server reports the full resolution but serves PNGs scaled down by
 ``image_scale`` (16: 1312x736 is served as 82x46) so that tests stay fast.
@@ -76,12 +78,16 @@ def _wxh(text: str) -> tuple[int, int] | None:
     return (int(width), int(height)) if sep and width.isdigit() and height.isdigit() else None
 
 
-@lru_cache(maxsize=64)
-def v3_aspect_resolution(aspect: str) -> tuple[int, int]:
-    """The V3 resolution an aspect ratio ``WxH`` produces (closest proportions, then nearest 1 MP)."""
-    ratio = _wxh(aspect) or (1, 1)
+@lru_cache(maxsize=256)
+def v3_resolution_like(width: int, height: int) -> tuple[int, int]:
+    """The V3 resolution closest to the proportions ``width``:``height`` (then nearest 1 MP)."""
     sizes = [size for r in v3_enum("resolution") if (size := _wxh(r)) is not None]
-    return min(sizes, key=lambda s: (abs(s[0] / s[1] - ratio[0] / ratio[1]), abs(s[0] * s[1] - _MEGAPIXEL)))
+    return min(sizes, key=lambda s: (abs(s[0] / s[1] - width / height), abs(s[0] * s[1] - _MEGAPIXEL)))
+
+
+def v3_aspect_resolution(aspect: str) -> tuple[int, int]:
+    """The V3 resolution an aspect ratio ``WxH`` produces."""
+    return v3_resolution_like(*(_wxh(aspect) or (1, 1)))
 
 
 def resolution_for(params: dict[str, object]) -> tuple[int, int]:
