@@ -1,4 +1,4 @@
-"""The two API dialects on the wire: request bodies, response parsing, error bodies (SPEC §6).
+"""The two API dialects on the wire: request bodies, response parsing, error bodies (SPEC §6, §10).
 
 `crazyrouter` (the proxy) takes ``Authorization: Bearer``; `ideogram`
 (native) takes ``Api-Key``. Each op's paths and body encoding come from the
@@ -6,6 +6,10 @@ endpoint catalog (`pipeline.endpoints`): the legacy encoding wraps the fields
 in ``image_request`` (JSON, or a JSON part of a multipart form beside the
 ``image_file`` part; the proxy also takes ``"image_file": "<url>"`` in JSON),
 except for ops whose fields are not wrapped (describe), which send them flat.
+The flat encoding (Ideogram 3.0) sends every field as its own part — a list
+as repeated parts, an object as a JSON part — beside the files, each under
+its role's name; or JSON, with URL-valued file fields, when it sends no file
+bytes.
 Responses are parsed leniently where the API varies and strictly where it
 matters.
 """
