@@ -19,11 +19,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from pipeline.cli import main
+from pipeline.downloads import Downloader
+from pipeline.errors import BadImage
 from pipeline.fake_server import FakeServer, LogEntry
 from pipeline.fake_server.images import render_sample
 from pipeline.fake_server.testing import sample_url
@@ -127,6 +130,7 @@ jobs:
   - op: v3-generate-transparent
     prompt: a logo of a fox
     rendering_speed: TURBO
+    upscale_factor: X2
 """
 
 
@@ -209,9 +213,30 @@ async def test_every_v3_op_runs_and_sends_what_the_api_takes(
     [templated, *_] = [e for e in edits if (e.fields or {}).get("style_codes")]
     assert (templated.fields or {})["style_codes"] == ["AAFF5733", "0133FF57"]
     assert (templated.fields or {})["color_palette"] == {"name": "PASTEL"}
-    if multipart == "multipart":
-        assert Counter(templated.parts)["style_codes"] == 2  # a list as repeated parts
-        assert Counter(styled.parts)["style_reference_images"] == 2
+    if multipart == "multipart":  # a list as repeated parts, the palette as one JSON part
+        assert Counter(templated.parts) == {
+            "prompt": 1,
+            "rendering_speed": 1,
+            "style_codes": 2,
+            "color_palette": 1,
+            "image": 1,
+            "mask": 1,
+        }
+        assert Counter(styled.parts) == {
+            "prompt": 1,
+            "rendering_speed": 1,
+            "aspect_ratio": 1,
+            "style_reference_images": 2,
+        }
+    else:  # the proxy's JSON form: every file field a URL (a list for a list)
+        assert set(templated.parts) == {
+            "prompt",
+            "rendering_speed",
+            "style_codes",
+            "color_palette",
+            "image",
+            "mask",
+        }
 
     [reframe] = log["v3-reframe"]
     assert reframe.files == {"image": (sha["square"],)}
@@ -222,7 +247,12 @@ async def test_every_v3_op_runs_and_sends_what_the_api_takes(
 
     [transparent] = log["v3-generate-transparent"]
     assert transparent.encoding == "json"
-    assert float(transparent.cost) == pytest.approx(0.04)
+    assert transparent.fields == {
+        "prompt": "a logo of a fox",
+        "rendering_speed": "TURBO",
+        "upscale_factor": "X2",
+    }
+    assert float(transparent.cost) == pytest.approx(0.04)  # TURBO_X2: the surcharge is unknown
     [picture] = (tmp_path / "out" / "v3-generate-transparent").glob("*.png")
     with Image.open(picture) as image:
         assert image.mode == "RGBA"
@@ -256,3 +286,16 @@ async def test_status_spend_equals_what_the_server_billed_on_a_mixed_tier_run(
     spend = json.loads(result.output)["spend_usd"]
     assert spend == pytest.approx(fake_server.state.stats()["billed_usd"])
     assert spend == pytest.approx(EXPECTED_USD + 2 * 0.05)
+
+
+async def test_a_transparent_image_must_be_an_rgba_png(
+    tmp_path: Path, fake_server: FakeServer, http: aiohttp.ClientSession
+) -> None:
+    """A download asked to be transparent refuses a PNG without an alpha channel as a bad image."""
+    downloader = Downloader(http, tmp_path)
+    url = sample_url(fake_server.url, "opaque", 16, 16)
+    with pytest.raises(BadImage, match="not an RGBA PNG"):
+        await downloader.fetch(url, tmp_path / "opaque", rgba=True)
+    assert list(tmp_path.iterdir()) == []
+    saved = await downloader.fetch(url, tmp_path / "opaque")
+    assert saved.kind == "png"
