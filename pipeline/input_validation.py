@@ -68,8 +68,11 @@ def check_stage_files(
         where: DataPath = (*path, role.name) if role.name in own else ("defaults", role.name)
         from_catalog = isinstance(images_spec, dict) and role.name in images_spec
         if role.name not in files:
-            if role.required and not from_catalog and top_level:
-                report.at(path, f"{ep.op} needs `{role.name}`: a path template such as masks/{{stem}}.png")
+            if role.required and role.per_image and not top_level:
+                report.at(path, f"{ep.op} needs a `{role.name}` per image: it cannot be a `then:` stage")
+            elif role.required and not from_catalog and top_level:
+                hint = "a path template such as masks/{stem}.png" if role.per_image else "a list of files"
+                report.at(path, f"{ep.op} needs `{role.name}`: {hint}")
             if from_catalog:
                 counts[role.name] = 1
             continue

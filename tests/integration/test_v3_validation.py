@@ -136,6 +136,11 @@ CASES = [
         "        mask: masks/{stem}.png\n",
         ":11: jobs[0].then[0].mask: a `then:` stage's images come from its parent",
     ),
+    (
+        "edit-as-a-chained-stage",
+        "jobs:\n  - op: v3-generate\n    prompt: x\n    then:\n      - op: v3-edit\n        prompt: y\n",
+        ":9: jobs[0].then[0]: v3-edit needs a `mask` per image: it cannot be a `then:` stage",
+    ),
 ]
 
 
