@@ -68,6 +68,7 @@ def render(template: str, image: SourceImage) -> str:
 
 def resolve(text: str, base_dir: Path | str) -> str:
     """A path or URL as written, as a location: URLs as they are, paths absolute."""
+    text = text.strip()
     if is_url(text):
         return text
     return str((Path(base_dir) / os.path.expanduser(text)).resolve())
