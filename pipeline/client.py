@@ -1,5 +1,13 @@
 """The Ideogram client: one aiohttp session, both dialects, both source encodings.
 
+Legacy ops upload their one source image from memory (at most 10 MB, its
+hash checked before anything is sent). Ideogram 3.0 ops (flat fields, a
+mask, reference sets: ~40 MB a call) stream each local file from disk as the
+request is written (`pipeline.uploads`), its hash checked against the planned
+one as it goes; URL sources are downloaded first. Either way the files are
+checked as the API checks them (`pipeline.file_checks`) before the request
+leaves: a file it would refuse fails the job ``bad_source``, unpaid.
+
 This is the only module above the transport that sees aiohttp's exceptions:
 `_translate` turns each into the error class that decides what happens next
 (most specific first), and records whether the request may have been billed.
@@ -27,6 +35,7 @@ from pipeline.api_schema import MAX_SOURCE_BYTES
 from pipeline.bodies import BodyError, BodyIncomplete, BodyTooLarge, read_body, read_prefix
 from pipeline.endpoints import Encoding, Endpoint
 from pipeline.errors import ApiError, FatalError, PermanentError, TransientError
+from pipeline.file_checks import FileFacts, bytes_facts, file_problems, local_facts
 from pipeline.images import CONTENT_TYPES, EXTENSIONS, sniff_image_type
 from pipeline.manifest import DEFAULT_DOWNLOAD_TIMEOUT_S, ProviderConfig, TimeoutsConfig
 from pipeline.redaction import redact
@@ -34,6 +43,7 @@ from pipeline.redirects import RedirectPolicy, RedirectRefused, get_following
 from pipeline.results import ApiResult
 from pipeline.sources import is_url
 from pipeline.storable import storable
+from pipeline.uploads import SourceChanged, StreamedFile
 from pipeline.wire import (
     SourceBytes,
     auth_headers,
@@ -149,7 +159,7 @@ class IdeogramClient:
                 return parse_result(ep, body)
         except ApiError as exc:
             raise self._scrubbed(exc) from None
-        except (TimeoutError, aiohttp.ClientError, OSError, BodyError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, BodyError, SourceChanged) as exc:
             raise self._scrubbed(_translate(exc, sent)) from exc
 
     def _scrubbed(self, error: ApiError) -> ApiError:
@@ -190,11 +200,45 @@ class IdeogramClient:
                 else:
                     urls[name] = source.location
             return {"json": json_body(ep, request, urls)}
+        if ep.encoding is Encoding.FLAT:
+            return {"data": await self._streamed_form(ep, request, files)}
         parts = []
         for name, source in files:
             data = await (self._fetch_source(source.location) if source.is_url else _read_source(source))
             parts.append((name, data))
         return {"data": multipart_body(ep, request, parts)}
+
+    async def _streamed_form(
+        self, ep: Endpoint, request: dict[str, Any], files: Sequence[tuple[str, Source]]
+    ) -> aiohttp.FormData:
+        """The multipart form of a flat op: local files streamed from disk, URL sources downloaded."""
+        parts: list[tuple[str, SourceBytes | aiohttp.Payload]] = []
+        main: FileFacts | None = None
+        listed: dict[str, list[FileFacts | None]] = {}
+        for name, source in files:
+            part: SourceBytes | aiohttp.Payload
+            if source.is_url:
+                part = await self._fetch_source(source.location)
+                facts = bytes_facts(part.data, source.location)
+            else:
+                part, facts = await asyncio.to_thread(_streamed_source, source)
+            if name == ep.image:
+                main = facts
+            else:
+                listed.setdefault(name, []).append(facts)
+            parts.append((name, part))
+        problems = file_problems(ep, main, listed)
+        if problems:
+            messages = []
+            for problem in problems:
+                named = listed.get(problem.role, [])
+                item = named[problem.index] if problem.index is not None else None
+                if problem.role == ep.image and main is not None:
+                    item = main
+                where = f"{problem.role} {item.name}" if item is not None else problem.role
+                messages.append(f"{where}: {problem.message}")
+            raise PermanentError("; ".join(messages), reason="bad_source")
+        return multipart_body(ep, request, parts)
 
     async def _fetch_source(self, url: str) -> SourceBytes:
         """Download a URL source for multipart upload (the native API takes bytes, not URLs)."""
@@ -230,6 +274,22 @@ async def _read_source(source: Source) -> SourceBytes:
             reason="source_changed",
         )
     return _checked_source(data, path.name)
+
+
+def _streamed_source(source: Source) -> tuple[StreamedFile, FileFacts]:
+    """A local file to stream into a request, and its facts (from its first bytes and header)."""
+    path = Path(source.location)
+    facts = local_facts(path, str(path))
+    kind = facts.kind or "png"
+    stem = path.name.rsplit(".", 1)[0] or "image"
+    upload = StreamedFile(
+        path,
+        size=facts.size,
+        sha256=source.sha256,
+        filename=f"{stem}.{EXTENSIONS[kind]}",
+        content_type=CONTENT_TYPES[kind],
+    )
+    return upload, facts
 
 
 def _read_capped(path: Path) -> bytes:
@@ -271,6 +331,9 @@ def _describe(exc: BaseException) -> str:
 
 def _translate(exc: BaseException, sent: bool) -> ApiError:
     """aiohttp's exceptions as ours; ``sent``: the response had started (so it surely arrived)."""
+    if (changed := _cause(exc, SourceChanged)) is not None:
+        # the request was cut short before its last bytes: the server has nothing to run
+        return PermanentError(f"source file {changed}", reason="source_changed")
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return TransientError(f"connect timeout: {_describe(exc)}", reason="connect_timeout")
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -288,6 +351,16 @@ def _translate(exc: BaseException, sent: bool) -> ApiError:
         return TransientError(f"bad response: {_describe(exc)}", reason="bad_response", in_doubt=True)
     del sent
     return TransientError(f"network error: {_describe(exc)}", reason="network", in_doubt=True)
+
+
+def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` or the exception of type ``kind`` it was raised from (aiohttp wraps a body's errors)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 @asynccontextmanager

@@ -31,7 +31,7 @@ import aiohttp
 
 from pipeline.bodies import BodyIncomplete, BodyTooLarge, iter_body
 from pipeline.errors import BadImage, DownloadRetryable, UrlExpired
-from pipeline.images import EXTENSIONS, image_size_from_bytes, sniff_image_type
+from pipeline.images import EXTENSIONS, image_size_from_bytes, png_has_rgba, sniff_image_type
 from pipeline.leases import pid_alive
 from pipeline.manifest import DEFAULT_DOWNLOAD_TIMEOUT_S
 from pipeline.outputs import SpillFile, place
@@ -142,12 +142,20 @@ class Downloader:
         self.max_bytes = max_bytes if max_bytes is not None else MAX_IMAGE_BYTES
         self.inline_writes = True
 
-    async def fetch(self, url: str, final_without_ext: Path) -> SavedImage:
-        """Download ``url`` to ``final_without_ext`` + the extension its bytes call for."""
+    async def fetch(self, url: str, final_without_ext: Path, *, rgba: bool = False) -> SavedImage:
+        """Download ``url`` to ``final_without_ext`` + the extension its bytes call for.
+
+        ``rgba``: the image must be a PNG with an alpha channel (a transparent
+        background was asked for); anything else is a `BadImage`.
+        """
         temp = temp_name(final_without_ext)
         spill = SpillFile(temp, self.root)
         try:
             body, digest, size, kind = await self._stream(url, spill)
+            if rgba and not png_has_rgba(body[:HEADER_BYTES]):
+                raise BadImage(
+                    f"{_safe(url)}: not an RGBA PNG, though a transparent background was asked for"
+                )
             try:
                 width, height = image_size_from_bytes(body[:HEADER_BYTES])
             except ValueError as exc:

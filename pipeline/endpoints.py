@@ -23,12 +23,14 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from pipeline import api_schema
+from pipeline import api_schema, api_schema_v3
 
 #: (field path, message) problems of one request
 Problems = list[tuple[str, str]]
-Rules = Callable[[Mapping[str, Any]], Problems]
-Tier = Callable[[Mapping[str, Any]], "str | None"]
+#: how many files of each role a request sends, by part name (the main image not counted)
+FileCounts = Mapping[str, int]
+Rules = Callable[[Mapping[str, Any], FileCounts], Problems]
+Tier = Callable[[Mapping[str, Any], FileCounts], "str | None"]
 
 MAX_FILE_BYTES = api_schema.MAX_SOURCE_BYTES
 
@@ -66,13 +68,21 @@ class FileRole:
     max_files: int | None = None
     #: largest size of the file, or of the list's files together
     max_bytes: int = MAX_FILE_BYTES
+    #: each file goes with one file of this role (or the main image's part name), in order:
+    #: as many files, each of the same width and height (a mask and its image)
+    pairs_with: str | None = None
+
+    @property
+    def per_image(self) -> bool:
+        """A single file given per main image (a mask), rather than a list shared by a job's calls."""
+        return not self.many
 
 
-def _no_rules(_params: Mapping[str, Any]) -> Problems:
+def _no_rules(_params: Mapping[str, Any], _files: FileCounts) -> Problems:
     return []
 
 
-def _no_tier(_params: Mapping[str, Any]) -> str | None:
+def _no_tier(_params: Mapping[str, Any], _files: FileCounts) -> str | None:
     return None
 
 
@@ -113,6 +123,10 @@ class Endpoint:
     output_scale: int = 1
     #: the status the provider documents for a missing or wrong key on this op
     unauthorized_status: int = 401
+    #: the main image must be square (the API refuses others with 400)
+    square_image: bool = False
+    #: produces PNGs with an alpha channel (RGBA); an image that is not one is a bad image
+    transparent: bool = False
 
     @property
     def fields(self) -> frozenset[str]:
@@ -123,6 +137,11 @@ class Endpoint:
     def file_names(self) -> frozenset[str]:
         """The names of the files it sends besides the main image."""
         return frozenset(role.name for role in self.files)
+
+    @property
+    def per_image_roles(self) -> tuple[str, ...]:
+        """The roles given one file per main image (a mask), in catalog order."""
+        return tuple(role.name for role in self.files if role.per_image)
 
     @property
     def makes_images(self) -> bool:
@@ -136,9 +155,14 @@ class Endpoint:
                 return role
         raise KeyError(name)
 
-    def check(self, params: Mapping[str, Any], *, need_required: bool = True) -> Problems:
+    def check(
+        self, params: Mapping[str, Any], *, need_required: bool = True, files: FileCounts | None = None
+    ) -> Problems:
         """Problems of one request: schema (enums, ranges, unknown fields), rules, required fields.
 
+        ``files`` counts the files of each role the request sends (the main
+        image aside): with it, the file roles' counts are checked too (required,
+        at most `FileRole.max_files`, as many as the role they pair with).
         ``need_required=False`` skips the required-field check, for the fixed
         part of a job whose prompts come from a file.
         """
@@ -148,12 +172,37 @@ class Endpoint:
         except ValidationError as exc:
             for err in exc.errors(include_url=False):
                 problems.append((_loc(err["loc"]), api_schema.clean_message(err["msg"], err["type"])))
-        problems.extend(self.rules(params))
+        problems.extend(self.rules(params, files or {}))
         if need_required:
             for name in self.required:
                 if params.get(name) in (None, ""):
                     problems.append((name, f"{self.op} needs a `{name}`"))
+        if files is not None:
+            problems.extend(self.file_count_problems(files, need_required=need_required))
         return problems
+
+    def file_count_problems(self, files: FileCounts, *, need_required: bool = True) -> Problems:
+        """Problems of how many files of each role a request sends."""
+        problems: Problems = []
+        for role in self.files:
+            count = files.get(role.name, 0)
+            if need_required and role.required and not count:
+                problems.append((role.name, f"{self.op} needs a `{role.name}`"))
+            if not role.many and count > 1:
+                problems.append((role.name, f"one file, not {count}"))
+            if role.max_files is not None and count > role.max_files:
+                problems.append((role.name, f"{count} files; {self.op} takes at most {role.max_files}"))
+            if role.pairs_with is not None and role.pairs_with != self.image and count:
+                partners = files.get(role.pairs_with, 0)
+                if count != partners:
+                    problems.append(
+                        (role.name, f"{count} file(s) for {partners} `{role.pairs_with}`: give one per file")
+                    )
+        return problems
+
+    def tier_of(self, params: Mapping[str, Any], files: FileCounts | None = None) -> str | None:
+        """The price tier a request runs on, given how many files of each role it sends."""
+        return self.tier(params, files or {})
 
     def images(self, params: Mapping[str, Any]) -> int:
         """Images a call produces (an op that returns descriptions: one billed unit)."""
@@ -170,8 +219,12 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in loc)
 
 
-def _legacy_image_tier(params: Mapping[str, Any]) -> str | None:
+def _legacy_image_tier(params: Mapping[str, Any], _files: FileCounts) -> str | None:
     return api_schema.legacy_model(params)
+
+
+def _legacy_rules(params: Mapping[str, Any], _files: FileCounts) -> Problems:
+    return api_schema.legacy_model_rules(params)
 
 
 LEGACY_IMAGE_PRICES: Mapping[str | None, Decimal] = {
@@ -193,7 +246,7 @@ GENERATE = Endpoint(
     encoding=Encoding.LEGACY,
     request=api_schema.ImageRequest,
     required=("prompt",),
-    rules=api_schema.legacy_model_rules,
+    rules=_legacy_rules,
     tier=_legacy_image_tier,
     prices=LEGACY_IMAGE_PRICES,
     estimated=frozenset({"V_3", "AUTO"}),
@@ -206,7 +259,7 @@ REMIX = Endpoint(
     request=api_schema.RemixRequest,
     image="image_file",
     required=("prompt",),
-    rules=api_schema.legacy_model_rules,
+    rules=_legacy_rules,
     tier=_legacy_image_tier,
     prices=LEGACY_IMAGE_PRICES,
     estimated=frozenset({"V_3", "AUTO"}),
@@ -238,8 +291,174 @@ DESCRIBE = Endpoint(
     wrapped=False,
 )
 
+# --- Ideogram 3.0 (SPEC §10) --------------------------------------------------------------
+
+
+def _usd(table: Mapping[str, str]) -> dict[str | None, Decimal]:
+    return {tier: Decimal(price) for tier, price in table.items()}
+
+
+_V3_SPEEDS = api_schema_v3.enum_values("rendering_speed")
+_X_FACTORS = [f for f in api_schema_v3.enum_values("upscale_factor") if f != api_schema_v3.DEFAULT_UPSCALE]
+#: USD per output image by rendering speed (BALANCED is not on the price page: priced as DEFAULT)
+V3_PRICES = _usd({"FLASH": "0.03", "TURBO": "0.03", "BALANCED": "0.06", "DEFAULT": "0.06", "QUALITY": "0.09"})
+#: with a character reference (FLASH has no published price: priced as TURBO)
+V3_CHARACTER_PRICES = _usd(
+    {
+        api_schema_v3.character_tier(speed): price
+        for speed, price in {
+            "FLASH": "0.10",
+            "TURBO": "0.10",
+            "BALANCED": "0.15",
+            "DEFAULT": "0.15",
+            "QUALITY": "0.20",
+        }.items()
+    }
+)
+_TRANSPARENT_BASE = {"TURBO": "0.04", "BALANCED": "0.07", "DEFAULT": "0.07", "QUALITY": "0.10"}
+#: a transparent background (FLASH is refused); the surcharge of upscale_factor X2/X4 is not
+#: published: priced as X1 and marked an estimate
+V3_TRANSPARENT_PRICES = _usd(
+    {
+        **_TRANSPARENT_BASE,
+        **{
+            api_schema_v3.upscaled_tier(speed, factor): price
+            for speed, price in _TRANSPARENT_BASE.items()
+            for factor in _X_FACTORS
+        },
+    }
+)
+_V3_ESTIMATED = frozenset({"BALANCED"})
+_V3_CHARACTER_ESTIMATED = frozenset(
+    {api_schema_v3.character_tier("BALANCED"), api_schema_v3.character_tier("FLASH")}
+)
+_V3_TRANSPARENT_ESTIMATED = frozenset(
+    {"BALANCED", *(t for t in V3_TRANSPARENT_PRICES if isinstance(t, str) and t.endswith(tuple(_X_FACTORS)))}
+)
+
+V3_STYLE_REFERENCES = FileRole(
+    api_schema_v3.STYLE_REFERENCES, many=True, max_bytes=api_schema_v3.MAX_REFERENCE_SET_BYTES
+)
+V3_CHARACTER_REFERENCES = FileRole(
+    api_schema_v3.CHARACTER_ROLE,
+    many=True,
+    max_files=api_schema_v3.MAX_CHARACTER_REFERENCES,
+    max_bytes=api_schema_v3.MAX_REFERENCE_SET_BYTES,
+)
+V3_CHARACTER_MASKS = FileRole(
+    "character_reference_images_mask",
+    many=True,
+    max_files=api_schema_v3.MAX_CHARACTER_REFERENCES,
+    max_bytes=api_schema_v3.MAX_REFERENCE_SET_BYTES,
+    pairs_with=api_schema_v3.CHARACTER_ROLE,
+)
+V3_REFERENCES = (V3_STYLE_REFERENCES, V3_CHARACTER_REFERENCES, V3_CHARACTER_MASKS)
+V3_IMAGE = "image"
+
+V3_GENERATE = Endpoint(
+    op="v3-generate",
+    native_path="/v1/ideogram-v3/generate",
+    proxy_path="/ideogram/v1/ideogram-v3/generate",
+    encoding=Encoding.FLAT,
+    request=api_schema_v3.GenerateRequest,
+    files=V3_REFERENCES,
+    required=("prompt",),
+    rules=api_schema_v3.rules,
+    tier=api_schema_v3.tier,
+    prices={**V3_PRICES, **V3_CHARACTER_PRICES},
+    estimated=_V3_ESTIMATED | _V3_CHARACTER_ESTIMATED,
+)
+V3_REMIX = Endpoint(
+    op="v3-remix",
+    native_path="/v1/ideogram-v3/remix",
+    proxy_path="/ideogram/v1/ideogram-v3/remix",
+    encoding=Encoding.FLAT,
+    request=api_schema_v3.RemixRequest,
+    image=V3_IMAGE,
+    files=V3_REFERENCES,
+    required=("prompt",),
+    rules=api_schema_v3.rules,
+    tier=api_schema_v3.tier,
+    prices={**V3_PRICES, **V3_CHARACTER_PRICES},
+    estimated=_V3_ESTIMATED | _V3_CHARACTER_ESTIMATED,
+    unauthorized_status=403,
+)
+V3_EDIT = Endpoint(
+    op="v3-edit",
+    # /v1/ideogram-v3/edit is deprecated (2026-04-29) for this path, with the same schema
+    native_path="/v1/ideogram-v3/inpaint",
+    # the proxy documents only the deprecated name
+    proxy_path="/ideogram/v1/ideogram-v3/edit",
+    encoding=Encoding.FLAT,
+    request=api_schema_v3.EditRequest,
+    image=V3_IMAGE,
+    files=(FileRole("mask", required=True, pairs_with=V3_IMAGE), *V3_REFERENCES),
+    required=("prompt",),
+    rules=api_schema_v3.rules,
+    tier=api_schema_v3.tier,
+    prices={**V3_PRICES, **V3_CHARACTER_PRICES},
+    estimated=_V3_ESTIMATED | _V3_CHARACTER_ESTIMATED,
+)
+V3_REFRAME = Endpoint(
+    op="v3-reframe",
+    native_path="/v1/ideogram-v3/reframe",
+    proxy_path="/ideogram/v1/ideogram-v3/reframe",
+    encoding=Encoding.FLAT,
+    request=api_schema_v3.ReframeRequest,
+    image=V3_IMAGE,
+    files=(V3_STYLE_REFERENCES,),
+    required=("resolution",),
+    rules=api_schema_v3.rules,
+    tier=api_schema_v3.tier,
+    prices=V3_PRICES,
+    estimated=_V3_ESTIMATED,
+    square_image=True,
+)
+V3_REPLACE_BACKGROUND = Endpoint(
+    op="v3-replace-background",
+    native_path="/v1/ideogram-v3/replace-background",
+    proxy_path="/ideogram/v1/ideogram-v3/replace-background",
+    encoding=Encoding.FLAT,
+    request=api_schema_v3.ReplaceBackgroundRequest,
+    image=V3_IMAGE,
+    files=(V3_STYLE_REFERENCES,),
+    required=("prompt",),
+    rules=api_schema_v3.rules,
+    tier=api_schema_v3.tier,
+    prices=V3_PRICES,
+    estimated=_V3_ESTIMATED,
+)
+V3_GENERATE_TRANSPARENT = Endpoint(
+    op="v3-generate-transparent",
+    native_path="/v1/ideogram-v3/generate-transparent",
+    proxy_path="/ideogram/v1/ideogram-v3/generate-transparent",
+    encoding=Encoding.FLAT,
+    request=api_schema_v3.TransparentRequest,
+    required=("prompt",),
+    rules=api_schema_v3.transparent_rules,
+    tier=api_schema_v3.transparent_tier,
+    prices=V3_TRANSPARENT_PRICES,
+    estimated=_V3_TRANSPARENT_ESTIMATED,
+    proxy_confirmed=False,
+    transparent=True,
+)
+
 #: every op, by name, in the order the docs list them
-CATALOG: dict[str, Endpoint] = {e.op: e for e in (GENERATE, REMIX, UPSCALE, DESCRIBE)}
+CATALOG: dict[str, Endpoint] = {
+    e.op: e
+    for e in (
+        GENERATE,
+        REMIX,
+        UPSCALE,
+        DESCRIBE,
+        V3_GENERATE,
+        V3_REMIX,
+        V3_EDIT,
+        V3_REFRAME,
+        V3_REPLACE_BACKGROUND,
+        V3_GENERATE_TRANSPARENT,
+    )
+}
 
 
 def ops() -> tuple[str, ...]:

@@ -81,8 +81,8 @@ class OnSend(Protocol):
 class Fetcher(Protocol):
     """Downloads produced images (`pipeline.downloads.Downloader`)."""
 
-    async def fetch(self, url: str, final_without_ext: Path) -> SavedImage:
-        """The image at ``url`` saved under ``final_without_ext`` + its extension."""
+    async def fetch(self, url: str, final_without_ext: Path, *, rgba: bool = False) -> SavedImage:
+        """The image at ``url`` saved under ``final_without_ext`` + its extension (``rgba``: must be RGBA)."""
         ...
 
 
@@ -381,7 +381,16 @@ class JobExecutor:
                 for o in outcomes
                 if o.state == IMAGE_DOWNLOADED
             ]
-        return list(expand_children(job.as_planned(), spec, results, self.settings.defaults, self.prices))
+        return list(
+            expand_children(
+                job.as_planned(),
+                spec,
+                results,
+                self.settings.defaults,
+                self.prices,
+                base_dir=self.settings.base_dir,
+            )
+        )
 
     # --- downloads -------------------------------------------------------------------
 
@@ -413,10 +422,11 @@ class JobExecutor:
             model=job.model,
         )
         url = image.url
+        rgba = endpoints.endpoint(job.op).transparent
         try:
             target = render_name(template, fields, self.output_dir, self._real_dirs).with_suffix("")
             async with self.download_gate:
-                saved = await self.policy.download(lambda: self.downloader.fetch(url, target))
+                saved = await self.policy.download(lambda: self.downloader.fetch(url, target, rgba=rgba))
         except UnsafePath as exc:
             return DownloadOutcome(image.index, IMAGE_FAILED, error=storable(f"unsafe output path: {exc}"))
         except UrlExpired as exc:

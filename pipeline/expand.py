@@ -11,23 +11,20 @@ they sit between the job's fields and its matrix combination.
 from __future__ import annotations
 
 import itertools
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline import endpoints
+from pipeline.job_inputs import RESOLVER, input_counts, key_inputs, merge_files, own_request
 from pipeline.jobs import PlannedJob
 from pipeline.keys import child_key, job_key
 from pipeline.manifest import LoadedManifest, StageSpec
 from pipeline.pricing import PriceTable
 from pipeline.prompts import Columns, iter_rows
 from pipeline.ratios import normalise_ratios
-from pipeline.sources import Reporter, SourceImage, file_sha256, iter_images
-
-#: how many local file hashes to remember while expanding (a file used by many jobs)
-HASH_CACHE_SIZE = 4096
+from pipeline.sources import Reporter, SourceImage, iter_images
 
 
 def merge_params(
@@ -35,11 +32,13 @@ def merge_params(
 ) -> dict[str, Any]:
     """Defaults the op takes, overlaid by the job's own fields, then by a matrix combination.
 
-    Ratios written `16:9` come out in the op's own spelling (`pipeline.ratios`).
+    The op's file roles (references, a mask) are not request fields: they
+    become the job's inputs (`pipeline.job_inputs`). Ratios written `16:9`
+    come out in the op's own spelling (`pipeline.ratios`).
     """
     fields = endpoints.endpoint(op).fields
     merged = {k: v for k, v in defaults.items() if k in fields}
-    merged.update(own)
+    merged.update(own_request(op, own))
     merged.update(combo)
     return normalise_ratios(op, merged)
 
@@ -69,38 +68,29 @@ def find_stage(jobs: Sequence[StageSpec], ref: str) -> StageSpec:
     return spec
 
 
-class _HashCache:
-    def __init__(self) -> None:
-        self._items: OrderedDict[tuple[str, int, int], str] = OrderedDict()
-
-    def sha256(self, path: str) -> str:
-        stat = Path(path).stat()
-        key = (path, stat.st_size, stat.st_mtime_ns)
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
-        digest = file_sha256(Path(path))
-        self._items[key] = digest
-        if len(self._items) > HASH_CACHE_SIZE:
-            self._items.popitem(last=False)
-        return digest
-
-
 def expand(loaded: LoadedManifest, report: Reporter | None = None) -> Iterator[PlannedJob]:
     """Every top-level job of a validated manifest, streamed."""
     manifest = loaded.manifest
     prices = PriceTable(manifest.prices)
     report = report or Reporter(loaded.file, loaded.line)
-    hashes = _HashCache()
     for index, spec in enumerate(manifest.jobs):
         path = ("jobs", index)
         ep = endpoints.endpoint(spec.op)
         base = dict(spec.params)
+        files = merge_files(spec.op, manifest.defaults, base)
+        shared = RESOLVER.shared(ep, files, loaded.base_dir)
         combos = matrix_combos(spec.matrix)
         columns = Columns.for_job(spec)
         images: Iterator[SourceImage | None]
         if spec.images is not None:
-            images = iter_images(spec.images, loaded.base_dir, path, report, check_files=False)
+            images = iter_images(
+                spec.images,
+                loaded.base_dir,
+                path,
+                report,
+                check_files=False,
+                companions=ep.per_image_roles,
+            )
         else:
             images = iter([None])
         rank = 0
@@ -108,8 +98,10 @@ def expand(loaded: LoadedManifest, report: Reporter | None = None) -> Iterator[P
             identity = None
             sha = None
             if image is not None:
-                sha = None if image.is_url else hashes.sha256(image.location)
+                sha = None if image.is_url else RESOLVER.sha256(image.location)
                 identity = image.location if image.is_url else f"sha256:{sha}"
+            inputs = RESOLVER.inputs(ep, files, image, loaded.base_dir, shared)
+            counts = input_counts(inputs)
             rows = iter_rows(spec.prompt, spec.prompts, loaded.base_dir, path, report, columns)
             for row in rows:
                 own = {**base, **row.fields} if row.fields else base
@@ -117,12 +109,12 @@ def expand(loaded: LoadedManifest, report: Reporter | None = None) -> Iterator[P
                     request = merge_params(spec.op, manifest.defaults, own, combo)
                     if row.prompt is not None:
                         request["prompt"] = row.prompt
-                    model = ep.tier(request)
+                    model = ep.tier_of(request, counts)
                     count = ep.images(request)
                     cost = prices.job_cost(spec.op, model, count)
                     for replica in range(spec.repeat):
                         yield PlannedJob(
-                            key=job_key(spec.op, request, identity, replica),
+                            key=job_key(spec.op, request, identity, replica, key_inputs(inputs)),
                             op=spec.op,
                             request=request,
                             stage=str(index),
@@ -134,6 +126,7 @@ def expand(loaded: LoadedManifest, report: Reporter | None = None) -> Iterator[P
                             source=image.location if image else None,
                             source_sha256=sha,
                             source_id=row.row_id or (image.catalog_id if image else None),
+                            inputs=inputs,
                         )
                         rank += 1
 
@@ -155,11 +148,19 @@ def expand_children(
     results: Sequence[ParentResult],
     defaults: Mapping[str, Any],
     prices: PriceTable,
+    base_dir: Path | str = ".",
 ) -> Iterator[PlannedJob]:
-    """The jobs of a finished job's `then:` stages, one per result (and matrix/replica)."""
+    """The jobs of a finished job's `then:` stages, one per result (and matrix/replica).
+
+    A stage's reference lists (its own or from ``defaults``) are resolved
+    against ``base_dir``, the manifest's folder.
+    """
     for stage_index, stage in enumerate(parent_spec.then or []):
         ref = f"{parent.stage}.{stage_index}"
         ep = endpoints.endpoint(stage.op)
+        files = merge_files(stage.op, defaults, stage.params)
+        inputs = RESOLVER.inputs(ep, files, None, base_dir)
+        counts = input_counts(inputs)
         rank = 0
         for result in results:
             values = {
@@ -174,11 +175,13 @@ def expand_children(
                 request = merge_params(stage.op, defaults, stage.params, combo)
                 if stage.prompt is not None:
                     request["prompt"] = stage.prompt.format(**values)
-                model = ep.tier(request)
+                model = ep.tier_of(request, counts)
                 count = ep.images(request)
                 for replica in range(stage.repeat):
                     yield PlannedJob(
-                        key=child_key(parent.key, ref, result.index, stage.op, request, replica),
+                        key=child_key(
+                            parent.key, ref, result.index, stage.op, request, replica, key_inputs(inputs)
+                        ),
                         op=stage.op,
                         request=request,
                         stage=ref,
@@ -191,5 +194,6 @@ def expand_children(
                         source_sha256=sha if ep.image else None,
                         source_id=parent.source_id,
                         parent_key=parent.key,
+                        inputs=inputs,
                     )
                     rank += 1

@@ -26,6 +26,26 @@ def sniff_image_type(head: bytes) -> str | None:
     return None
 
 
+#: the IHDR colour type of a PNG with red, green, blue and alpha channels
+PNG_RGBA = 6
+
+
+def png_has_rgba(head: bytes) -> bool:
+    """Whether ``head`` (a file's first 26+ bytes) starts a PNG of colour type RGBA."""
+    # signature (8), IHDR length and type (8), width (4), height (4), bit depth (1), colour type (1)
+    return (
+        head.startswith(b"\x89PNG\r\n\x1a\n")
+        and head[12:16] == b"IHDR"
+        and len(head) > 25
+        and (head[25] == PNG_RGBA)
+    )
+
+
+def image_size_of_file(path: Path) -> tuple[int, int]:
+    """Width and height of an image file, from its header only (ValueError if it does not decode)."""
+    return _size_of(path)
+
+
 def image_size_from_bytes(head: bytes) -> tuple[int, int]:
     """Width and height from an image's first bytes (enough to hold its header).
 

@@ -1,4 +1,9 @@
-"""`ideobatch plan`: what a manifest expands to, what the ledger already has, what it will cost."""
+"""`ideobatch plan`: what a manifest expands to, what the ledger already has, what it will cost.
+
+Costs are given per op and price tier (a legacy op's model; a V3 op's
+rendering speed, with a character reference, or an upscale factor) and say
+which prices are estimates the provider has not confirmed.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from pipeline.ledger.faults import masked
 from pipeline.ledger.records import ManifestRecord, PlanCounts, to_micros, to_usd
 from pipeline.ledger.repository import Ledger, opened_ledger
 from pipeline.manifest import LoadedManifest, load_manifest
+from pipeline.pricing import PriceTable
 from pipeline.settings import RunSettings
 from pipeline.validation import load_valid
 
@@ -49,6 +55,7 @@ async def plan_report(
     if loaded is None:
         loaded, _counts = load_valid(manifest)
     name = loaded.manifest.name
+    prices = PriceTable(loaded.manifest.prices)
     rows: dict[tuple[str, str | None], dict[str, Any]] = {}
     ledger = await _open_existing(ledger_url)
     found = ledger is not None
@@ -64,6 +71,8 @@ async def plan_report(
                     {
                         "op": job.op,
                         "model": job.model,
+                        "estimated": prices.is_estimate(job.op, job.model),
+                        "unit_usd": float(prices.unit_price(job.op, job.model)),
                         "jobs": 0,
                         "images": 0,
                         "done": 0,
@@ -190,13 +199,23 @@ def _count_stages(stages: Any) -> int:
 
 
 def render_plan(report: dict[str, Any]) -> str:
-    """The plan for people."""
+    """The plan for people: one row per op and price tier (a legacy op's tier is its model).
+
+    A cost from a price the provider has not confirmed is marked ``*``.
+    """
+    rows = report["by_op_model"]
+    op_width = max([9, *(len(row["op"]) for row in rows)])
+    tier_width = max([11, *(len(row["model"] or "-") for row in rows)])
     lines = [f"manifest {report['manifest']} ({report['file']})"]
-    lines.append(f"  {'op':<9} {'model':<11} {'jobs':>9} {'images':>9} {'done':>9} {'est. USD':>11}")
-    for row in report["by_op_model"]:
+    lines.append(
+        f"  {'op':<{op_width}} {'model/tier':<{tier_width}} {'jobs':>9} {'images':>9} {'done':>9} "
+        f"{'est. USD':>11}"
+    )
+    for row in rows:
+        mark = " *" if row.get("estimated") else ""
         lines.append(
-            f"  {row['op']:<9} {row['model'] or '-':<11} {row['jobs']:>9} {row['images']:>9} "
-            f"{row['done']:>9} {row['estimate_usd']:>11.2f}"
+            f"  {row['op']:<{op_width}} {row['model'] or '-':<{tier_width}} {row['jobs']:>9} "
+            f"{row['images']:>9} {row['done']:>9} {row['estimate_usd']:>11.2f}{mark}"
         )
     lines.append(
         f"total {report['jobs']} job(s), {report['images']} image(s); {report['done']} already done, "
@@ -210,6 +229,11 @@ def render_plan(report: dict[str, Any]) -> str:
     if report["ledger"]:
         state = "" if report["ledger_found"] else ": none there yet, so nothing is done (none was created)"
         lines.append(f"ledger {report['ledger']}{state}")
+    if any(row.get("estimated") for row in rows):
+        lines.append(
+            "* an estimate: the provider has not confirmed this price (set `prices:` in the manifest "
+            "to use your own)"
+        )
     if report["chained_stages"]:
         lines.append(
             f"plus {report['chained_stages']} chained stage(s), planned as their parents finish "

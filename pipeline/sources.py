@@ -1,7 +1,9 @@
 """Where source images come from, read as streams (prompts: `pipeline.prompts`).
 
 Images: a glob (or a folder), a list of paths or URLs, or a catalog CSV
-``{csv: file, column: url, id: sku}``. Nothing is held in memory whole: a
+``{csv: file, column: url, id: sku}`` whose rows may also name each image's
+companion files (``mask: mask_path``: a column per file role the op takes
+per image). Nothing is held in memory whole: a
 catalog of a million rows is read row by row. Problems are appended to the
 list the caller passes, each with the data file's own line number.
 """
@@ -13,7 +15,7 @@ import glob
 import hashlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,10 @@ class SourceImage:
     is_url: bool
     catalog_id: str | None = None
     line: int | None = None
+    #: the catalog CSV the image was read from (None for a glob or a list)
+    catalog: str | None = None
+    #: files that go with this image, from its catalog row: (role, URL or absolute path, column)
+    companions: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def stem(self) -> str:
@@ -81,6 +87,39 @@ class Reporter:
 # --- images ----------------------------------------------------------------------
 
 
+def _row_companions(
+    row: dict[str, str],
+    columns: dict[str, str],
+    folder: Path,
+    report: Reporter,
+    check_files: bool,
+    csv_line: tuple[Path, int],
+) -> tuple[tuple[str, str, str], ...] | None:
+    """A catalog row's companion files as (role, location, column); None if one is unusable."""
+    found = []
+    ok = True
+    for role, column in columns.items():
+        value = (row.get(column) or "").strip()
+        if not value:
+            report.in_file(csv_line[0], csv_line[1], column, "empty")
+            ok = False
+            continue
+        if why := unstorable(value):
+            report.in_file(csv_line[0], csv_line[1], column, why)
+            ok = False
+            continue
+        if is_url(value):
+            found.append((role, value, column))
+            continue
+        file = (folder / os.path.expanduser(value)).resolve()
+        if check_files and (why := check_local_image(file)):
+            report.in_file(csv_line[0], csv_line[1], column, f"{value}: {why}")
+            ok = False
+            continue
+        found.append((role, str(file), column))
+    return tuple(found) if ok else None
+
+
 def check_local_image(file: Path) -> str | None:
     """Why a local source image cannot be sent (missing, too big, not JPEG/PNG/WebP), or None."""
     try:
@@ -101,9 +140,19 @@ def check_local_image(file: Path) -> str | None:
 
 
 def iter_images(
-    spec_images: Any, base_dir: Path, path: DataPath, report: Reporter, *, check_files: bool = True
+    spec_images: Any,
+    base_dir: Path,
+    path: DataPath,
+    report: Reporter,
+    *,
+    check_files: bool = True,
+    companions: tuple[str, ...] = (),
 ) -> Iterator[SourceImage]:
-    """Every source image of a job, in a stable order (globs sorted)."""
+    """Every source image of a job, in a stable order (globs sorted).
+
+    ``companions`` are the file roles a catalog CSV may give per row (a
+    column named by the key of the role: ``mask: mask_path``).
+    """
     where = (*path, "images")
     if isinstance(spec_images, str):
         yield from _glob_images(spec_images, base_dir, where, report, check_files)
@@ -116,7 +165,7 @@ def iter_images(
                 continue
             yield from _one_image(item.strip(), base_dir, (*where, i), report, check_files, None, None)
     elif isinstance(spec_images, dict):
-        yield from _csv_images(spec_images, base_dir, where, report, check_files)
+        yield from _csv_images(spec_images, base_dir, where, report, check_files, companions)
     else:
         report.at(where, "`images` is a glob, a list of paths or URLs, or {csv, column, id}")
 
@@ -175,12 +224,22 @@ def _glob_images(
 
 
 def _csv_images(
-    spec: dict[str, Any], base_dir: Path, where: DataPath, report: Reporter, check_files: bool
+    spec: dict[str, Any],
+    base_dir: Path,
+    where: DataPath,
+    report: Reporter,
+    check_files: bool,
+    companions: tuple[str, ...],
 ) -> Iterator[SourceImage]:
-    unknown = sorted(set(spec) - {"csv", "column", "id"})
+    keys = ("csv", "column", "id", *companions)
+    unknown = sorted(set(spec) - set(keys))
     for key in unknown:
-        report.at((*where, key), "unknown key (a catalog is {csv, column, id})")
+        report.at((*where, key), f"unknown key (a catalog is {{{', '.join(keys)}}})")
     file_name, column, id_column = spec.get("csv"), spec.get("column", "url"), spec.get("id")
+    extra = {role: spec[role] for role in companions if role in spec}
+    if any(not isinstance(name, str) for name in extra.values()):
+        report.at(where, f"`{'`, `'.join(extra)}` name columns")
+        return
     if not isinstance(file_name, str):
         report.at((*where, "csv"), "required: the catalog CSV file")
         return
@@ -197,10 +256,10 @@ def _csv_images(
         with file.open(encoding="utf-8-sig", newline="") as handle:
             reader = csv.DictReader(handle)
             names = reader.fieldnames or []
-            missing = [c for c in (column, id_column) if c is not None and c not in names]
+            wanted = {"column": column, "id": id_column, **extra}
+            missing = [(key, name) for key, name in wanted.items() if name is not None and name not in names]
             if missing:
-                for name in missing:
-                    key = "column" if name == column else "id"
+                for key, name in missing:
                     report.at(
                         (*where, key),
                         f"{file_name} has no column `{name}` (columns: {', '.join(names)})",
@@ -228,7 +287,11 @@ def _csv_images(
                         report.in_file(file, line, id_column or "id", f"duplicate id {catalog_id!r}")
                         continue
                     seen_ids.add(catalog_id)
-                yield from _one_image(value, folder, where, report, check_files, catalog_id, (file, line))
+                found = _row_companions(row, extra, folder, report, check_files, (file, line))
+                if found is None:
+                    continue
+                for image in _one_image(value, folder, where, report, check_files, catalog_id, (file, line)):
+                    yield replace(image, catalog=str(file), companions=found)
     except UnicodeDecodeError as exc:
         report.in_file(file, None, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})")
     except csv.Error as exc:

@@ -94,8 +94,9 @@ def render_text(summary: dict[str, Any]) -> str:
     lines.append(
         "jobs:   " + ", ".join(f"{jobs[s]} {s}" for s in JOB_STATES) + f"  (total {sum(jobs.values())})"
     )
+    width = max([9, *(len(op) for op in summary["by_op"])])
     for op, states in summary["by_op"].items():
-        lines.append(f"  {op:<9} " + ", ".join(f"{states[s]} {s}" for s in JOB_STATES if states[s]))
+        lines.append(f"  {op:<{width}} " + ", ".join(f"{states[s]} {s}" for s in JOB_STATES if states[s]))
     lines.append(
         f"images: {images['downloaded']} downloaded, {images['withheld']} withheld, "
         f"{images['expired']} expired"

@@ -17,6 +17,8 @@ from typing import Any
 from pipeline import endpoints
 from pipeline.errors import ManifestError, Problem
 from pipeline.expand import matrix_combos, merge_params
+from pipeline.input_validation import check_default_file, check_image_files, check_stage_files
+from pipeline.job_inputs import merge_files
 from pipeline.manifest import LoadedManifest, StageSpec, load_manifest
 from pipeline.naming import template_problem
 from pipeline.pricing import valid_override_key
@@ -52,14 +54,17 @@ def validate(loaded: LoadedManifest) -> tuple[list[Problem], Counts]:
         report.at(("output", "dir"), "the output folder is empty")
     for key in manifest.prices:
         if not valid_override_key(key):
-            report.at(("prices", key), "a price key is an op (`upscale`) or op.model (`generate.V_2`)")
+            report.at(
+                ("prices", key),
+                "a price key is an op (`upscale`) or op.tier (`generate.V_2`, `v3-generate.QUALITY`)",
+            )
     if manifest.retry.max < manifest.retry.initial:
         report.at(("retry", "max"), "must be at least `initial`")
     _check_defaults(manifest.defaults, report)
     counts = Counts()
     for index, spec in enumerate(manifest.jobs):
         path: DataPath = ("jobs", index)
-        _check_stage(spec, path, manifest.defaults, report, parent_op=None)
+        _check_stage(loaded, spec, path, report, parent_op=None)
         counts.per_entry.append(_count_entry(loaded, spec, path, report))
     report.problems.sort(key=lambda p: (p.file != loaded.file, p.file, p.line or 0))
     return _dedupe(report.problems), counts
@@ -79,6 +84,10 @@ def _check_defaults(defaults: Mapping[str, Any], report: Reporter) -> None:
     for name, value in defaults.items():
         if name == "prompt":
             report.at(("defaults", name), "a prompt belongs to a job, not to defaults")
+            continue
+        roles = [role for e in endpoints.CATALOG.values() for role in e.files if role.name == name]
+        if roles:
+            check_default_file(name, value, report, many=roles[0].many)
             continue
         takers = [e for e in endpoints.CATALOG.values() if name in e.fields]
         if not takers:
@@ -100,12 +109,13 @@ def _origin(field_name: str, path: DataPath, own: Mapping[str, Any], combo: Mapp
 
 
 def _check_stage(
+    loaded: LoadedManifest,
     spec: StageSpec,
     path: DataPath,
-    defaults: Mapping[str, Any],
     report: Reporter,
     parent_op: str | None,
 ) -> None:
+    defaults = loaded.manifest.defaults
     own = spec.params
     ep = endpoints.endpoint(spec.op)
     takes_prompt = "prompt" in ep.fields
@@ -123,17 +133,28 @@ def _check_stage(
             report.at(path, f"{spec.op} needs a `prompt` template")
         if spec.prompt is not None:
             _check_prompt_template(spec.prompt, parent_op, (*path, "prompt"), report)
+    files = merge_files(spec.op, defaults, own)
+    counts = check_stage_files(
+        loaded,
+        ep,
+        files,
+        own,
+        path,
+        report,
+        top_level=parent_op is None,
+        images_spec=getattr(spec, "images", None),
+    )
     combos = _checked_combos(spec, path, report)
     for combo in combos:
         params = merge_params(spec.op, defaults, own, combo)
         if "prompt" in combo:
             report.at((*path, "matrix", "prompt"), "use `prompts` for several prompts")
-        for field_name, message in ep.check(params, need_required=False):
+        for field_name, message in ep.check(params, need_required=False, files=counts):
             if field_name == "prompt":
                 continue
             report.at(_origin(field_name, path, own, combo), message + _unknown_field_hint(field_name, spec))
     for i, child in enumerate(spec.then or []):
-        _check_stage(child, (*path, "then", i), defaults, report, parent_op=spec.op)
+        _check_stage(loaded, child, (*path, "then", i), report, parent_op=spec.op)
 
 
 def _unknown_field_hint(field_name: str, spec: StageSpec) -> str:
@@ -183,8 +204,11 @@ def _count_entry(loaded: LoadedManifest, spec: Any, path: DataPath, report: Repo
     images = 1
     if spec.images is not None:
         encoding = loaded.manifest.provider.image_encoding
+        ep = endpoints.endpoint(spec.op)
+        files = merge_files(spec.op, loaded.manifest.defaults, spec.params)
+        column = spec.images.get("column", "url") if isinstance(spec.images, dict) else "images"
         images = 0
-        for image in iter_images(spec.images, loaded.base_dir, path, report):
+        for image in iter_images(spec.images, loaded.base_dir, path, report, companions=ep.per_image_roles):
             images += 1
             if encoding == "url" and not image.is_url:
                 report.at(
@@ -192,6 +216,7 @@ def _count_entry(loaded: LoadedManifest, spec: Any, path: DataPath, report: Repo
                     f"{image.location}: image_encoding `url` needs URL sources, not local files",
                 )
                 break
+            check_image_files(loaded, ep, files, image, path, report, image_column=str(column))
     combos = 1
     if spec.matrix:
         combos = len(matrix_combos(spec.matrix)) if all(spec.matrix.values()) else 0

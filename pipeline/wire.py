@@ -1,4 +1,4 @@
-"""The two API dialects on the wire: request bodies, response parsing, error bodies (SPEC §6).
+"""The two API dialects on the wire: request bodies, response parsing, error bodies (SPEC §6, §10).
 
 `crazyrouter` (the proxy) takes ``Authorization: Bearer``; `ideogram`
 (native) takes ``Api-Key``. Each op's paths and body encoding come from the
@@ -6,6 +6,10 @@ endpoint catalog (`pipeline.endpoints`): the legacy encoding wraps the fields
 in ``image_request`` (JSON, or a JSON part of a multipart form beside the
 ``image_file`` part; the proxy also takes ``"image_file": "<url>"`` in JSON),
 except for ops whose fields are not wrapped (describe), which send them flat.
+The flat encoding (Ideogram 3.0) sends every field as its own part — a list
+as repeated parts, an object as a JSON part — beside the files, each under
+its role's name; or JSON, with URL-valued file fields, when it sends no file
+bytes.
 Responses are parsed leniently where the API varies and strictly where it
 matters.
 """
@@ -17,6 +21,7 @@ import io
 import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -66,9 +71,13 @@ def json_body(ep: Endpoint, request: dict[str, Any], files: dict[str, str | list
 
 
 def multipart_body(
-    ep: Endpoint, request: dict[str, Any], files: list[tuple[str, SourceBytes]]
+    ep: Endpoint, request: dict[str, Any], files: Sequence[tuple[str, SourceBytes | aiohttp.Payload]]
 ) -> aiohttp.FormData:
-    """The multipart form of a call with files; ``files`` are (part name, file) in order."""
+    """The multipart form of a call with files; ``files`` are (part name, file) in order.
+
+    A file is its bytes, or a payload that streams it from disk
+    (`pipeline.uploads.StreamedFile`).
+    """
     form = aiohttp.FormData()
     if ep.encoding is Encoding.LEGACY and ep.wrapped:
         form.add_field("image_request", json.dumps(request), content_type="application/json")
@@ -82,6 +91,9 @@ def multipart_body(
                 else:
                     form.add_field(name, str(item))
     for name, source in files:
+        if isinstance(source, aiohttp.Payload):
+            form.add_field(name, source, filename=source.filename)
+            continue
         # a file object (not bytes): aiohttp streams it without copying or warning on large uploads
         form.add_field(
             name, io.BytesIO(source.data), filename=source.filename, content_type=source.content_type

@@ -1,4 +1,4 @@
-"""One handler for the four ops in both dialects: admit, work, bill, answer.
+"""One handler for every op of the catalog in both dialects: admit, work, bill, answer.
 
 The order of checks is the real API's as far as it is known: auth, then the
 request (400), then the safety filter (422), then the in-flight limit (429),
@@ -17,7 +17,7 @@ from decimal import Decimal
 
 from aiohttp import web
 
-from pipeline.endpoints import Endpoint
+from pipeline.endpoints import Encoding, Endpoint
 from pipeline.fake_server.dialects import (
     NATIVE,
     PROXY,
@@ -27,7 +27,8 @@ from pipeline.fake_server.dialects import (
     ImageResult,
     gateway_error,
 )
-from pipeline.fake_server.images import describe, resolution_for, served_size
+from pipeline.fake_server.flat import read_flat_call
+from pipeline.fake_server.images import describe, resolution_for, served_size, v3_resolution_like
 from pipeline.fake_server.requests import FETCHER, BadRequest, Call, read_call
 from pipeline.fake_server.state import NO_RESPONSE, STATE, LogEntry, ServerState
 from pipeline.fake_server.transport import reset_connection, send_truncated
@@ -77,7 +78,11 @@ def api_handler(dialect: Dialect, ep: Endpoint) -> Handler:
                 request_hash=call.request_hash if call else None,
                 fault=outcome.fault,
                 message=outcome.message,
-                params=dict(call.params) if call else {},
+                path=request.path,
+                encoding=call.encoding if call else None,
+                fields=dict(call.params) if call else None,
+                parts=call.parts if call else (),
+                files=dict(call.files) if call else {},
             )
         )
         return response
@@ -110,7 +115,8 @@ async def _handle(
     if auth is not Auth.OK:
         return fail(Failure.UNAUTHORIZED, dialect.auth_messages[auth])
     try:
-        call = await read_call(request, ep, proxy=dialect is PROXY, fetcher=request.app.get(FETCHER))
+        reader = read_flat_call if ep.encoding is Encoding.FLAT else read_call
+        call = await reader(request, ep, proxy=dialect is PROXY, fetcher=request.app.get(FETCHER))
     except BadRequest as exc:
         return fail(Failure.BAD_REQUEST, exc.message)
     outcome.call = call
@@ -190,14 +196,20 @@ def _images(request: web.Request, state: ServerState, call: Call) -> list[ImageR
     params = call.params
     upscaled: tuple[int, int] | None = None
     scale = call.endpoint.output_scale
-    if scale > 1:
-        assert call.source is not None
+    if call.source is not None and not {"aspect_ratio", "resolution"} & call.endpoint.fields:
+        # an op that keeps its source's size (edit, replace-background), or multiplies it (upscale)
         resolution = (call.source.width, call.source.height)
-        upscaled = (resolution[0] * scale, resolution[1] * scale)
-        size = served_size(*upscaled, cfg.image_scale)
+        if call.endpoint.encoding is Encoding.FLAT:
+            resolution = v3_resolution_like(*resolution)
+        if scale > 1:
+            upscaled = (resolution[0] * scale, resolution[1] * scale)
+        size = served_size(*(upscaled or resolution), cfg.image_scale)
     else:
         resolution = resolution_for(params)
         size = served_size(*resolution, cfg.image_scale)
+        factor = params.get("upscale_factor")
+        if isinstance(factor, str) and factor[1:].isdigit() and int(factor[1:]) > 1:
+            upscaled = (resolution[0] * int(factor[1:]), resolution[1] * int(factor[1:]))
     withheld = bool(cfg.withheld_word) and str(cfg.withheld_word).lower() in call.prompt.lower()
     prompt = _returned_prompt(call) + cfg.response_text_suffix
     style = params.get("style_type")
@@ -234,6 +246,7 @@ def _returned_prompt(call: Call) -> str:
     prompt = call.prompt
     if not prompt and call.source is not None:
         return describe(call.source)[0]
-    if call.params.get("magic_prompt_option", "AUTO") in ("ON", "AUTO"):
+    magic = call.params.get("magic_prompt_option", call.params.get("magic_prompt", "AUTO"))
+    if magic in ("ON", "AUTO"):
         return prompt + MAGIC_SUFFIX
     return prompt

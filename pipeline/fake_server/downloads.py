@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from pipeline.fake_server.images import MAX_SAMPLE_SIDE, PNG_SIGNATURE, ImageFormat, render_png
+from pipeline.fake_server.images import MAX_SAMPLE_SIDE, PNG_SIGNATURE, ImageFormat, render_image
 from pipeline.fake_server.images import render_sample as _render_sample
 from pipeline.fake_server.state import STATE, ServerState
 from pipeline.fake_server.transport import reset_connection, send_truncated
@@ -98,7 +98,7 @@ async def image(request: web.Request) -> web.StreamResponse:
         body = PNG_SIGNATURE + bytes(cfg.download_oversize_bytes)
         return web.Response(body=body, content_type="image/png")
     response = web.Response(
-        body=render_png(spec.seed, spec.width, spec.height, spec.variant),
+        body=render_image(spec.seed, spec.width, spec.height, spec.variant),
         content_type="image/png",
         headers={"Cache-Control": "private, max-age=86400"},
     )

@@ -2,7 +2,13 @@
 
 Ideogram does not publish which resolution a legacy ``aspect_ratio`` produces.
 ASSUMPTION (notes §11.5): the table below, the 1-megapixel sizes of the V2
-resolution list; a ``resolution`` of ``RESOLUTION_W_H`` produces ``WxH``. The
+resolution list; a ``resolution`` of ``RESOLUTION_W_H`` produces ``WxH``.
+Ideogram 3.0 spells both ``WxH`` (``aspect_ratio: 16x9``, ``resolution:
+1312x736``); a V3 aspect ratio produces the resolution of the V3 list whose
+proportions are closest to it (the one nearest a megapixel among equals), and
+so does a V3 op that keeps its source's proportions (edit, replace-background:
+the spec types every V3 ``resolution`` as one of its list).
+Transparent images are RGBA PNGs (`render_rgba_png`). The
 server reports the full resolution but serves PNGs scaled down by
 ``image_scale`` (16: 1312x736 is served as 82x46) so that tests stay fast.
 Rendering is a pure function of (seed, size, variant): the same seed at the same
@@ -21,6 +27,7 @@ from typing import Literal, cast
 
 from PIL import Image
 
+from pipeline.api_schema_v3 import enum_values as v3_enum
 from pipeline.images import sniff_image_type
 
 #: reported resolution of each legacy aspect ratio (ASSUMPTION, see module docstring)
@@ -38,6 +45,9 @@ ASPECT_RESOLUTIONS: dict[str, tuple[int, int]] = {
     "ASPECT_3_1": (1728, 576),
 }
 DEFAULT_ASPECT = "ASPECT_1_1"
+#: a variant with this bit set is rendered as an RGBA PNG (a transparent background)
+ALPHA_VARIANT = 0x80
+_MEGAPIXEL = 1024 * 1024
 MAX_SAMPLE_SIDE = 4096
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ImageFormat = Literal["png", "jpeg", "webp"]
@@ -63,13 +73,34 @@ _COLOUR_NAMES: tuple[tuple[str, tuple[int, int, int]], ...] = (
 )
 
 
+def _wxh(text: str) -> tuple[int, int] | None:
+    width, sep, height = text.partition("x")
+    return (int(width), int(height)) if sep and width.isdigit() and height.isdigit() else None
+
+
+@lru_cache(maxsize=256)
+def v3_resolution_like(width: int, height: int) -> tuple[int, int]:
+    """The V3 resolution closest to the proportions ``width``:``height`` (then nearest 1 MP)."""
+    sizes = [size for r in v3_enum("resolution") if (size := _wxh(r)) is not None]
+    return min(sizes, key=lambda s: (abs(s[0] / s[1] - width / height), abs(s[0] * s[1] - _MEGAPIXEL)))
+
+
+def v3_aspect_resolution(aspect: str) -> tuple[int, int]:
+    """The V3 resolution an aspect ratio ``WxH`` produces."""
+    return v3_resolution_like(*(_wxh(aspect) or (1, 1)))
+
+
 def resolution_for(params: dict[str, object]) -> tuple[int, int]:
-    """The (width, height) a generate or remix request produces."""
+    """The (width, height) a request with an aspect ratio or a resolution produces."""
     resolution = params.get("resolution")
     if isinstance(resolution, str) and resolution.startswith("RESOLUTION_"):
         _, w, h = resolution.split("_")
         return int(w), int(h)
+    if isinstance(resolution, str) and (size := _wxh(resolution)):
+        return size
     aspect = params.get("aspect_ratio")
+    if isinstance(aspect, str) and _wxh(aspect):
+        return v3_aspect_resolution(aspect)
     return ASPECT_RESOLUTIONS[aspect if isinstance(aspect, str) else DEFAULT_ASPECT]
 
 
@@ -113,6 +144,27 @@ def render_png(seed: int, width: int, height: int, variant: int = 0) -> bytes:
     palette = _palette(seed, variant).ljust(length, b"\0")[:length]
     crc = zlib.crc32(b"PLTE" + palette).to_bytes(4, "big")
     return png[:offset] + palette + crc + png[offset + length + 4 :]
+
+
+@lru_cache(maxsize=_PNG_CACHE_SIZE)
+def render_rgba_png(seed: int, width: int, height: int, variant: int = 0) -> bytes:
+    """A decodable RGBA PNG of exactly width x height: shapes of the seed's colours on a clear ground."""
+    colours = _palette(seed, variant)
+    image = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    image.paste((*colours[0:3], 255), (width // 8, height // 8, max(width // 8 + 1, width // 2), height // 2))
+    image.paste(
+        (*colours[3:6], 200), (width // 3, height // 3, max(width // 3 + 1, width * 7 // 8), height * 7 // 8)
+    )
+    out = io.BytesIO()
+    image.save(out, "PNG", compress_level=1)
+    return out.getvalue()
+
+
+def render_image(seed: int, width: int, height: int, variant: int = 0) -> bytes:
+    """The PNG an image URL serves: RGBA when ``variant`` has `ALPHA_VARIANT` set."""
+    if variant & ALPHA_VARIANT:
+        return render_rgba_png(seed, width, height, variant)
+    return render_png(seed, width, height, variant)
 
 
 @lru_cache(maxsize=_SAMPLE_CACHE_SIZE)

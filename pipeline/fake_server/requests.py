@@ -6,7 +6,8 @@ the content type must be one the endpoint takes, the fields must pass the
 endpoint's check (`Endpoint.check`: enums, ranges, unknown fields, per-model
 rules, required fields), and a source image must be JPEG, PNG or WebP by its
 magic bytes, at most 10 MB, and decodable. The proxy also takes
-``"image_file": "<url>"`` in JSON and fetches it.
+``"image_file": "<url>"`` in JSON and fetches it. Ideogram 3.0 calls (flat
+fields, several files) are read by `pipeline.fake_server.flat`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from aiohttp import web
 from pipeline import endpoints
 from pipeline.api_schema import MAX_SOURCE_BYTES
 from pipeline.endpoints import Endpoint
-from pipeline.fake_server.images import SourceInfo, UndecodableImage, inspect_source, sniff_format
+from pipeline.fake_server.images import (
+    ALPHA_VARIANT,
+    SourceInfo,
+    UndecodableImage,
+    inspect_source,
+    sniff_format,
+)
 from pipeline.pricing import DEFAULT_PRICES
 
 JSON_TYPE = "application/json"
@@ -51,6 +58,12 @@ class Call:
     #: the request's fields (legacy: the ``image_request``; describe: its form fields)
     params: dict[str, Any]
     source: SourceInfo | None = None
+    #: ``json`` or ``multipart``
+    encoding: str = ""
+    #: the body's part names (multipart) or keys (JSON), in the order received
+    parts: tuple[str, ...] = ()
+    #: the sha256 of each file received, by part name (the main image included), in order
+    files: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: cached derived values
     _hash: str = field(default="", repr=False)
 
@@ -72,21 +85,38 @@ class Call:
 
     @property
     def variant(self) -> int:
-        """What tells this op's images from another's of the same seed (its catalog position)."""
-        return endpoints.ops().index(self.op) % 256
+        """What tells this op's images from another's of the same seed (its catalog position).
+
+        A transparent op's variant carries `ALPHA_VARIANT`: its URLs serve RGBA PNGs.
+        """
+        variant = endpoints.ops().index(self.op) % ALPHA_VARIANT
+        return variant | ALPHA_VARIANT if self.endpoint.transparent else variant
+
+    @property
+    def file_counts(self) -> dict[str, int]:
+        """How many files of each role besides the main image."""
+        return {name: len(hashes) for name, hashes in self.files.items() if name != self.endpoint.image}
+
+    @property
+    def tier(self) -> str | None:
+        """The price tier the call runs on."""
+        return self.endpoint.tier_of(self.params, self.file_counts)
 
     @property
     def cost(self) -> Decimal:
         """What the call is billed."""
-        return DEFAULT_PRICES.job_cost(self.op, self.endpoint.tier(self.params), self.images)
+        return DEFAULT_PRICES.job_cost(self.op, self.tier, self.images)
 
     @property
     def request_hash(self) -> str:
-        """sha256 of op, canonical request and source bytes: equal requests hash equal."""
+        """sha256 of op, canonical request and file bytes: equal requests hash equal."""
         if not self._hash:
             canonical = json.dumps(self.params, sort_keys=True, separators=(",", ":"))
             source = self.source.sha256 if self.source else ""
             text = f"{self.op}\n{canonical}\n{source}"
+            others = {k: v for k, v in self.files.items() if k != self.endpoint.image}
+            if others:
+                text += "\n" + json.dumps(others, sort_keys=True)
             self._hash = hashlib.sha256(text.encode()).hexdigest()
         return self._hash
 
@@ -98,28 +128,28 @@ class SourceFetcher:
         self._session = session
         self._timeout_s = timeout_s  # read per fetch: the config may change at runtime
 
-    async def fetch(self, url: str) -> bytes:
+    async def fetch(self, url: str, field: str = "image_file") -> bytes:
         """The bytes at ``url`` (BadRequest if it cannot be fetched or is over 10 MB)."""
         if not url.startswith(("http://", "https://")):
-            raise BadRequest("image_file must be an http(s) URL of a JPEG, PNG or WebP image")
+            raise BadRequest(f"{field} must be an http(s) URL of a JPEG, PNG or WebP image")
         try:
             timeout = aiohttp.ClientTimeout(total=self._timeout_s())
             async with self._session.get(url, timeout=timeout) as response:
                 if response.status != 200:
-                    raise BadRequest(f"image_file could not be fetched: HTTP {response.status}")
+                    raise BadRequest(f"{field} could not be fetched: HTTP {response.status}")
                 declared = response.content_length
                 if declared is not None and declared > MAX_SOURCE_BYTES:
-                    raise BadRequest(_too_big())
-                return await _read_capped(response.content, MAX_SOURCE_BYTES, _too_big())
+                    raise BadRequest(_too_big(field))
+                return await _read_capped(response.content, MAX_SOURCE_BYTES, _too_big(field))
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise BadRequest(f"image_file could not be fetched: {str(exc) or type(exc).__name__}") from exc
+            raise BadRequest(f"{field} could not be fetched: {str(exc) or type(exc).__name__}") from exc
 
 
 FETCHER: web.AppKey[SourceFetcher] = web.AppKey("fake_server_fetcher", SourceFetcher)
 
 
-def _too_big() -> str:
-    return f"image_file is larger than {MAX_SOURCE_BYTES // (1024 * 1024)} MB"
+def _too_big(field: str = "image_file") -> str:
+    return f"{field} is larger than {MAX_SOURCE_BYTES // (1024 * 1024)} MB"
 
 
 async def _read_capped(stream: aiohttp.StreamReader, limit: int, message: str) -> bytes:
@@ -136,15 +166,17 @@ async def _read_capped(stream: aiohttp.StreamReader, limit: int, message: str) -
 async def read_call(
     request: web.Request, ep: Endpoint, *, proxy: bool, fetcher: SourceFetcher | None
 ) -> Call:
-    """Parse and validate one call to ``ep`` (BadRequest on any problem)."""
+    """Parse and validate one legacy call to ``ep`` (BadRequest on any problem)."""
     content_type = request.content_type
     if ep.image is None:
-        _expect(content_type, JSON_TYPE)
-        body = await _json_body(request)
-        return _validated(ep, _fields_of(ep, body), None)
+        expect_type(content_type, JSON_TYPE)
+        body = await read_json_body(request)
+        call = _validated(ep, _fields_of(ep, body), None)
+        call.encoding, call.parts = "json", tuple(body)
+        return call
     if proxy and content_type == JSON_TYPE:
         return await _proxy_json(request, ep, fetcher)
-    _expect(content_type, MULTIPART_TYPE)
+    expect_type(content_type, MULTIPART_TYPE)
     return await _multipart(request, ep)
 
 
@@ -157,14 +189,14 @@ def _fields_of(ep: Endpoint, body: dict[str, Any], files: tuple[str, ...] = ()) 
     return {k: v for k, v in body.items() if k not in files}
 
 
-def _expect(content_type: str, wanted: str) -> None:
+def expect_type(content_type: str, wanted: str) -> None:
     if content_type != wanted:
         shown = content_type or "none"
         expected = "JSON data" if wanted == JSON_TYPE else f"['{wanted}']"
         raise BadRequest(f"Invalid Content-type ({shown}), expected {expected}")
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
+async def read_json_body(request: web.Request) -> dict[str, Any]:
     length = request.content_length
     if length is not None and length <= MAX_JSON_BYTES:
         raw = await request.read()  # the common case, in one read
@@ -221,7 +253,7 @@ def _source(data: bytes) -> SourceInfo:
 
 async def _proxy_json(request: web.Request, ep: Endpoint, fetcher: SourceFetcher | None) -> Call:
     assert ep.image is not None
-    body = await _json_body(request)
+    body = await read_json_body(request)
     params = _fields_of(ep, body, (ep.image,))
     url = body[ep.image]
     if not isinstance(url, str):
@@ -231,6 +263,7 @@ async def _proxy_json(request: web.Request, ep: Endpoint, fetcher: SourceFetcher
     if fetcher is None:
         raise BadRequest(f"{ep.image} URLs are not accepted here")
     call.source = _source(await fetcher.fetch(url))
+    call.encoding, call.parts, call.files = "json", tuple(body), {ep.image: (call.source.sha256,)}
     return call
 
 
@@ -238,12 +271,14 @@ async def _multipart(request: web.Request, ep: Endpoint) -> Call:
     assert ep.image is not None
     text_fields = {"image_request"} if ep.wrapped else set(ep.fields)
     fields: dict[str, bytes] = {}
+    names: list[str] = []
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
             if not isinstance(part, aiohttp.BodyPartReader):
                 raise BadRequest("nested multipart bodies are not supported")
             name = part.name or ""
+            names.append(name)
             if name not in text_fields and name != ep.image:
                 raise BadRequest(f"unexpected form field {name!r}")
             if name in fields:
@@ -265,9 +300,10 @@ async def _multipart(request: web.Request, ep: Endpoint) -> Call:
     if ep.wrapped:
         params = _image_request(_json_object(fields["image_request"], "image_request"))
     else:
-        params = {name: _text(raw, "form field") for name, raw in fields.items() if name != ep.image}
+        params = {name: text_of(raw, "form field") for name, raw in fields.items() if name != ep.image}
     call = _validated(ep, params, None)
     call.source = _source(fields[ep.image])
+    call.encoding, call.parts, call.files = "multipart", tuple(names), {ep.image: (call.source.sha256,)}
     return call
 
 
@@ -282,7 +318,7 @@ async def _read_part(part: aiohttp.BodyPartReader, limit: int, name: str) -> byt
     return b"".join(chunks)
 
 
-def _text(raw: bytes, what: str) -> str:
+def text_of(raw: bytes, what: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

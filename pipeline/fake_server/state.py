@@ -51,8 +51,16 @@ class LogEntry:
     fault: str | None
     #: the error message sent, if any
     message: str | None = None
-    #: the request's fields as the server read them (empty if the body did not parse)
-    params: dict[str, Any] = field(default_factory=dict)
+    #: the path called
+    path: str = ""
+    #: ``json`` or ``multipart``; None if the body did not parse
+    encoding: str | None = None
+    #: the request's fields as the server read them (None if the body did not parse)
+    fields: dict[str, Any] | None = None
+    #: the body's part names (multipart, repeated parts repeated) or keys (JSON), in order
+    parts: tuple[str, ...] = ()
+    #: the sha256 of each file received, by part name, in order
+    files: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """The entry as a JSON-ready dict."""

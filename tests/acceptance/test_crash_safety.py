@@ -10,6 +10,8 @@ import signal
 import sqlite3
 from pathlib import Path
 
+from PIL import Image
+
 from pipeline.fake_server import FakeServer
 from tests.acceptance.conftest import finish, ideobatch, manifest_for, start, status_json, succeeded
 
@@ -40,11 +42,21 @@ def check_outputs(folder: Path) -> int:
 
 
 async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, server: FakeServer) -> None:
-    """Ten SIGKILLs of a 300-job run, then a resume: all done, nothing lost, re-sends only in doubt."""
+    """Ten SIGKILLs of a 300-job run of legacy and V3 ops, then a resume: all done, re-sends only in doubt."""
     rnd = random.Random(KILL_SEED)
     server.set_faults(latency_ms=60, latency_jitter_ms=40, download_latency_ms=5)
-    body = "  - op: generate\n    prompts: prompts.txt\n    num_images: 1\n"
-    (tmp_path / "prompts.txt").write_text("".join(f"kill test prompt {i}\n" for i in range(300)))
+    body = (
+        "  - op: generate\n    prompts: prompts.txt\n    num_images: 1\n"
+        "  - op: v3-generate\n    prompts: prompts.txt\n    rendering_speed: TURBO\n"
+        # a multipart upload of three streamed files per call
+        "  - op: v3-edit\n    prompts: prompts.txt\n    images: [door.png]\n    mask: masks/{stem}.png\n"
+        "    style_reference_images: [style.png]\n"
+    )
+    (tmp_path / "prompts.txt").write_text("".join(f"kill test prompt {i}\n" for i in range(100)))
+    (tmp_path / "masks").mkdir()
+    Image.new("RGB", (48, 32), (120, 60, 30)).save(tmp_path / "door.png")
+    Image.new("L", (48, 32), 0).save(tmp_path / "masks" / "door.png")
+    Image.new("RGB", (16, 16), (10, 60, 130)).save(tmp_path / "style.png")
     manifest = manifest_for(tmp_path, server, body, extra="limits:\n  concurrency: 8\n")
     args = (
         "run",

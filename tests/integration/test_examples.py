@@ -20,6 +20,7 @@ MANIFESTS = [
     ROOT / "examples" / "catalog-upscale" / "manifest.yaml",
     ROOT / "examples" / "postgres-workers" / "manifest.yaml",
     ROOT / "examples" / "describe-generate" / "manifest.yaml",
+    ROOT / "examples" / "v3-catalog" / "manifest.yaml",
     ROOT / "examples" / "cron" / "nightly.yaml",
     ROOT / "jobs" / "demo.yaml",
 ]

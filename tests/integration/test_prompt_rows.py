@@ -36,7 +36,7 @@ async def test_each_row_is_sent_with_its_own_settings(tmp_path: Path, fake_serve
     code, summary = await run(manifest, fake_server, tmp_path)
     assert code == 0, summary
     sent = sorted(
-        (e.params["prompt"], e.params["aspect_ratio"], e.params["style_type"], e.params["seed"], e.num_images)
+        (e.fields["prompt"], e.fields["aspect_ratio"], e.fields["style_type"], e.fields["seed"], e.num_images)
         for e in fake_server.state.log
     )
     assert sent == [
@@ -64,7 +64,7 @@ async def test_jsonl_rows_and_a_matrix_multiply(tmp_path: Path, fake_server: Fak
     code, summary = await run(manifest, fake_server, tmp_path)
     assert code == 0, summary
     sent = sorted(
-        (e.params["prompt"], e.params["seed"], e.params.get("aspect_ratio"), e.params["style_type"])
+        (e.fields["prompt"], e.fields["seed"], e.fields.get("aspect_ratio"), e.fields["style_type"])
         for e in fake_server.state.log
     )
     assert sent == [

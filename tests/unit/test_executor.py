@@ -75,7 +75,7 @@ class FakeDownloader:
         self.failures = failures or {}
         self.fetched: list[str] = []
 
-    async def fetch(self, url: str, final_without_ext: Path) -> SavedImage:
+    async def fetch(self, url: str, final_without_ext: Path, *, rgba: bool = False) -> SavedImage:
         self.fetched.append(url)
         if url in self.failures:
             raise self.failures[url]
