@@ -202,9 +202,10 @@ class SharedSlots:
         )
         self.limit = exchange.limit
         granted = 0
-        for job_id in exchange.granted:
-            entry = self._waiting.pop(job_id, None)
-            if entry is not None and not entry[1].done():
-                entry[1].set_result(None)
+        # in the order the calls asked (dicts keep insertion order)
+        for job_id in [job_id for job_id in self._waiting if job_id in exchange.granted]:
+            _images, future = self._waiting.pop(job_id)
+            if not future.done():
+                future.set_result(None)
                 granted += 1
         return granted

@@ -51,7 +51,8 @@ async def work_with_one_killed(
         tmp_path,
         server,
         "  - op: generate\n    prompts: p.txt\n",
-        extra=f"limits:\n  concurrency: 4\noutput:\n  dir: {tmp_path / 'out'}\n",
+        # the cap is the account's, shared by the processes: four places each
+        extra=f"limits:\n  concurrency: {4 * workers}\noutput:\n  dir: {tmp_path / 'out'}\n",
     )
     await plan_saved(manifest, ledger, tmp_path)
     if kind == "worker":
@@ -80,6 +81,8 @@ async def work_with_one_killed(
     assert stats["duplicate_billed"] <= victim_in_flight
     assert stats["billed"] == 400 + stats["duplicate_billed"]
     assert await query.one("SELECT count(*) FROM attempts WHERE in_doubt") == victim_in_flight
+    # the processes together never had more in flight than the account's cap
+    assert stats["max_inflight_images"] <= 4 * workers
 
 
 @PG

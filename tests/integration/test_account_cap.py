@@ -1,0 +1,123 @@
+"""One account's cap on images in flight, shared through the ledger by every process (SPEC §11)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from pipeline.account_slots import SharedSlots
+from pipeline.fake_server import FakeServer
+from pipeline.ledger.repository import Ledger
+from tests.integration.conftest import run, write_manifest
+
+LEASE_S = 1.0
+
+
+async def test_three_processes_never_hold_more_than_the_cap(ledger: Ledger) -> None:
+    """Three processes share a cap of 4 through the ledger: never more than 4 places held at once."""
+    account = await ledger.account_id("http://127.0.0.1:1", "KEY", 4)
+    slots = [SharedSlots(ledger, account, f"p{n}", 4, lease_s=30) for n in range(3)]
+    for s in slots:
+        s.start()
+    held: list[int] = []
+    most = 0
+
+    async def call(s: SharedSlots, job_id: int, images: int) -> None:
+        nonlocal most
+        await s.acquire(images, job_id)
+        held.extend([job_id] * images)
+        most = max(most, len(held))
+        await asyncio.sleep(0.005)
+        for _ in range(images):
+            held.remove(job_id)
+        s.release(images, job_id)
+
+    try:
+        calls = [call(slots[n % 3], n, 1 + n % 2) for n in range(30)]
+        await asyncio.wait_for(asyncio.gather(*calls), 30)
+    finally:
+        for s in slots:
+            await s.close()
+    assert most <= 4
+    assert most >= 3, "the processes together used the cap"
+
+
+async def test_freed_places_go_to_the_oldest_waiter_whichever_process_it_is(ledger: Ledger) -> None:
+    """A process giving a place back hands it to another process's older waiter, not to its own."""
+    account = await ledger.account_id("http://127.0.0.1:1", "KEY", 1)
+    lease = 60.0
+    first = await ledger.exchange_slots(account, "a", want=[(1, 1)], lease_s=lease, now=100.0)
+    assert first.granted == {1}
+    waits_b = await ledger.exchange_slots(account, "b", want=[(2, 1)], lease_s=lease, now=101.0)
+    waits_a = await ledger.exchange_slots(account, "a", want=[(3, 1)], lease_s=lease, now=102.0)
+    assert waits_b.granted == waits_a.granted == frozenset()
+    # a gives its place back while its own job 3 waits: b's job 2 waited longer, so it gets it
+    after = await ledger.exchange_slots(account, "a", give_back=[1], want=[(3, 1)], lease_s=lease, now=103.0)
+    assert after.granted == frozenset()
+    b_learns = await ledger.exchange_slots(account, "b", want=[(2, 1)], lease_s=lease, now=103.5)
+    assert b_learns.granted == {2}
+    then_a = await ledger.exchange_slots(account, "b", give_back=[2], lease_s=lease, now=104.0)
+    assert then_a.in_use == 1
+    a_learns = await ledger.exchange_slots(account, "a", want=[(3, 1)], lease_s=lease, now=104.5)
+    assert a_learns.granted == {3}
+
+
+async def test_the_places_of_a_process_that_stopped_renewing_come_back_after_its_lease(
+    ledger: Ledger,
+) -> None:
+    """A process that dies holding every place: another gets them when the hold's lease runs out."""
+    account = await ledger.account_id("http://127.0.0.1:1", "KEY", 2)
+    dead = SharedSlots(ledger, account, "dead", 2, lease_s=LEASE_S)
+    alive = SharedSlots(ledger, account, "alive", 2, lease_s=LEASE_S)
+    dead.start()
+    alive.start()
+    try:
+        await dead.acquire(2, 1)
+        await dead.close()  # it stops talking to the ledger: no release, no renewal
+        got = asyncio.create_task(alive.acquire(1, 2))
+        await asyncio.sleep(LEASE_S / 2)
+        assert not got.done(), "the places are still held under a running lease"
+        await asyncio.wait_for(got, 5 * LEASE_S)
+    finally:
+        await alive.close()
+
+
+async def test_a_job_refused_fifty_times_for_the_cap_still_succeeds(
+    tmp_path: Path, fake_server: FakeServer
+) -> None:
+    """429s are not attempts: with `retry.attempts: 2`, a job refused 50 times then let through succeeds."""
+    fake_server.set_faults(rate_429=1.0, retry_after="none")
+    manifest = write_manifest(
+        tmp_path, "- op: generate\n  prompt: a patient fox\n", extra="retry:\n  attempts: 2\n"
+    )
+    task = asyncio.create_task(run(manifest, fake_server, tmp_path))
+    await fake_server.state.wait_until(lambda s: s.stats()["by_status"].get("429", 0) >= 50, timeout_s=60)
+    fake_server.set_faults(rate_429=0.0)
+    code, summary = await asyncio.wait_for(task, 60)
+    assert code == 0, summary
+    assert summary["jobs"]["succeeded"] == 1
+    assert summary["run"]["failed"] == 0
+    assert fake_server.state.stats()["billed"] == 1
+
+
+@pytest.mark.parametrize("scope", ["account", "process"])
+async def test_limits_scope_decides_whether_runs_share_the_cap(
+    tmp_path: Path, fake_server: FakeServer, scope: str
+) -> None:
+    """Two runs of concurrency 3 on one ledger: together at most 3 in flight (account), or 6 (process)."""
+    fake_server.set_faults(latency_ms=60)
+    prompts = ", ".join(f"owl {n}" for n in range(30))
+    manifest = write_manifest(
+        tmp_path,
+        f"- op: generate\n  prompts: [{prompts}]\n",
+        extra=f"limits:\n  concurrency: 3\n  scope: {scope}\n",
+    )
+    results = await asyncio.gather(run(manifest, fake_server, tmp_path), run(manifest, fake_server, tmp_path))
+    assert [code for code, _summary in results] == [0, 0]
+    most = fake_server.state.stats()["max_inflight_images"]
+    assert most <= (3 if scope == "account" else 6)
+    assert fake_server.state.stats()["billed"] == 30
+    if scope == "process":
+        assert most > 3, "two processes of their own cap of 3 had more than 3 in flight together"
