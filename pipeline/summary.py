@@ -48,6 +48,7 @@ def build_summary(status: LedgerStatus, run: RunResult | None = None) -> dict[st
         "duration_s": None,
         "runs": [_timed(r) for r in status.runs],
         "workers": [_timed(w) for w in status.workers],
+        "accounts": status.accounts,
     }
     if status.runs:
         summary["duration_s"] = status.runs[0]["duration_s"]
@@ -142,6 +143,16 @@ def render_text(summary: dict[str, Any]) -> str:
         for worker in summary["workers"]:
             age = worker["heartbeat_age_s"]
             lines.append(f"  {worker['host']} pid {worker['pid']} ({worker['kind']}), heartbeat {age}s ago")
+    for account in summary.get("accounts", []):
+        learned = account["learned_cap"]
+        cap = f"cap {account['cap']}" + (f", learned {learned} from 429s" if learned is not None else "")
+        flying = sum(account["in_flight"].values())
+        lines.append(
+            f"account {account['base_url']} ({account['key_env']}): {cap}; "
+            f"{flying} image(s) in flight, {account['waiting']} call(s) waiting"
+        )
+        for owner, images in sorted(account["in_flight"].items()):
+            lines.append(f"  {owner}: {images} in flight")
     return "\n".join(lines)
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pipeline.ledger.base import LedgerBase
 from pipeline.ledger.faults import verb
@@ -234,38 +235,43 @@ class Accounts(LedgerBase):
     @verb
     async def account_statuses(self) -> list[AccountStatus]:
         """Every account: its caps, the images in flight per process, and the calls waiting."""
-        now = time.time()
         async with self._read() as conn:
-            rows = (await conn.execute(select(accounts).order_by(accounts.c.id))).all()
-            holds = (
-                await conn.execute(
-                    select(slot_holds.c.account_id, slot_holds.c.owner, func.sum(slot_holds.c.images))
-                    .where(slot_holds.c.expires_at >= now)
-                    .group_by(slot_holds.c.account_id, slot_holds.c.owner)
-                )
-            ).all()
-            waiting = (
-                await conn.execute(
-                    select(slot_waiters.c.account_id, func.count())
-                    .where(slot_waiters.c.expires_at >= now)
-                    .group_by(slot_waiters.c.account_id)
-                )
-            ).all()
-        in_flight: dict[int, dict[str, int]] = {}
-        for account_id, owner, images in holds:
-            in_flight.setdefault(account_id, {})[owner] = int(images)
-        waits = {account_id: int(count) for account_id, count in waiting}
-        return [
-            AccountStatus(
-                base_url=row.base_url,
-                key_env=row.key_env,
-                cap=row.cap,
-                learned_cap=row.learned_cap,
-                in_flight=in_flight.get(row.id, {}),
-                waiting=waits.get(row.id, 0),
-            )
-            for row in rows
-        ]
+            return await read_accounts(conn)
+
+
+async def read_accounts(conn: AsyncConnection) -> list[AccountStatus]:
+    """Every account's caps, images in flight per process and calls waiting (leases running)."""
+    now = time.time()
+    rows = (await conn.execute(select(accounts).order_by(accounts.c.id))).all()
+    holds = (
+        await conn.execute(
+            select(slot_holds.c.account_id, slot_holds.c.owner, func.sum(slot_holds.c.images))
+            .where(slot_holds.c.expires_at >= now)
+            .group_by(slot_holds.c.account_id, slot_holds.c.owner)
+        )
+    ).all()
+    waiting = (
+        await conn.execute(
+            select(slot_waiters.c.account_id, func.count())
+            .where(slot_waiters.c.expires_at >= now)
+            .group_by(slot_waiters.c.account_id)
+        )
+    ).all()
+    in_flight: dict[int, dict[str, int]] = {}
+    for account_id, owner, images in holds:
+        in_flight.setdefault(account_id, {})[owner] = int(images)
+    waits = {account_id: int(count) for account_id, count in waiting}
+    return [
+        AccountStatus(
+            base_url=row.base_url,
+            key_env=row.key_env,
+            cap=row.cap,
+            learned_cap=row.learned_cap,
+            in_flight=in_flight.get(row.id, {}),
+            waiting=waits.get(row.id, 0),
+        )
+        for row in rows
+    ]
 
 
 def _in_use(conn: Connection, account_id: int, now: float) -> int:

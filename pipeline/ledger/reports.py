@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pipeline.ledger.accounts import read_accounts
 from pipeline.ledger.base import LedgerBase
 from pipeline.ledger.faults import verb
 from pipeline.ledger.records import StoredImage
@@ -38,6 +39,8 @@ class LedgerStatus:
     failures: dict[str, tuple[int, str]] = field(default_factory=dict)
     runs: list[dict[str, Any]] = field(default_factory=list)
     workers: list[dict[str, Any]] = field(default_factory=list)
+    #: provider accounts: caps and places in flight (SPEC §11)
+    accounts: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Reports(LedgerBase):
@@ -269,6 +272,7 @@ async def _status(conn: AsyncConnection, manifest_id: int | None) -> LedgerStatu
         .order_by(runs.c.id)
     )
     status.workers = [_run_dict(row, now) for row in live]
+    status.accounts = [asdict(account) for account in await read_accounts(conn)]
     return status
 
 
