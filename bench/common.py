@@ -38,9 +38,14 @@ async def start_server(latency_ms: float = 0) -> tuple[asyncio.subprocess.Proces
     return process, match.group(1)
 
 
-async def spawn(*args: str, cwd: Path | None = None, **streams: Any) -> asyncio.subprocess.Process:
-    """Start `ideobatch ARGS` with the benchmark key and no retry waits (stdout/stderr piped by default)."""
-    env = dict(os.environ, CRAZYROUTER_API_KEY=KEY, IDEOBATCH_TESTING_WAIT_SCALE="0")
+async def spawn(
+    *args: str, cwd: Path | None = None, real_waits: bool = False, **streams: Any
+) -> asyncio.subprocess.Process:
+    """Start `ideobatch ARGS` with the benchmark key (stdout/stderr piped by default).
+
+    Retries wait nothing unless ``real_waits`` (a benchmark of 429s needs the backoff a user gets).
+    """
+    env = dict(os.environ, CRAZYROUTER_API_KEY=KEY, IDEOBATCH_TESTING_WAIT_SCALE="1" if real_waits else "0")
     options: dict[str, Any] = {"stdout": asyncio.subprocess.PIPE, "stderr": asyncio.subprocess.PIPE}
     options.update(streams)
     return await asyncio.create_subprocess_exec(

@@ -8,7 +8,10 @@ does the ledger work: it gives back the places of calls that ended and asks
 for places for calls that wait, many of each in one transaction (at most one
 ledger round trip per call); while calls wait it asks again, sooner after a
 grant and less often while nothing moves, to learn of places another
-process handed them.
+process handed them. A call that ends while another call of this process
+waits, and no other process's call has waited longer (as of the last
+exchange), hands its places straight over: the waiting call goes at once,
+and the ledger learns of the hand-over with the next exchange.
 
 The cap is also learned (AIMD that settles at the provider's real cap): a
 429 for the in-flight limit sets the account's learned cap to the places
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Protocol
 
 from pipeline.errors import LedgerError
@@ -47,6 +51,16 @@ class Exchange(Protocol):
         """The account's limit now."""
         ...
 
+    @property
+    def in_use(self) -> int:
+        """The account's places in use after the exchange."""
+        ...
+
+    @property
+    def oldest_other_since(self) -> float | None:
+        """When another process's oldest waiting call began waiting."""
+        ...
+
 
 class SlotLedger(Protocol):
     """The ledger verbs of an account's places (`pipeline.ledger.accounts.Accounts`)."""
@@ -58,13 +72,11 @@ class SlotLedger(Protocol):
         *,
         give_back: list[int],
         want: list[tuple[int, int]],
+        handed_over: list[tuple[int, int]],
+        refused: bool,
         lease_s: float,
     ) -> Exchange:
-        """Give back places, ask for others."""
-        ...
-
-    async def learn_cap(self, account_id: int, *, rejected_images: int, owner: str) -> int:
-        """Learn the cap from a 429."""
+        """Give back places, ask for others (and learn the cap after a refusal)."""
         ...
 
     async def probe_cap(self, account_id: int) -> int | None:
@@ -87,10 +99,17 @@ class SharedSlots:
         self.in_use = 0
         self.peak = 0
         self.limit = self.ceiling
-        self._waiting: dict[int, tuple[int, asyncio.Future[None]]] = {}
+        self._waiting: dict[int, tuple[int, asyncio.Future[None], float]] = {}
         self._give_back: list[int] = []
+        self._handed_over: list[tuple[int, int]] = []
+        #: when another process's oldest waiting call began waiting (last exchange); None: none waits
+        self._oldest_other: float | None = None
+        #: the account's places in use at the last exchange (every process's)
+        self._account_in_use = 0
+        #: the call being released was just refused: its places go back, never on
+        self._refusing = False
         self._held: dict[int, int] = {}
-        self._rejected: int | None = None
+        self._refused = False
         self._successes = 0
         self._probe = False
         self._wake = asyncio.Event()
@@ -116,7 +135,7 @@ class SharedSlots:
             raise LedgerError(str(self._failure))
         assert job_id is not None, "places in the ledger are held per job"
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting[job_id] = (images, future)
+        self._waiting[job_id] = (images, future, time.time())
         self._wake.set()
         try:
             await future
@@ -133,12 +152,31 @@ class SharedSlots:
         self.peak = max(self.peak, self.in_use)
 
     def release(self, images: int, job_id: int | None = None) -> None:
-        """The call of ``job_id`` ended: its places go back to the account."""
+        """The call of ``job_id`` ended: its places go to a waiting call of ours, or back to the account."""
         assert job_id is not None, "places in the ledger are held per job"
         if self._held.pop(job_id, None) is not None:
             self.in_use -= images
-        self._give_back.append(job_id)
+        refused, self._refusing = self._refusing, False
+        # a refused call's places, or any while the account is over its (learned) limit, go back
+        over = self._account_in_use > self.limit
+        successor = None if refused or over else self._successor(images)
+        if successor is not None:
+            _images, future, _since = self._waiting.pop(successor)
+            future.set_result(None)
+            self._handed_over.append((job_id, successor))
+        else:
+            self._give_back.append(job_id)
         self._wake.set()
+
+    def _successor(self, images: int) -> int | None:
+        """Our oldest waiting call of ``images`` places, if no other process's call waited longer."""
+        for job_id, (wanted, future, since) in self._waiting.items():
+            if future.done():
+                continue
+            if self._oldest_other is not None and self._oldest_other < since:
+                return None
+            return job_id if wanted == images else None
+        return None
 
     def on_success(self) -> None:
         """A call went through: after enough of them, probe one place above the learned cap."""
@@ -151,15 +189,16 @@ class SharedSlots:
             self._wake.set()
 
     def on_rate_limited(self, images: int = 1) -> None:
-        """The provider refused a call of ``images`` for its in-flight limit: learn the cap."""
-        self._rejected = max(self._rejected or 0, images)
+        """The provider refused a call for its in-flight limit: learn the cap as it gives places back."""
+        self._refused = True
+        self._refusing = True
         self._successes = 0
         self._wake.set()
 
     async def _exchange_loop(self) -> None:
         poll = FIRST_POLL_S
         while True:
-            if not (self._give_back or self._rejected or self._probe):
+            if not (self._give_back or self._handed_over or self._refused or self._probe):
                 try:
                     timeout = poll if self._waiting else None
                     await asyncio.wait_for(self._wake.wait(), timeout)
@@ -173,7 +212,7 @@ class SharedSlots:
             except LedgerError as exc:
                 # the run stops (the executor's call sees it); waiting calls fail with it
                 self._failure = exc
-                for _images, future in self._waiting.values():
+                for _images, future, _since in self._waiting.values():
                     if not future.done():
                         future.set_exception(LedgerError(str(exc)))
                 self._waiting.clear()
@@ -183,28 +222,34 @@ class SharedSlots:
 
     async def _exchange(self) -> int:
         """One round with the ledger; returns how many waiting calls were granted."""
-        if self._rejected is not None:
-            rejected, self._rejected = self._rejected, None
-            self.limit = await self._ledger.learn_cap(
-                self.account_id, rejected_images=rejected, owner=self.owner
-            )
-            log.info("the provider's in-flight cap looks like %d image(s): keeping under it", self.limit)
         if self._probe:
             self._probe = False
             learned = await self._ledger.probe_cap(self.account_id)
             self.limit = self.ceiling if learned is None else learned
         give_back, self._give_back = self._give_back, []
-        want = [(job_id, images) for job_id, (images, _future) in self._waiting.items()]
-        if not give_back and not want:
+        handed_over, self._handed_over = self._handed_over, []
+        refused, self._refused = self._refused, False
+        want = [(job_id, images) for job_id, (images, _future, _since) in self._waiting.items()]
+        if not give_back and not want and not refused and not handed_over:
             return 0
         exchange = await self._ledger.exchange_slots(
-            self.account_id, self.owner, give_back=give_back, want=want, lease_s=self.lease_s
+            self.account_id,
+            self.owner,
+            give_back=give_back,
+            want=want,
+            handed_over=handed_over,
+            refused=refused,
+            lease_s=self.lease_s,
         )
+        self._oldest_other = exchange.oldest_other_since
+        self._account_in_use = exchange.in_use
+        if refused and exchange.limit < self.limit:
+            log.info("the provider's in-flight cap looks like %d image(s): keeping under it", exchange.limit)
         self.limit = exchange.limit
         granted = 0
         # in the order the calls asked (dicts keep insertion order)
         for job_id in [job_id for job_id in self._waiting if job_id in exchange.granted]:
-            _images, future = self._waiting.pop(job_id)
+            _images, future, _since = self._waiting.pop(job_id)
             if not future.done():
                 future.set_result(None)
                 granted += 1

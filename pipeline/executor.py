@@ -222,12 +222,22 @@ class JobExecutor:
 
         await self.slots.acquire(images, job.id)
         try:
-            if self.control.stopping:
-                await self.writes.settle(_untried(job), final=False)
-                return None
-            if self.bucket is not None:
-                await self.bucket.take()
-            result = await self.client.call(job.op, job.request, self.files(job), on_send)
+            try:
+                if self.control.stopping:
+                    await self.writes.settle(_untried(job), final=False)
+                    return None
+                if self.bucket is not None:
+                    await self.bucket.take()
+                result = await self.client.call(job.op, job.request, self.files(job), on_send)
+            except TransientError as exc:
+                if exc.inflight_limit:
+                    # while its places are still held: the others in flight are what got through
+                    self.slots.on_rate_limited(images)
+                raise
+            finally:
+                # the call is over: its places go back before its outcome is written, so that
+                # a burst of 429s sees only the calls still in flight
+                self.slots.release(images, job.id)
         except FatalError as exc:
             self.control.stop(StopReason.FATAL, exc.message)
             await self.writes.settle(_outcome(job, attempt_id, exc, time.time()), final=False)
@@ -239,16 +249,12 @@ class JobExecutor:
         except TransientError as exc:
             await self._transient(job, attempt_id, exc, end)
             return None
-        finally:
-            self.slots.release(images, job.id)
         self.slots.on_success()
         return result, attempt_id
 
     async def _transient(
         self, job: ClaimedJob, attempt_id: int | None, exc: TransientError, end: JobEnd
     ) -> None:
-        if exc.inflight_limit:
-            self.slots.on_rate_limited(endpoints.endpoint(job.op).images(job.request))
         end.in_doubt = exc.in_doubt and attempt_id is not None
         if exc.status == 429:
             # refused before it ran, and not billed: it waits its turn again without using up

@@ -42,7 +42,7 @@ class Slots(Protocol):
         ...
 
     def on_rate_limited(self, images: int = 1) -> None:
-        """A call of ``images`` was refused for the provider's in-flight limit."""
+        """A call of ``images`` (still holding its places) was refused for the provider's in-flight limit."""
         ...
 
 
@@ -116,8 +116,10 @@ class ImageSlots:
     def on_rate_limited(self, images: int = 1) -> None:
         """A call of ``images`` (still holding its places) was refused for the in-flight limit.
 
-        The other calls' images in flight are what the provider let through:
-        the limit becomes that (never more than it was, never below one).
+        The other calls in flight are what the provider let through: the limit
+        becomes that (never more than it was, never below one). The call gives
+        its places back right after, so a burst of refusals walks the limit
+        down to the calls that really got through.
         """
         self._limit = max(1.0, min(self._limit, float(self.in_use - images)))
 

@@ -42,6 +42,8 @@ class SlotExchange:
     #: the account's places in use after the exchange, and its limit (the learned cap, or the cap)
     in_use: int
     limit: int
+    #: when the oldest call of another process that still waits began waiting (None: none waits)
+    oldest_other_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class Accounts(LedgerBase):
         *,
         give_back: Sequence[int] = (),
         want: Sequence[tuple[int, int]] = (),
+        handed_over: Sequence[tuple[int, int]] = (),
+        refused: bool = False,
         lease_s: float,
         now: float | None = None,
     ) -> SlotExchange:
@@ -98,11 +102,22 @@ class Accounts(LedgerBase):
         are handed to the oldest waiters, this process's new requests joining
         the end of the line. Returns which of the jobs in ``want`` hold places
         now (granted now, or earlier by another process's exchange).
+
+        ``handed_over``: (from job, to job) pairs of places this process passed
+        from a call that ended straight to one of its own waiting calls (no
+        other process's call waited longer): the hold is renamed.
+        ``refused``: the provider refused a call for its in-flight limit (its
+        places are among those given back). The places still held then are
+        what it let through: the account's learned cap becomes that, before
+        anything is handed out.
         """
         now = time.time() if now is None else now
 
         def work(conn: Connection) -> SlotExchange:
             account = self._lock_account(conn, account_id)
+            # hand-overs first: a place handed on and then given back goes back
+            for old, new_job in handed_over:
+                self._hand_over(conn, account_id, owner, old, new_job)
             for table in (slot_holds, slot_waiters) if give_back else ():
                 conn.execute(
                     delete(table).where(
@@ -136,6 +151,8 @@ class Accounts(LedgerBase):
                 ]
                 if new:
                     conn.execute(insert(slot_waiters), new)
+            if refused:
+                account = self._learn(conn, account, now)
             in_use, limit = self._hand_out(conn, account, now, lease_s)
             held = (
                 {
@@ -151,9 +168,34 @@ class Accounts(LedgerBase):
                 if wanted
                 else set()
             )
-            return SlotExchange(frozenset(held), in_use, limit)
+            others = conn.execute(
+                select(func.min(slot_waiters.c.since)).where(
+                    slot_waiters.c.account_id == account_id, slot_waiters.c.owner != owner
+                )
+            ).scalar_one()
+            return SlotExchange(frozenset(held), in_use, limit, others)
 
         return await self._transact(work)
+
+    def _hand_over(self, conn: Connection, account_id: int, owner: str, old: int, new_job: int) -> None:
+        """The hold of ``old`` becomes ``new_job``'s (which leaves the line); one hold per job."""
+        held = slot_holds.c.account_id == account_id
+        already = conn.execute(select(slot_holds.c.id).where(held, slot_holds.c.job_id == new_job)).first()
+        if already is not None:  # granted meanwhile by another process's exchange: one place is enough
+            conn.execute(
+                delete(slot_holds).where(held, slot_holds.c.owner == owner, slot_holds.c.job_id == old)
+            )
+        else:
+            conn.execute(
+                update(slot_holds)
+                .where(held, slot_holds.c.owner == owner, slot_holds.c.job_id == old)
+                .values(job_id=new_job)
+            )
+        conn.execute(
+            delete(slot_waiters).where(
+                slot_waiters.c.account_id == account_id, slot_waiters.c.job_id == new_job
+            )
+        )
 
     def _lock_account(self, conn: Connection, account_id: int) -> Any:
         query = select(accounts.c.id, accounts.c.cap, accounts.c.learned_cap).where(
@@ -197,24 +239,12 @@ class Accounts(LedgerBase):
             conn.execute(insert(slot_holds), holds)
         return in_use, limit
 
-    @verb
-    async def learn_cap(self, account_id: int, *, rejected_images: int, owner: str) -> int:
-        """The provider refused a call for its in-flight limit: learn the cap from what was in flight.
-
-        The places held by other calls at that moment are what the provider
-        let through, so they are the estimate (never below one, never above
-        what was learned before). Returns the learned cap.
-        """
-        now = time.time()
-
-        def work(conn: Connection) -> int:
-            account = self._lock_account(conn, account_id)
-            estimate = max(1, _in_use(conn, account_id, now) - rejected_images)
-            learned = int(min(account.learned_cap or account.cap, estimate))
-            _set(conn, account_id, learned_cap=learned, updated_at=now)
-            return learned
-
-        return await self._transact(work)
+    def _learn(self, conn: Connection, account: Any, now: float) -> Any:
+        """Set the learned cap to the places held now (never above what was learned before)."""
+        estimate = max(1, _in_use(conn, account.id, now))
+        learned = int(min(account.learned_cap or account.cap, estimate))
+        _set(conn, account.id, learned_cap=learned, updated_at=now)
+        return self._lock_account(conn, account.id)
 
     @verb
     async def probe_cap(self, account_id: int) -> int | None:

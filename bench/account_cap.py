@@ -1,0 +1,148 @@
+"""One account's cap on images in flight: many workers sharing it, and one process set above it (SPEC §11).
+
+    python bench/account_cap.py [--quick]
+
+(a) 1, 2 and 3 `ideobatch worker` processes on one PostgreSQL ledger, each
+    manifest's `concurrency: 10`, against a fake server that admits 10 images
+    in flight (more get 429) with 200 ms latency: 600 jobs.
+(b) one `ideobatch run` with `concurrency: 60` against a server capped at 20,
+    200 ms: 2,000 jobs.
+
+Printed side by side, from one run: wall time, the ratio to the ideal
+(cap ÷ latency), 429s, extra requests (requests beyond one per job), the
+most images the server saw in flight, and failed jobs. The fake server runs
+in its own process, as do the workers. The PostgreSQL server is the one at
+``IDEOBATCH_BENCH_PG`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``),
+where a database is created and dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from common import KEY, spawn
+
+LATENCY_MS = 200
+PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+async def fake_server(cap: int) -> tuple[asyncio.subprocess.Process, str]:
+    """The fake server in its own process, capped at ``cap`` images in flight, 200 ms fixed latency."""
+    process = await spawn(
+        "fake-server", "--port", "0", "--api-key", KEY, "--latency", str(LATENCY_MS),
+        "--latency-dist", "fixed", "--rate-limit", str(cap), "--retry-after", "none", stderr=None,
+    )  # fmt: skip
+    assert process.stdout is not None
+    line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+    url = line.split("listening on ", 1)[1].split()[0]
+    return process, url
+
+
+def stats(url: str) -> dict[str, Any]:
+    """The fake server's counters."""
+    with urllib.request.urlopen(f"{url}/_stats", timeout=10) as response:
+        return dict(json.loads(response.read()))
+
+
+def manifest(folder: Path, url: str, jobs: int, concurrency: int) -> Path:
+    """A manifest of ``jobs`` distinct one-image generates."""
+    (folder / "p.txt").write_text("".join(f"cap bench {i}\n" for i in range(jobs)))
+    path = folder / "cap.yaml"
+    path.write_text(
+        f"version: 1\nname: cap\nprovider: {{kind: crazyrouter, base_url: '{url}'}}\n"
+        f"limits: {{concurrency: {concurrency}}}\noutput: {{dir: '{folder / 'out'}'}}\n"
+        "retry: {attempts: 6, initial: 200ms, max: 2s}\n"
+        "jobs:\n  - {op: generate, prompts: p.txt, model: V_2_TURBO}\n"
+    )
+    return path
+
+
+async def workers_sharing(workers: int, jobs: int, cap: int) -> dict[str, Any]:
+    """``workers`` worker processes on one fresh PostgreSQL ledger; the figures of the run."""
+    name = f"ideobatch_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(PG)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    ledger = PG.rsplit("/", 1)[0] + f"/{name}"
+    server, url = await fake_server(cap)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = manifest(Path(tmp), url, jobs, cap)
+            setup = (("db", "upgrade", "--ledger", ledger), ("plan", str(path), "--save", "--ledger", ledger))
+            for args in setup:
+                done = await spawn(*args)
+                await done.communicate()
+            started = time.monotonic()
+            procs = [
+                await spawn("worker", "--ledger", ledger, "--quiet", real_waits=True) for _ in range(workers)
+            ]
+            codes = [(await p.communicate(), p.returncode)[1] for p in procs]
+            wall = time.monotonic() - started
+            return figures(stats(url), jobs, cap, wall, codes)
+    finally:
+        server.terminate()
+        await server.wait()
+        admin = await asyncpg.connect(PG)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def one_above_the_cap(jobs: int, concurrency: int, cap: int) -> dict[str, Any]:
+    """One run set to ``concurrency`` against a server that admits ``cap``; the figures of the run."""
+    server, url = await fake_server(cap)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = manifest(Path(tmp), url, jobs, concurrency)
+            started = time.monotonic()
+            run = await spawn(
+                "run", str(path), "--ledger", f"sqlite:///{tmp}/ledger.db", "--quiet", real_waits=True
+            )
+            await run.communicate()
+            wall = time.monotonic() - started
+            return figures(stats(url), jobs, cap, wall, [run.returncode or 0])
+    finally:
+        server.terminate()
+        await server.wait()
+
+
+def figures(server: dict[str, Any], jobs: int, cap: int, wall: float, codes: list[int]) -> dict[str, Any]:
+    """What a run came to, against the ideal of ``cap`` ÷ latency."""
+    ideal = jobs / (cap / (LATENCY_MS / 1000))
+    rejected = int(server["by_status"].get("429", 0))
+    return {
+        "wall_s": round(wall, 2),
+        "ratio": round(ideal / wall, 3),
+        "429s": rejected,
+        "extra_requests": round((server["requests"] - jobs) / jobs, 3),
+        "max_in_flight": server["max_inflight_images"],
+        "billed": server["billed"],
+        "exit_codes": codes,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a third of the jobs")
+    args = parser.parse_args()
+    scale = 3 if args.quick else 1
+    print(f"(a) workers sharing a cap of 10 at {LATENCY_MS} ms, {600 // scale} jobs")
+    rows = {}
+    for workers in (1, 2, 3):
+        rows[workers] = await workers_sharing(workers, 600 // scale, 10)
+        print(f"  {workers} worker(s): {rows[workers]}")
+    print(f"  3 workers vs 1: {rows[1]['wall_s'] / rows[3]['wall_s']:.2f}x the speed")
+    print(f"(b) one process, concurrency 60 against a cap of 20 at {LATENCY_MS} ms, {2000 // scale} jobs")
+    print(f"  {await one_above_the_cap(2000 // scale, 60, 20)}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
