@@ -24,7 +24,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -156,7 +156,7 @@ class IdeogramClient:
                     raise TransientError(
                         "the response is not JSON", reason="bad_response", in_doubt=True
                     ) from exc
-                return parse_result(ep, body)
+                return _redacted(parse_result(ep, body), self._secret)
         except ApiError as exc:
             raise self._scrubbed(exc) from None
         except (TimeoutError, aiohttp.ClientError, OSError, BodyError, SourceChanged) as exc:
@@ -317,6 +317,21 @@ def _source_error(url: str, name: str, exc: BaseException, expired: bool, deadli
         message = f"source image {url}: the download deadline of {deadline_s:g} s passed"
         return TransientError(message, reason="source_unavailable")
     return TransientError(f"source image {url}: {_describe(exc)}", reason="source_unavailable")
+
+
+def _redacted(result: ApiResult, secret: str) -> ApiResult:
+    """A paid answer with the key cut out of its text (a proxy may quote request headers there too)."""
+    images = tuple(
+        replace(
+            image,
+            prompt=None if image.prompt is None else redact(image.prompt, secret),
+            resolution=None if image.resolution is None else redact(image.resolution, secret),
+            style_type=None if image.style_type is None else redact(image.style_type, secret),
+        )
+        for image in result.images
+    )
+    descriptions = tuple(redact(text, secret) for text in result.descriptions)
+    return replace(result, images=images, descriptions=descriptions)
 
 
 def _safe_url(url: str) -> str:

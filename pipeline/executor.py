@@ -42,7 +42,7 @@ from pipeline.ledger.records import ClaimedJob, Completion, Outcome, Response, S
 from pipeline.naming import NameFields, UnsafePath, render_name, slugify, unique_template
 from pipeline.pacing import Slots, TokenBucket
 from pipeline.pricing import PriceTable
-from pipeline.recovery import KeptAnswer, keep_answer
+from pipeline.recovery import KeptAnswer, keep_answer, recovery_dirs
 from pipeline.results import (
     IMAGE_DOWNLOADED,
     IMAGE_EXPIRED,
@@ -293,10 +293,12 @@ class JobExecutor:
         end.spend_micros = cost
         to_fetch = [image for image in result.images if not image.withheld]
         outcomes: list[DownloadOutcome] | None = None
+        recorded = False
         try:
             if to_fetch:
                 # the paid answer is durable before the (slow, retryable) downloads start
                 await self.writes.response(response)
+                recorded = True
                 outcomes = await self._download_all(job, result.images)
                 await self._complete(job, outcomes, result.descriptions, None, end)
             else:
@@ -307,6 +309,12 @@ class JobExecutor:
                 # the image URLs expire, and downloading needs no ledger
                 outcomes = await self._download_all(job, result.images)
             end.kept_answer = self._keep_answer(job, response, outcomes)
+            raise
+        except asyncio.CancelledError:
+            # a second Ctrl-C while the paid answer waits for the ledger: keep it as it is (the
+            # next run records it and downloads what is missing), never throw it away
+            if not recorded:
+                end.kept_answer = self._keep_answer(job, response, outcomes or ())
             raise
 
     def _keep_answer(
@@ -322,7 +330,7 @@ class JobExecutor:
             tuple(outcomes),
         )
         try:
-            path = keep_answer(self.output_dir, answer)
+            path = keep_answer(recovery_dirs(self.settings.base_dir, self.output_dir), answer)
         except OutputUnusable as exc:
             # nowhere to keep it: the log is the last place (the next run will pay for it again)
             log.error("cannot keep the answer of job %s (%s): %s", job.key[:12], exc, answer.to_json())

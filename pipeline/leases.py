@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -28,11 +29,20 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-async def reclaim_dead_on_this_host(ledger: Ledger) -> int:
+async def reclaim_dead_on_this_host(
+    ledger: Ledger, before: Callable[[], Awaitable[None]] | None = None
+) -> int:
     """Take back at once the jobs of runs on this host whose process is gone.
 
     Their leases would expire anyway; on the same host we know sooner. (A
-    reused pid only delays this until the lease expires.)
+    reused pid only delays this until the lease expires.) ``before`` runs
+    once the dead are known and before their jobs are taken back: a dead run
+    wrote its kept answers before it ended, so recording them then sees all,
+    and none of its jobs is claimable (and paid for again) before that.
     """
     dead = [owner for owner, pid in await ledger.unfinished_runs(HOST) if not pid_alive(pid)]
-    return await ledger.reclaim_dead(dead) if dead else 0
+    if not dead:
+        return 0
+    if before is not None:
+        await before()
+    return await ledger.reclaim_dead(dead)

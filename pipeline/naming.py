@@ -24,6 +24,10 @@ MAX_COMPONENT_CHARS = 120
 #: the longest file or folder name rendered, in bytes: file systems refuse names over 255
 #: bytes, and a download's temporary name adds up to 55 to its final name
 MAX_NAME_BYTES = 200
+#: folder levels a template may make (with the longest names, a path stays under the limit)
+MAX_SEGMENTS = 16
+#: the longest whole path rendered, in bytes (Linux refuses paths over 4096)
+MAX_PATH_BYTES = 3800
 #: literal text of a template may take this much of a name; placeholders need the rest
 MAX_LITERAL_NAME_BYTES = 120
 #: placeholders that are shortened, longest first, when a name would be too long (never
@@ -65,6 +69,8 @@ def template_problem(template: str) -> str | None:
         return "the name template may not contain `..` or `.` path segments"
     if any(seg == "" for seg in segments):
         return "the name template has an empty path segment (`//` or a trailing `/`)"
+    if len(segments) > MAX_SEGMENTS:
+        return f"the name template has {len(segments)} folder levels; at most {MAX_SEGMENTS}"
     if any(len(seg.encode("utf-8")) > MAX_LITERAL_NAME_BYTES for seg in literal_text.split("/")):
         return (
             f"a folder or file name of the template has over {MAX_LITERAL_NAME_BYTES} bytes of literal text"
@@ -144,6 +150,8 @@ def render_name(
     cache = resolved if resolved is not None else {}
     root = _real(out_dir, cache)
     target = root.joinpath(*parts)
+    if len(str(target).encode("utf-8")) > MAX_PATH_BYTES:
+        raise UnsafePath(f"{relative[:80]}...: a path longer than {MAX_PATH_BYTES} bytes")
     # the folder's real path (a symlink on the way may point elsewhere); the file
     # itself is replaced by an atomic rename, which never follows a link
     if not _real(target.parent, cache).is_relative_to(root):

@@ -4,11 +4,14 @@ When the ledger stops answering (past its retry window) while a call's paid
 answer is in hand, the answer is not thrown away: its images are downloaded
 (the URLs expire; downloads need no ledger) and the answer — the API's
 result, what became of each download, the cost and the attempt — is written
-as one JSON file to ``<output dir>/.ideobatch-recovery/<manifest>-<job key>.json``
-(temporary file, then an atomic rename). The next run or worker of that
-manifest records every such file in the ledger before it claims anything
-(`Ledger.import_answers`), so the job is never paid for twice, and then
-deletes it. The file holds no secret: the key never reaches the result.
+as one JSON file (temporary file, then an atomic rename) to
+``<manifest's folder>/.ideobatch/recovery/<manifest>-<job key>.json``, beside
+the manifest's own ledger, so a run with another ``--out`` finds it too
+(where that folder cannot be written, under ``<output dir>/.ideobatch-recovery/``).
+The next run or worker of that manifest records every such file in the ledger
+before it claims anything (`Ledger.import_answers`), so the job is never paid
+for twice, and then deletes it. The file holds no secret: the key never
+reaches the result.
 """
 
 from __future__ import annotations
@@ -77,40 +80,48 @@ class KeptAnswer:
         )
 
 
-def recovery_dir(output_dir: str | Path) -> Path:
-    """Where a manifest's kept answers are written."""
-    return Path(output_dir) / RECOVERY_DIR
+def recovery_dirs(base_dir: str | Path, output_dir: str | Path) -> tuple[Path, Path]:
+    """Where a manifest's kept answers go: beside its ledger, else under its output folder."""
+    return Path(base_dir) / ".ideobatch" / "recovery", Path(output_dir) / RECOVERY_DIR
 
 
-def keep_answer(output_dir: str | Path, answer: KeptAnswer) -> Path:
-    """Write ``answer`` atomically under the output folder; `OutputUnusable` if it cannot be."""
-    folder = recovery_dir(output_dir)
-    final = folder / f"{answer.manifest}-{answer.job_key}.json"
-    temp = final.with_name(f".{final.name}.{os.getpid()}.part")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with temp.open("w", encoding="utf-8") as handle:
-            json.dump(answer.to_json(), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, final)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise OutputUnusable(str(final), exc.strerror or str(exc)) from exc
-    return final
+def keep_answer(folders: Sequence[Path], answer: KeptAnswer) -> Path:
+    """Write ``answer`` atomically in the first of ``folders`` that takes it; `OutputUnusable` if none."""
+    failure: OutputUnusable | None = None
+    for folder in folders:
+        final = folder / f"{answer.manifest}-{answer.job_key}.json"
+        temp = final.with_name(f".{final.name}.{os.getpid()}.part")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with temp.open("w", encoding="utf-8") as handle:
+                json.dump(answer.to_json(), handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, final)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            failure = OutputUnusable(str(final), exc.strerror or str(exc))
+            continue
+        return final
+    assert failure is not None, "no folder to keep the answer in"
+    raise failure
 
 
-def kept_answers(output_dir: str | Path, manifest: str) -> Iterator[tuple[Path, KeptAnswer]]:
-    """The kept answers of ``manifest`` (a file that does not read back is logged and left)."""
-    folder = recovery_dir(output_dir)
+def kept_answers(folders: Sequence[Path], manifest: str) -> Iterator[tuple[Path, KeptAnswer]]:
+    """The kept answers of ``manifest`` in ``folders`` (a file that does not read back is logged and left)."""
+    for folder in folders:
+        yield from _kept_in(folder, manifest)
+
+
+def _kept_in(folder: Path, manifest: str) -> Iterator[tuple[Path, KeptAnswer]]:
     try:
         found = sorted(folder.glob(f"{manifest}-*.json")) if folder.is_dir() else []
-    except OSError:  # an output folder the file system refuses: nothing can have been kept there
+    except OSError:  # a folder the file system refuses: nothing can have been kept there
         return
     for path in found:
         try:
             answer = KeptAnswer.from_json(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             log.error("cannot read the kept answer %s (%s): left in place", path, exc)
             continue
         if answer.manifest == manifest:

@@ -23,7 +23,7 @@ from pipeline.ledger.tables import FAILED, SUCCEEDED
 from pipeline.manifest import LoadedManifest, TimeoutsConfig
 from pipeline.planning import load_structure, log_plan, plan_into
 from pipeline.progress import Baseline, Progress
-from pipeline.recovery import forget, kept_answers
+from pipeline.recovery import forget, kept_answers, recovery_dirs
 from pipeline.settings import RunSettings
 from pipeline.signals import Shutdown
 from pipeline.stray_images import find_strays
@@ -94,7 +94,8 @@ async def _plan_and_execute(
 
 async def warn_of_strays(ledger: Ledger, settings: RunSettings) -> None:
     """Warn when the output folder holds images this ledger does not know (made with another ledger?)."""
-    if next(iter(kept_answers(settings.output_dir, settings.name)), None) is not None:
+    folders = recovery_dirs(settings.base_dir, settings.output_dir)
+    if next(iter(kept_answers(folders, settings.name)), None) is not None:
         return  # images of answers kept while the ledger was away: recorded before any claim
     strays = await find_strays(ledger, settings.output_dir)
     if message := strays.message(settings.output_dir):
@@ -113,12 +114,25 @@ async def closing_summary(
         return summary
 
 
-async def take_back_kept_answers(ledger: Ledger, record: ManifestRecord, output_dir: str) -> int:
+async def take_back_kept_answers(ledger: Ledger, record: ManifestRecord, settings: RunSettings) -> int:
     """Record the paid answers an earlier run kept on disk while the ledger was away."""
-    found = list(kept_answers(output_dir, record.name))
+    found = list(kept_answers(recovery_dirs(settings.base_dir, settings.output_dir), record.name))
     if not found:
         return 0
-    recorded = await ledger.import_answers(record.id, [answer for _path, answer in found])
+    try:
+        recorded = await ledger.import_answers(record.id, [answer for _path, answer in found])
+    except LedgerError:
+        raise
+    except Exception:
+        # one answer the database refuses must not block the others (nor every later run)
+        recorded = set()
+        for path, answer in found:
+            try:
+                recorded |= await ledger.import_answers(record.id, [answer])
+            except LedgerError:
+                raise
+            except Exception as exc:
+                log.error("the ledger refused the kept answer %s (%s): left in place", path, exc)
     forget([path for path, answer in found if answer.job_key in recorded])
     for path, answer in found:
         if answer.job_key not in recorded:
@@ -139,13 +153,18 @@ async def execute(
     shutdown: Shutdown | None = None,
 ) -> RunResult:
     """Run due jobs under a registered run: of ``record`` (with its settings and key), or of all."""
-    reclaimed = await reclaim_dead_on_this_host(ledger)
-    if reclaimed:
-        log.info("took back %d job(s) from stopped run(s)", reclaimed)
     records = [record] if record is not None else await ledger.list_manifests()
     every = [settings] if settings is not None else [RunSettings.from_config(r.config) for r in records]
-    for each, each_settings in zip(records, every, strict=True):
-        await take_back_kept_answers(ledger, each, each_settings.output_dir)
+
+    async def take_back() -> None:
+        for each, each_settings in zip(records, every, strict=True):
+            await take_back_kept_answers(ledger, each, each_settings)
+
+    # a dead run's kept answers are recorded before its jobs are taken back (and claimable)
+    reclaimed = await reclaim_dead_on_this_host(ledger, take_back)
+    if reclaimed:
+        log.info("took back %d job(s) from stopped run(s)", reclaimed)
+    await take_back()
     manifest_id = record.id if record is not None else None
     run_id = await ledger.start_run(
         owner=owner, kind=kind, manifest_id=manifest_id, host=HOST, pid=os.getpid()

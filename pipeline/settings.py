@@ -128,6 +128,12 @@ class RunSettings:
                 f"{self.name}: the API key variable {name} is not set "
                 f"(export {name}=... or set provider.api_key_env in the manifest)"
             )
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            # a header cannot carry it (aiohttp refuses it mid-run, after the attempt is recorded)
+            raise UsageError(
+                f"{self.name}: the API key in {name} holds a control character (a line break or a "
+                "tab?): set it to the key alone"
+            )
         return value
 
 

@@ -128,6 +128,16 @@ def _field_text(value: Any, field: str, sanitized: list[str]) -> str | None:
     return cleaned
 
 
+def _storable_int(value: Any) -> bool:
+    """Whether ``value`` is an integer a ledger's BIGINT holds (Ideogram's seeds are < 2**31)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
+
+
+def _short(text: str | None, limit: int = 32) -> str | None:
+    """A text cut to what its ledger column holds (VARCHAR(32) for resolution and style_type)."""
+    return text if text is None else text[:limit]
+
+
 def parse_result(ep: Endpoint, body: Any) -> ApiResult:
     """A successful body as an `ApiResult`; a body the API would not send is retryable.
 
@@ -169,10 +179,10 @@ def parse_result(ep: Endpoint, body: Any) -> ApiResult:
                 index=index,
                 url=_field_text(url, "url", sanitized) or None,
                 prompt=_field_text(item.get("prompt"), "prompt", sanitized),
-                resolution=_field_text(item.get("resolution"), "resolution", sanitized),
-                seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+                resolution=_short(_field_text(item.get("resolution"), "resolution", sanitized)),
+                seed=seed if _storable_int(seed) else None,
                 is_image_safe=safe is not False,
-                style_type=_field_text(item.get("style_type"), "style_type", sanitized),
+                style_type=_short(_field_text(item.get("style_type"), "style_type", sanitized)),
             )
         )
     return ApiResult(images=tuple(images), created=created, sanitized=tuple(sanitized))

@@ -495,6 +495,13 @@ class JobRunner:
 
     # --- side tasks -----------------------------------------------------------------------
 
+    async def _take_back_kept(self) -> None:
+        """Record the answers dead runs kept on disk, for the manifests this loop serves."""
+        from pipeline.running import take_back_kept_answers  # running imports this module
+
+        for manifest in list(self._manifests.values()):
+            await take_back_kept_answers(self.ledger, manifest.record, manifest.settings)
+
     async def _renew_leases(self) -> None:
         while True:
             await asyncio.sleep(self.lease_s / 3)
@@ -503,7 +510,8 @@ class JobRunner:
     async def _reclaim_expired(self) -> None:
         while True:
             await asyncio.sleep(min(self.lease_s / 2, 5.0))
-            reclaimed = await reclaim_dead_on_this_host(self.ledger)
+            # answers a dead run kept on disk first, or its jobs would be paid for again
+            reclaimed = await reclaim_dead_on_this_host(self.ledger, self._take_back_kept)
             reclaimed += await self.ledger.reclaim_expired()
             if reclaimed:
                 log.info("reclaimed %d job(s) whose worker stopped renewing its lease", reclaimed)

@@ -67,7 +67,8 @@ class LedgerBase:
         self._write_gate: asyncio.Lock | contextlib.nullcontext[None] = (
             asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
         )
-        self._sqlite_writer = SqliteWriter(url) if self.is_sqlite else None
+        busy = engines.busy_timeout_ms(self.retry_window_s)
+        self._sqlite_writer = SqliteWriter(url, busy) if self.is_sqlite else None
 
     async def _guarded(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run one verb; wait out a ledger that is away (`faults`); translate its errors."""

@@ -10,6 +10,7 @@ themselves on open; PostgreSQL ones with ``ideobatch db upgrade``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,15 +34,23 @@ def async_url(url: str) -> URL:
     """A user's ledger URL mapped to its async driver; `UsageError` if it is not one we take."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise UsageError(f"not a ledger URL: {url!r} (use sqlite:///path or postgresql://...)") from exc
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+        # the password masked, even in a URL that does not parse
+        shown = re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+        raise UsageError(f"not a ledger URL: {shown!r} (use sqlite:///path or postgresql://...)") from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
             raise UsageError("a SQLite ledger needs a file: sqlite:///path/to/ledger.db")
         return parsed.set(drivername="sqlite+aiosqlite")
     if backend in ("postgresql", "postgres"):
-        return parsed.set(drivername="postgresql+asyncpg")
+        query = dict(parsed.query)
+        if "sslmode" in query:  # libpq's name, in most providers' URLs; asyncpg calls it `ssl`
+            query["ssl"] = query.pop("sslmode")
+        unknown = sorted(set(query) - _ASYNCPG_QUERY_KEYS)
+        if unknown:
+            raise UsageError(f"the ledger URL's {', '.join(unknown)} is not supported (only ssl, sslmode)")
+        return parsed.set(drivername="postgresql+asyncpg", query=query)
     raise UsageError(f"unsupported ledger {backend!r}: use sqlite:///path or postgresql://...")
 
 
@@ -59,24 +68,38 @@ def missing_sqlite_file(url: str) -> Path | None:
     return file if file is not None and not file.exists() else None
 
 
+#: query parameters of a PostgreSQL ledger URL that asyncpg's connect takes (others are a TypeError)
+_ASYNCPG_QUERY_KEYS = frozenset({"ssl"})
+
+
 def is_sqlite(engine: AsyncEngine) -> bool:
     """Whether the engine talks to SQLite."""
     return engine.dialect.name == "sqlite"
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An async engine for a ledger URL, with the backend's settings applied."""
+def busy_timeout_ms(retry_window_s: float) -> int:
+    """SQLite's wait for a lock: the ledger's retry window, at most `SQLITE_BUSY_TIMEOUT_MS`."""
+    return int(min(SQLITE_BUSY_TIMEOUT_MS, max(1.0, retry_window_s * 1000)))
+
+
+def create_engine(url: str, busy_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> AsyncEngine:
+    """An async engine for a ledger URL, with the backend's settings applied.
+
+    ``busy_ms``: how long a SQLite statement waits for another process's lock.
+    """
     target = async_url(url)
     if target.get_backend_name() == "sqlite":
         assert target.database is not None
         Path(target.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(target, pool_size=4, max_overflow=4, connect_args={"timeout": 60})
-        _configure_sqlite(engine.sync_engine)
+        engine = create_async_engine(
+            target, pool_size=4, max_overflow=4, connect_args={"timeout": busy_ms / 1000}
+        )
+        _configure_sqlite(engine.sync_engine, busy_ms)
         return engine
     return create_async_engine(target, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
 
-def create_sqlite_writer_engine(url: str) -> Engine:
+def create_sqlite_writer_engine(url: str, busy_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> Engine:
     """A synchronous (pysqlite) engine on a SQLite ledger, with the same settings.
 
     Used from one dedicated thread (`ledger.writer.SqliteWriter`), so that a
@@ -84,18 +107,18 @@ def create_sqlite_writer_engine(url: str) -> Engine:
     statement.
     """
     target = async_url(url).set(drivername="sqlite+pysqlite")
-    engine = create_sync_engine(target, pool_size=1, max_overflow=0, connect_args={"timeout": 60})
-    _configure_sqlite(engine)
+    engine = create_sync_engine(target, pool_size=1, max_overflow=0, connect_args={"timeout": busy_ms / 1000})
+    _configure_sqlite(engine, busy_ms)
     return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, busy_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # SQLAlchemy, not the driver, emits BEGIN (so it can be BEGIN IMMEDIATE)
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_ms)}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")

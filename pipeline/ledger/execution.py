@@ -536,7 +536,8 @@ class Execution(LedgerBase):
             downloads = [
                 (o.state, o.path, o.sha256, o.bytes, o.width, o.height, o.error, rows[key].id, o.index)
                 for key, answer in by_key.items()
-                if key in rows
+                # a job finished meanwhile (another worker paid again) keeps its own downloads
+                if key in rows and rows[key].state in (PENDING, RUNNING)
                 for o in answer.downloads
                 if o.state == IMAGE_DOWNLOADED
             ]

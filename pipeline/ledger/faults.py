@@ -23,7 +23,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from pipeline.durations import parse_duration
-from pipeline.errors import LedgerError, LedgerUnavailable
+from pipeline.errors import LedgerError, LedgerUnavailable, UsageError
 
 if TYPE_CHECKING:
     from pipeline.ledger.base import LedgerBase
@@ -139,7 +139,7 @@ def default_window() -> float:
     try:
         window = parse_window(os.environ.get(LEDGER_RETRY_ENV))
     except ValueError as exc:
-        raise LedgerError(f"{LEDGER_RETRY_ENV}: {exc}") from None
+        raise UsageError(f"{LEDGER_RETRY_ENV}: {exc}") from None
     return DEFAULT_LEDGER_RETRY_S if window is None else window
 
 

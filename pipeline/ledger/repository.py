@@ -31,6 +31,7 @@ from pipeline.errors import LedgerError, LedgerMissing, LedgerNotMigrated
 from pipeline.jobs import PlannedJob
 from pipeline.keys import canonical_json
 from pipeline.ledger import engine as engines
+from pipeline.ledger import faults
 from pipeline.ledger.accounts import Accounts, drop_slots
 from pipeline.ledger.admin import Admin
 from pipeline.ledger.base import id_chunks, job_row_values
@@ -85,11 +86,12 @@ class Ledger(Execution, Reports, Exports, Admin, Accounts, ReviewReads, GalleryR
         """
         if not create and (missing := engines.missing_sqlite_file(url)) is not None:
             raise LedgerMissing(f"there is no ledger at {missing}")
+        window = faults.default_window() if retry_window_s is None else retry_window_s
         try:
-            engine = engines.create_engine(url)
+            engine = engines.create_engine(url, engines.busy_timeout_ms(window))
         except OSError as exc:
             raise LedgerError(f"cannot create the ledger {masked(url)}: {exc.strerror or exc}") from exc
-        ledger = cls(engine, url, retry_window_s)
+        ledger = cls(engine, url, window)
         should_upgrade = ledger.is_sqlite if upgrade is None else upgrade
         try:
             await ledger._guarded(lambda: ledger._check_schema(should_upgrade))

@@ -35,8 +35,8 @@ Work = Callable[[Connection], T]
 class SqliteWriter:
     """A synchronous engine on a SQLite ledger whose transactions run on one thread, in turn."""
 
-    def __init__(self, url: str) -> None:
-        self._engine = engines.create_sqlite_writer_engine(url)
+    def __init__(self, url: str, busy_ms: int = engines.SQLITE_BUSY_TIMEOUT_MS) -> None:
+        self._engine = engines.create_sqlite_writer_engine(url, busy_ms)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ideobatch-ledger")
         self._closed = False
 

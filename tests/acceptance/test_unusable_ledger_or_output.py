@@ -43,7 +43,7 @@ async def test_postgres_gone_past_ledger_retry_exits_5_and_the_rerun_takes_its_j
     no_traceback(err)
     assert "did not answer" in out  # the summary says why its counts are the run's own
     assert "kept" in out
-    assert ".ideobatch-recovery" in out
+    assert ".ideobatch/recovery" in out
     assert "postgresql://postgres@127.0.0.1" in err
 
     outage.restore()

@@ -24,7 +24,6 @@ from pipeline.executor import JobExecutor
 from pipeline.jobs import InputFile, StopReason
 from pipeline.ledger.records import ClaimedJob, Completion, Outcome, Response, StoredImage
 from pipeline.pacing import ImageSlots
-from pipeline.recovery import RECOVERY_DIR
 from pipeline.results import (
     IMAGE_DOWNLOADED,
     IMAGE_FAILED,
@@ -312,7 +311,8 @@ async def test_an_answer_the_ledger_cannot_take_is_kept_on_disk(tmp_path: Path) 
     assert [reason for reason, _ in run.stops] == [StopReason.LEDGER]
     assert end.kept_answer is not None
     kept = json.loads(Path(end.kept_answer).read_text())
-    assert Path(end.kept_answer).parent == tmp_path / "out" / RECOVERY_DIR
+    # beside the manifest's ledger, where a run with another --out finds it too
+    assert Path(end.kept_answer).parent == tmp_path / ".ideobatch" / "recovery"
     assert kept["job_key"] == "k" * 64
     assert [d["state"] for d in kept["downloads"]] == [IMAGE_DOWNLOADED]
 

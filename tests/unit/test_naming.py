@@ -110,3 +110,15 @@ def test_long_values_are_cut_to_fit_and_the_key_is_kept(tmp_path: Path, template
     assert path.name.endswith(".png")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"x")  # the file system takes it
+
+
+def test_a_template_of_too_many_folder_levels_is_refused_and_a_too_long_path_is_unsafe(
+    tmp_path: Path,
+) -> None:
+    """80 `{slug}/` levels pass no validate; a path over the limit fails its image, not the run."""
+    assert template_problem("/".join(["{slug}"] * 80) + "-{key}.{ext}") is not None
+    deep = "/".join(["{slug}"] * 16) + "-{key}.{ext}"
+    assert template_problem(deep) is None
+    fields = NameFields(op="generate", slug="s" * 60, key="0123456789abcdef" * 4, index=0, ext="png")
+    with pytest.raises(UnsafePath, match="path longer"):
+        render_name(deep, fields, tmp_path.joinpath(*["d" * 200] * 15))
