@@ -31,9 +31,10 @@ from pipeline.errors import LedgerError
 
 log = logging.getLogger("ideobatch")
 
-#: how soon a waiting process asks again after its last exchange (doubling while nothing moves)
-FIRST_POLL_S = 0.01
-LAST_POLL_S = 0.25
+#: how often a process with waiting calls looks for places another process handed them (a read)
+POLL_S = 0.02
+#: how often, while calls wait, it runs a full exchange anyway (which drops dead processes' holds)
+EXCHANGE_EVERY_S = 1.0
 #: successful calls, in multiples of the limit, between two probes of one place more
 PROBE_EVERY = 2
 
@@ -83,6 +84,10 @@ class SlotLedger(Protocol):
         """Raise the learned cap by one."""
         ...
 
+    async def held_slots(self, account_id: int, owner: str, job_ids: list[int]) -> frozenset[int]:
+        """Which of ``job_ids`` hold places (a read)."""
+        ...
+
 
 class SharedSlots:
     """Places in flight of one provider account, held in the ledger (see the module docstring)."""
@@ -100,6 +105,9 @@ class SharedSlots:
         self.peak = 0
         self.limit = self.ceiling
         self._waiting: dict[int, tuple[int, asyncio.Future[None], float]] = {}
+        #: waiting calls the ledger has in its line already
+        self._asked: set[int] = set()
+        self._last_exchange = 0.0
         self._give_back: list[int] = []
         self._handed_over: list[tuple[int, int]] = []
         #: when another process's oldest waiting call began waiting (last exchange); None: none waits
@@ -141,6 +149,7 @@ class SharedSlots:
             await future
         except asyncio.CancelledError:
             self._waiting.pop(job_id, None)
+            self._asked.discard(job_id)
             if future.done() and not future.cancelled():
                 self.release(images, job_id)  # granted, but cancelled before it could be used
             else:
@@ -162,6 +171,7 @@ class SharedSlots:
         successor = None if refused or over else self._successor(images)
         if successor is not None:
             _images, future, _since = self._waiting.pop(successor)
+            self._asked.discard(successor)
             future.set_result(None)
             self._handed_over.append((job_id, successor))
         else:
@@ -196,19 +206,16 @@ class SharedSlots:
         self._wake.set()
 
     async def _exchange_loop(self) -> None:
-        poll = FIRST_POLL_S
         while True:
-            if not (self._give_back or self._handed_over or self._refused or self._probe):
-                try:
-                    timeout = poll if self._waiting else None
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-                except TimeoutError:
-                    poll = min(LAST_POLL_S, poll * 2)
-                else:
-                    poll = FIRST_POLL_S
+            if not self._changes():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL_S if self._waiting else None)
             self._wake.clear()
             try:
-                granted = await self._exchange()
+                if self._changes() or time.monotonic() - self._last_exchange >= EXCHANGE_EVERY_S:
+                    await self._exchange()
+                elif self._waiting:
+                    await self._look_for_grants()
             except LedgerError as exc:
                 # the run stops (the executor's call sees it); waiting calls fail with it
                 self._failure = exc
@@ -217,8 +224,32 @@ class SharedSlots:
                         future.set_exception(LedgerError(str(exc)))
                 self._waiting.clear()
                 raise
-            if granted:
-                poll = FIRST_POLL_S
+
+    def _changes(self) -> bool:
+        """Something the ledger must be told: places given back or handed over, a refusal, new waits."""
+        return bool(
+            self._give_back
+            or self._handed_over
+            or self._refused
+            or self._probe
+            or any(job_id not in self._asked for job_id in self._waiting)
+        )
+
+    async def _look_for_grants(self) -> None:
+        """Learn of places another process's exchange handed our waiting calls (a read, no lock)."""
+        granted = await self._ledger.held_slots(self.account_id, self.owner, list(self._waiting))
+        self._grant(granted)
+
+    def _grant(self, granted: frozenset[int]) -> int:
+        count = 0
+        # in the order the calls asked (dicts keep insertion order)
+        for job_id in [job_id for job_id in self._waiting if job_id in granted]:
+            _images, future, _since = self._waiting.pop(job_id)
+            self._asked.discard(job_id)
+            if not future.done():
+                future.set_result(None)
+                count += 1
+        return count
 
     async def _exchange(self) -> int:
         """One round with the ledger; returns how many waiting calls were granted."""
@@ -232,6 +263,7 @@ class SharedSlots:
         want = [(job_id, images) for job_id, (images, _future, _since) in self._waiting.items()]
         if not give_back and not want and not refused and not handed_over:
             return 0
+        self._last_exchange = time.monotonic()
         exchange = await self._ledger.exchange_slots(
             self.account_id,
             self.owner,
@@ -241,16 +273,10 @@ class SharedSlots:
             refused=refused,
             lease_s=self.lease_s,
         )
+        self._asked.update(job_id for job_id, _images in want)
         self._oldest_other = exchange.oldest_other_since
         self._account_in_use = exchange.in_use
         if refused and exchange.limit < self.limit:
             log.info("the provider's in-flight cap looks like %d image(s): keeping under it", exchange.limit)
         self.limit = exchange.limit
-        granted = 0
-        # in the order the calls asked (dicts keep insertion order)
-        for job_id in [job_id for job_id in self._waiting if job_id in exchange.granted]:
-            _images, future, _since = self._waiting.pop(job_id)
-            if not future.done():
-                future.set_result(None)
-                granted += 1
-        return granted
+        return self._grant(exchange.granted)

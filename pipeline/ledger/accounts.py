@@ -247,6 +247,21 @@ class Accounts(LedgerBase):
         return self._lock_account(conn, account.id)
 
     @verb
+    async def held_slots(self, account_id: int, owner: str, job_ids: Sequence[int]) -> frozenset[int]:
+        """Which of ``job_ids`` hold places of the account for ``owner`` (a read, no lock)."""
+        if not job_ids:
+            return frozenset()
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(slot_holds.c.job_id).where(
+                    slot_holds.c.account_id == account_id,
+                    slot_holds.c.owner == owner,
+                    slot_holds.c.job_id.in_(list(job_ids)),
+                )
+            )
+            return frozenset(r.job_id for r in rows)
+
+    @verb
     async def probe_cap(self, account_id: int) -> int | None:
         """Raise the learned cap by one place (towards the configured cap); the learned cap after."""
         now = time.time()
