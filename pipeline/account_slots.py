@@ -25,14 +25,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from pipeline.errors import LedgerError
 
 log = logging.getLogger("ideobatch")
 
-#: how often a process with waiting calls looks for places another process handed them (a read)
+#: how often a process with waiting calls looks for places another process handed them (a read);
+#: less often when the ledger tells it of grants (PostgreSQL's NOTIFY)
 POLL_S = 0.02
+POLL_LISTENING_S = 0.2
 #: how often, while calls wait, it runs a full exchange anyway (which drops dead processes' holds)
 EXCHANGE_EVERY_S = 1.0
 #: successful calls, in multiples of the limit, between two probes of one place more
@@ -88,6 +91,23 @@ class SlotLedger(Protocol):
         """Which of ``job_ids`` hold places (a read)."""
         ...
 
+    async def listen_for_grants(self, account_id: int, owner: str, wake: Callable[[], None]) -> Listening:
+        """Call ``wake`` when another process grants ``owner`` places."""
+        ...
+
+
+class Listening(Protocol):
+    """A subscription to grants (`pipeline.ledger.listening.Listener`)."""
+
+    @property
+    def listening(self) -> bool:
+        """Whether notifications arrive."""
+        ...
+
+    async def close(self) -> None:
+        """Stop listening."""
+        ...
+
 
 class SharedSlots:
     """Places in flight of one provider account, held in the ledger (see the module docstring)."""
@@ -122,20 +142,31 @@ class SharedSlots:
         self._probe = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._listener: Listening | None = None
+        #: the ledger said another process granted us places
+        self._notified = False
         self._failure: LedgerError | None = None
 
-    def start(self) -> None:
-        """Start the task that talks to the ledger."""
+    async def start(self) -> None:
+        """Start the task that talks to the ledger (and listen for grants where the ledger can tell)."""
         if self._task is None:
+            self._listener = await self._ledger.listen_for_grants(self.account_id, self.owner, self._granted)
             self._task = asyncio.create_task(self._exchange_loop(), name=f"slots-{self.account_id}")
 
+    def _granted(self) -> None:
+        self._notified = True
+        self._wake.set()
+
     async def close(self) -> None:
-        """Give back what is held (the ledger also drops it when the run releases its jobs)."""
+        """Stop (the ledger drops what is held when the run releases its jobs)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, LedgerError):
                 await self._task
             self._task = None
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
 
     async def acquire(self, images: int, job_id: int | None = None) -> None:
         """Wait until the account has ``images`` places for ``job_id`` (and earlier callers are served)."""
@@ -207,9 +238,12 @@ class SharedSlots:
 
     async def _exchange_loop(self) -> None:
         while True:
-            if not self._changes():
+            if not self._changes() and not self._notified:
+                listening = self._listener is not None and self._listener.listening
+                poll = (POLL_LISTENING_S if listening else POLL_S) if self._waiting else None
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), POLL_S if self._waiting else None)
+                    await asyncio.wait_for(self._wake.wait(), poll)
+            self._notified = False
             self._wake.clear()
             try:
                 if self._changes() or time.monotonic() - self._last_exchange >= EXCHANGE_EVERY_S:

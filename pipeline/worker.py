@@ -486,7 +486,7 @@ class JobRunner:
                 shared = SharedSlots(
                     self.ledger, account_id, self.owner, limits.concurrency, lease_s=self.lease_s
                 )
-                shared.start()
+                await shared.start()
                 account = _Account(shared, bucket, gate, shared)
             else:
                 account = _Account(ImageSlots(limits.concurrency), bucket, gate)

@@ -21,7 +21,7 @@ transaction that locks it first.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pipeline.ledger.base import LedgerBase
 from pipeline.ledger.faults import verb
+from pipeline.ledger.listening import Listener, listen
 from pipeline.ledger.tables import accounts, slot_holds, slot_waiters
 
 
@@ -237,6 +238,10 @@ class Accounts(LedgerBase):
         if holds:
             conn.execute(delete(slot_waiters).where(slot_waiters.c.id.in_(granted_ids)))
             conn.execute(insert(slot_holds), holds)
+            if not self.is_sqlite:
+                # wake the processes whose calls were granted (delivered when this commits)
+                for owner in sorted({hold["owner"] for hold in holds}):
+                    conn.exec_driver_sql("SELECT pg_notify($1, $2)", (slots_channel(account_id), owner))
         return in_use, limit
 
     def _learn(self, conn: Connection, account: Any, now: float) -> Any:
@@ -245,6 +250,17 @@ class Accounts(LedgerBase):
         learned = int(min(account.learned_cap or account.cap, estimate))
         _set(conn, account.id, learned_cap=learned, updated_at=now)
         return self._lock_account(conn, account.id)
+
+    async def listen_for_grants(self, account_id: int, owner: str, wake: Callable[[], None]) -> Listener:
+        """Call ``wake`` when another process's exchange grants ``owner`` places (PostgreSQL only).
+
+        A dedicated connection LISTENs to the account's channel; on SQLite
+        (one machine) nothing listens and waiting calls poll. Close the
+        returned listener when done.
+        """
+        if self.is_sqlite:
+            return Listener(None)
+        return Listener(await listen(self.url, slots_channel(account_id), owner, wake))
 
     @verb
     async def held_slots(self, account_id: int, owner: str, job_ids: Sequence[int]) -> frozenset[int]:
@@ -317,6 +333,11 @@ async def read_accounts(conn: AsyncConnection) -> list[AccountStatus]:
         )
         for row in rows
     ]
+
+
+def slots_channel(account_id: int) -> str:
+    """The PostgreSQL NOTIFY channel on which an account's grants are announced (payload: the owner)."""
+    return f"ideobatch_slots_{account_id}"
 
 
 def _in_use(conn: Connection, account_id: int, now: float) -> int:

@@ -20,7 +20,7 @@ async def test_three_processes_never_hold_more_than_the_cap(ledger: Ledger) -> N
     account = await ledger.account_id("http://127.0.0.1:1", "KEY", 4)
     slots = [SharedSlots(ledger, account, f"p{n}", 4, lease_s=30) for n in range(3)]
     for s in slots:
-        s.start()
+        await s.start()
     held: list[int] = []
     most = 0
 
@@ -71,8 +71,8 @@ async def test_the_places_of_a_process_that_stopped_renewing_come_back_after_its
     account = await ledger.account_id("http://127.0.0.1:1", "KEY", 2)
     dead = SharedSlots(ledger, account, "dead", 2, lease_s=LEASE_S)
     alive = SharedSlots(ledger, account, "alive", 2, lease_s=LEASE_S)
-    dead.start()
-    alive.start()
+    await dead.start()
+    await alive.start()
     try:
         await dead.acquire(2, 1)
         await dead.close()  # it stops talking to the ledger: no release, no renewal
