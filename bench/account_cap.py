@@ -48,9 +48,15 @@ async def fake_server(cap: int) -> tuple[asyncio.subprocess.Process, str]:
 
 
 def stats(url: str) -> dict[str, Any]:
-    """The fake server's counters."""
+    """The fake server's counters, and when its first and last calls were answered."""
     with urllib.request.urlopen(f"{url}/_stats", timeout=10) as response:
-        return dict(json.loads(response.read()))
+        counters = dict(json.loads(response.read()))
+    with urllib.request.urlopen(f"{url}/_log", timeout=30) as response:
+        log = json.loads(response.read())
+    entries = log["entries"] if isinstance(log, dict) else log
+    times = [entry["time"] for entry in entries]
+    counters["busy_s"] = max(times) - min(times) + LATENCY_MS / 1000 if times else 0.0
+    return counters
 
 
 def manifest(folder: Path, url: str, jobs: int, concurrency: int) -> Path:
@@ -121,6 +127,8 @@ def figures(server: dict[str, Any], jobs: int, cap: int, wall: float, codes: lis
     return {
         "wall_s": round(wall, 2),
         "ratio": round(ideal / wall, 3),
+        # from the first call to the last: the pool's pace, without the processes' start and end
+        "ratio_while_calling": round(ideal / server["busy_s"], 3),
         "429s": rejected,
         "extra_requests": round((server["requests"] - jobs) / jobs, 3),
         "max_in_flight": server["max_inflight_images"],

@@ -38,6 +38,10 @@ POLL_S = 0.02
 POLL_LISTENING_S = 0.2
 #: how often, while calls wait, it runs a full exchange anyway (which drops dead processes' holds)
 EXCHANGE_EVERY_S = 1.0
+#: a call that ends hands its places to our own oldest waiting call unless another process's
+#: call has waited this much longer: first come, first served to within a fraction of a call
+#: (handing each place to another process costs a ledger round trip and a wake-up)
+FAIRNESS_SLACK_S = 0.25
 #: successful calls, in multiples of the limit, between two probes of one place more
 PROBE_EVERY = 2
 
@@ -214,7 +218,7 @@ class SharedSlots:
         for job_id, (wanted, future, since) in self._waiting.items():
             if future.done():
                 continue
-            if self._oldest_other is not None and self._oldest_other < since:
+            if self._oldest_other is not None and self._oldest_other < since - FAIRNESS_SLACK_S:
                 return None
             return job_id if wanted == images else None
         return None

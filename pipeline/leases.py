@@ -16,6 +16,8 @@ HOST = socket.gethostname()
 DEFAULT_LEASE_S = 60.0
 #: how often an idle worker looks for due jobs
 POLL_S = 1.0
+#: how often it looks while the last jobs run in other processes (so that it ends with them)
+ENDING_POLL_S = 0.1
 
 
 def pid_alive(pid: int) -> bool:

@@ -33,7 +33,7 @@ from pipeline.downloads import Downloader, clean_temp_files
 from pipeline.errors import LedgerError, OutputUnusable, UsageError
 from pipeline.executor import JobExecutor
 from pipeline.jobs import StopReason
-from pipeline.leases import DEFAULT_LEASE_S, POLL_S, reclaim_dead_on_this_host
+from pipeline.leases import DEFAULT_LEASE_S, ENDING_POLL_S, POLL_S, reclaim_dead_on_this_host
 from pipeline.ledger.batcher import WriteBatcher
 from pipeline.ledger.records import ClaimedJob, ManifestRecord, to_usd
 from pipeline.ledger.repository import Ledger
@@ -163,6 +163,7 @@ class JobRunner:
             self._manifests[manifest.id] = _Manifest(manifest, settings)
             self._keys[manifest.id] = api_key
         self._tasks: set[asyncio.Task[None]] = set()
+        self._poll_s = POLL_S
         #: when a call last got an answer other than a 429 (a run of nothing else gives up)
         self._last_answer = time.monotonic()
         self._calling = 0
@@ -315,13 +316,17 @@ class JobRunner:
         self._wake.clear()
         waker = asyncio.create_task(self._wake.wait())
         try:
-            await asyncio.wait({waker, stop_waiter}, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {waker, stop_waiter}, timeout=self._poll_s, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             waker.cancel()
 
     async def _nothing_left(self) -> bool:
         """True when no job this loop serves is pending or running anywhere."""
         pending, running, due = await self.ledger.pending_work(self.only, skip=self._skipped())
+        # the last jobs run elsewhere: look again soon, to end with them
+        self._poll_s = ENDING_POLL_S if running and not pending else POLL_S
         if pending == 0 and running == 0:
             return True
         if running and not pending:
