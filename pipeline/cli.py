@@ -462,7 +462,7 @@ def export(
         if kind != "images" or state != "succeeded":
             _say("error: --format hf lists image files: it takes neither --kind descriptions nor --state")
             sys.exit(EXIT_USAGE)
-        written = _run_async(lambda: export_hf(ledger_url, manifest, out_path))
+        written = _run_async(lambda: export_hf(ledger_url, manifest, out_path, picked=picked))
         if written.missing:
             _say(
                 f"warning: {written.missing} image file(s) the ledger lists are gone: left out",
@@ -488,7 +488,12 @@ def export(
             # the reader stopped reading (`| head`): not an error of ours
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
-    with open(out_path, "w", encoding="utf-8", newline="") as handle:
+    try:
+        handle = open(out_path, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        _say(f"error: cannot write {out_path}: {exc.strerror or exc}")
+        sys.exit(EXIT_UNUSABLE)
+    with handle:
         count = _run_async(
             lambda: export_rows(ledger_url, manifest, handle, fmt=fmt, kind=kind, state=state, picked=picked)
         )

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pipeline import endpoints
-from pipeline.errors import UsageError
+from pipeline.errors import OutputUnusable, UsageError
 from pipeline.ledger.exports import ExportRow
 from pipeline.ledger.repository import Ledger, opened_ledger
-from pipeline.ledger.tables import FAILED, SUCCEEDED
+from pipeline.ledger.tables import FAILED, PICKED, SUCCEEDED
 from pipeline.reporting import manifest_id_for
 from pipeline.results import IMAGE_DOWNLOADED
 
@@ -223,10 +223,13 @@ async def _records(
 ) -> AsyncGenerator[dict[str, Any], None]:
     # each stream is closed as soon as it is left, so that its cursor never outlives the ledger
     if state in ("succeeded", "all"):
-        rows = ledger.export_rows(manifest_id, kind=layout.kind, states=(SUCCEEDED,), picked=picked)
+        # every image of a job is read, picked or not: its cost is split over all of them
+        rows = ledger.export_rows(manifest_id, kind=layout.kind, states=(SUCCEEDED,))
         async with aclosing(rows), aclosing(_by_job(rows)) as jobs:
             async for job_rows in jobs:
                 for record in _job_records(job_rows, layout):
+                    if picked and record.get("pick") != PICKED:
+                        continue
                     yield record
     if state in ("failed", "all") and not picked:
         async with aclosing(ledger.failed_job_rows(manifest_id)) as failed:
@@ -282,7 +285,9 @@ class HfExport:
     missing: int
 
 
-async def export_hf(ledger_url: str, manifest: str | None, folder: str | None) -> HfExport:
+async def export_hf(
+    ledger_url: str, manifest: str | None, folder: str | None, *, picked: bool = False
+) -> HfExport:
     """Write ``metadata.jsonl`` beside the downloaded images, one line per image.
 
     ``folder`` (default: the manifest's output folder, or the folder holding
@@ -307,8 +312,12 @@ async def export_hf(ledger_url: str, manifest: str | None, folder: str | None) -
         target = root / HF_METADATA
         temp = target.with_name(f".{HF_METADATA}.tmp")
         count = missing = 0
-        records = _records(ledger, manifest_id, layout, "succeeded")
-        with temp.open("w", encoding="utf-8") as out:
+        records = _records(ledger, manifest_id, layout, "succeeded", picked)
+        try:
+            handle = temp.open("w", encoding="utf-8")
+        except OSError as exc:
+            raise OutputUnusable(str(temp), exc.strerror or str(exc)) from exc
+        with handle as out:
             async with aclosing(records):
                 async for record in records:
                     if record["image_state"] != IMAGE_DOWNLOADED or not record["path"]:

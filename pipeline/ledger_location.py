@@ -74,8 +74,8 @@ def working_directory_ledger(cwd: Path | None = None) -> Path:
 
 
 def manifest_ledger(manifest: str) -> Path:
-    """``<manifest's folder>/.ideobatch/ledger.db``."""
-    return Path(manifest).absolute().parent / LEDGER_DIR / LEDGER_FILE
+    """``<manifest's folder>/.ideobatch/ledger.db`` (the real file's folder: a symlink to it finds the same ledger)."""
+    return Path(manifest).resolve().parent / LEDGER_DIR / LEDGER_FILE
 
 
 def is_manifest_file(argument: str | None) -> bool:

@@ -188,8 +188,8 @@ class LoadedManifest:
 
     @property
     def base_dir(self) -> Path:
-        """The folder relative paths in the manifest are resolved against."""
-        return self.path.parent.resolve()
+        """The folder relative paths in the manifest are resolved against (the real file's, symlinks followed)."""
+        return self.path.resolve().parent
 
     @property
     def file(self) -> str:

@@ -329,6 +329,20 @@ class GalleryReads(LedgerBase):
         return None if row is None else (row.manifest_id, row.local_path, row.sha256)
 
     @verb
+    async def has_image_at(self, manifest_id: int, path: str) -> bool:
+        """Whether ``path`` is the recorded file of one of the manifest's images."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(images.c.id)
+                    .join(jobs, jobs.c.id == images.c.job_id)
+                    .where(jobs.c.manifest_id == manifest_id, images.c.local_path == path)
+                    .limit(1)
+                )
+            ).first()
+        return row is not None
+
+    @verb
     async def job_source(self, job_id: int) -> tuple[int, str | None, str | None] | None:
         """(manifest id, source, source sha256) of a job, or None if there is no such job."""
         async with self.engine.connect() as conn:

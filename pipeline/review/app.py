@@ -9,13 +9,14 @@ import signal
 from pathlib import Path
 
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
-from pipeline.errors import UsageError
+from pipeline.errors import LedgerError, UsageError
 from pipeline.ledger.engine import async_url
-from pipeline.ledger.faults import masked
+from pipeline.ledger.faults import describe, masked
 from pipeline.ledger.repository import Ledger, opened_ledger
 from pipeline.review import actions, media, metrics, pages
-from pipeline.review.security import check_bind, guard, secure_headers
+from pipeline.review.security import Handler, check_bind, guard, secure_headers
 from pipeline.review.state import STATE, ReviewOptions, ReviewState
 
 log = logging.getLogger("ideobatch")
@@ -23,9 +24,21 @@ log = logging.getLogger("ideobatch")
 __all__ = ["ReviewOptions", "create_app", "serve_forever"]
 
 
+@web.middleware
+async def ledger_trouble(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A ledger that does not answer is a 503 the page can retry, not a 500 and a traceback."""
+    try:
+        return await handler(request)
+    except (LedgerError, SQLAlchemyError) as exc:
+        log.warning("review: the ledger did not answer %s %s: %s", request.method, request.path, describe(exc))
+        raise web.HTTPServiceUnavailable(
+            text="the ledger does not answer just now: try again in a moment\n", headers={"Retry-After": "5"}
+        ) from None
+
+
 def create_app(ledger: Ledger, options: ReviewOptions) -> web.Application:
     """The review application over an opened ledger (the caller closes the ledger)."""
-    app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[guard, ledger_trouble], client_max_size=64 * 1024)
     state = ReviewState(ledger, options)
     app[STATE] = state
     app.on_response_prepare.append(secure_headers)

@@ -112,9 +112,12 @@ def _json_value(raw: str) -> Any:
     """JSON when the text is JSON (``50``, ``"50"``, ``null``), else the text itself."""
     try:
         value = json.loads(raw, parse_constant=_no_constant)
-    except ValueError:
+        usable = _finite(value)
+        # no lone surrogate (the ledger's driver cannot encode one)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError, UnicodeEncodeError):
         return raw
-    return value if _finite(value) else raw
+    return value if usable else raw
 
 
 def _finite(value: Any) -> bool:

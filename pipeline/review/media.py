@@ -103,11 +103,13 @@ async def serve_file(request: web.Request) -> web.Response:
     """GET /files/{manifest}/{path}: an image file inside the manifest's output folder."""
     _refuse_encoded(request)
     state = request.app[STATE]
-    root = await state.output_root(path_id(request, "manifest"))
+    manifest_id = path_id(request, "manifest")
+    root = await state.output_root(manifest_id)
     if root is None:
         raise web.HTTPNotFound()
     real = resolve_inside(root, request.match_info["path"])
-    if real is None:
+    # only the files the ledger recorded: the folder's real path follows a folder swapped for a symlink
+    if real is None or not await state.ledger.has_image_at(manifest_id, real):
         raise web.HTTPNotFound()
     data = await asyncio.to_thread(read_inside, real, [root])
     if data is None:
