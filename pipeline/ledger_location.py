@@ -74,7 +74,7 @@ def working_directory_ledger(cwd: Path | None = None) -> Path:
 
 
 def manifest_ledger(manifest: str) -> Path:
-    """``<manifest's folder>/.ideobatch/ledger.db`` (the real file's folder: a symlink to it finds the same ledger)."""
+    """``<manifest's folder>/.ideobatch/ledger.db``, the real file's folder (symlinks followed)."""
     return Path(manifest).resolve().parent / LEDGER_DIR / LEDGER_FILE
 
 

@@ -25,6 +25,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from yarl import URL
 
 from pipeline import endpoints
 from pipeline.durations import parse_duration
@@ -70,9 +71,25 @@ class ProviderConfig(_Section):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+        if value is None:
+            return value
+        if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("base_url must be an http:// or https:// URL")
-        return value.rstrip("/") if value else value
+        try:
+            url = URL(value)
+            url.port  # noqa: B018 - a port that does not parse raises here
+        except ValueError:
+            raise ValueError("base_url is not a URL that parses (check the host and port)") from None
+        if url.user is not None or url.password is not None:
+            # The key comes from its environment variable; a URL's user:password would be
+            # printed in messages, logs and the ledger's provider list.
+            raise ValueError(
+                "base_url must not hold a user name or password; "
+                "put the key in the variable api_key_env names"
+            )
+        if url.query_string or url.fragment:
+            raise ValueError("base_url must not have a query (?...) or fragment (#...)")
+        return value.rstrip("/")
 
     @property
     def url(self) -> str:
@@ -188,7 +205,7 @@ class LoadedManifest:
 
     @property
     def base_dir(self) -> Path:
-        """The folder relative paths in the manifest are resolved against (the real file's, symlinks followed)."""
+        """The folder relative paths in the manifest are resolved against (symlinks followed)."""
         return self.path.resolve().parent
 
     @property

@@ -20,6 +20,8 @@ from pipeline.review.security import Handler, check_bind, guard, secure_headers
 from pipeline.review.state import STATE, ReviewOptions, ReviewState
 
 log = logging.getLogger("ideobatch")
+#: a page waits this long for a ledger that does not answer, then is answered 503 with Retry-After
+LEDGER_WAIT_S = 5.0
 
 __all__ = ["ReviewOptions", "create_app", "serve_forever"]
 
@@ -30,7 +32,9 @@ async def ledger_trouble(request: web.Request, handler: Handler) -> web.StreamRe
     try:
         return await handler(request)
     except (LedgerError, SQLAlchemyError) as exc:
-        log.warning("review: the ledger did not answer %s %s: %s", request.method, request.path, describe(exc))
+        log.warning(
+            "review: the ledger did not answer %s %s: %s", request.method, request.path, describe(exc)
+        )
         raise web.HTTPServiceUnavailable(
             text="the ledger does not answer just now: try again in a moment\n", headers={"Retry-After": "5"}
         ) from None
@@ -94,7 +98,7 @@ async def serve_forever(options: ReviewOptions, ready: asyncio.Event | None = No
     if target.get_backend_name() == "sqlite" and not Path(str(target.database)).expanduser().exists():
         # reviewing never creates a ledger: a wrong path would show an empty one
         raise UsageError(f"there is no ledger at {target.database}: run a manifest first, or give --ledger")
-    async with opened_ledger(options.ledger_url, create=False) as ledger:
+    async with opened_ledger(options.ledger_url, create=False, retry_window_s=LEDGER_WAIT_S) as ledger:
         runner = web.AppRunner(create_app(ledger, options), access_log=None, handle_signals=False)
         await runner.setup()
         try:

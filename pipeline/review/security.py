@@ -27,6 +27,8 @@ from pipeline.review.state import STATE
 TOKEN_COOKIE = "ideobatch_token"
 TOKEN_HEADER = "X-Ideobatch-Token"
 ACTION_HEADER = "X-Ideobatch-Action"
+#: a token is sent over the network and guessed at by anyone who can reach the port
+MIN_TOKEN_LENGTH = 16
 LOCAL_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 #: sources may be image URLs of the catalog (http/https); scripts and styles only our own
 CSP = (
@@ -111,4 +113,11 @@ def check_bind(host: str, token: str | None) -> str | None:
             f"refusing to listen on {host} without --token: anyone who can reach it would see the "
             "ledger (use --token or IDEOBATCH_REVIEW_TOKEN, or keep the default 127.0.0.1)"
         )
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        return (
+            f"the token is {len(token)} characters; use at least {MIN_TOKEN_LENGTH} that are hard to "
+            'guess, e.g. python -c "import secrets; print(secrets.token_urlsafe())"'
+        )
+    if token is not None and not (token.isascii() and token.isprintable() and " " not in token):
+        return "the token must be printable ASCII characters without spaces (it travels in headers)"
     return None

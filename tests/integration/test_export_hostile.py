@@ -1,4 +1,4 @@
-"""Adversarial pass on issue 24 (attack3): export's --picked cost, --out it cannot write, hf --picked."""
+"""Adversarial pass on issue 24 : export's --picked cost, --out it cannot write, hf --picked."""
 
 from __future__ import annotations
 
@@ -8,14 +8,12 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
-
-from pipeline.fake_server import FakeServer
-
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
+from pipeline.fake_server import FakeServer
 from pipeline.ledger.gallery import GalleryFilter
 from pipeline.ledger.repository import Ledger
 from tests.integration.test_export import Matrix, matrix  # noqa: F401  (fixture)

@@ -209,13 +209,14 @@ async def test_no_file_outside_the_output_folder_is_served(serve: Client, produc
 
 async def test_a_token_is_asked_of_every_request(serve: Client) -> None:
     """With --token: 401 without it; header, bearer or the cookie set by ?token= let a request in."""
-    client = await serve(token="s3cret")
+    token = "s3cret-review-token-0123"
+    client = await serve(token=token)
     assert (await client.get("/")).status == 401
     assert (await client.get("/metrics")).status == 401
-    assert (await client.get("/", headers={"Authorization": "Bearer s3cret"})).status == 200
-    assert (await client.get("/", headers={"X-Ideobatch-Token": "s3cret"})).status == 200
+    assert (await client.get("/", headers={"Authorization": f"Bearer {token}"})).status == 200
+    assert (await client.get("/", headers={"X-Ideobatch-Token": token})).status == 200
     assert (await client.get("/?token=wrong")).status == 401
-    landing = await client.get("/m/1?token=s3cret&op=generate", allow_redirects=False)
+    landing = await client.get(f"/m/1?token={token}&op=generate", allow_redirects=False)
     assert landing.status == 303
     assert landing.headers["Location"] == "/m/1?op=generate"
     assert "HttpOnly" in landing.headers["Set-Cookie"]
@@ -299,9 +300,10 @@ def test_serve_refuses_to_listen_beyond_this_machine_without_a_token(tmp_path: P
     assert missing.exit_code == 5
     assert "there is no ledger at" in missing.output
     assert not (tmp_path / "l.db").exists()
-    assert not (tmp_path / "l.db").exists()
     assert check_bind("127.0.0.1", None) is None
     assert check_bind("::1", None) is None
     assert check_bind("localhost", None) is None
-    assert check_bind("0.0.0.0", "t") is None
+    assert check_bind("0.0.0.0", "a-long-enough-token-1") is None
+    assert "at least 16" in (check_bind("0.0.0.0", "short") or "")
+    assert "printable ASCII" in (check_bind("0.0.0.0", "a-long-enough-token\n") or "")
     assert check_bind("192.168.1.5", None) is not None

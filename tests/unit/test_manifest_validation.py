@@ -51,6 +51,18 @@ CASES = [
     ),
     ("unknown-key", GOOD + "colour: blue\n", {}, ":8: colour: unknown key"),
     (
+        "base-url-with-password",
+        GOOD + "provider:\n  base_url: https://me:hunter2@api.example.com\n",
+        {},
+        ":9: provider.base_url: base_url must not hold a user name or password",
+    ),
+    (
+        "base-url-bad-port",
+        GOOD + "provider:\n  base_url: http://127.0.0.1:99999\n",
+        {},
+        ":9: provider.base_url: base_url is not a URL that parses",
+    ),
+    (
         "bad-enum",
         GOOD + "    aspect_ratio: ASPECT_5_4\n",
         {},

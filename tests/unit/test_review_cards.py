@@ -123,7 +123,7 @@ def test_local_names_and_binds() -> None:
     assert all(is_local_host(h) for h in ["localhost", "127.0.0.1", "127.8.0.1", "::1", "[::1]"])
     assert not any(is_local_host(h) for h in ["0.0.0.0", "example.com", "10.0.0.1", ""])
     assert check_bind("0.0.0.0", None) is not None
-    assert check_bind("0.0.0.0", "token") is None
+    assert check_bind("0.0.0.0", "a-long-enough-token-2") is None
 
 
 def test_values_no_database_takes_are_kept_as_text_or_dropped() -> None:
