@@ -206,6 +206,15 @@ def _window(value: str | None) -> float | None:
         sys.exit(EXIT_USAGE)
 
 
+def _base_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from pipeline.manifest import checked_base_url
+
+    try:
+        return None if value is None else checked_base_url(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _ledger_place(manifest: str | None, ledger_url: str | None, *, must_exist: bool) -> LedgerPlace:
     """The command's ledger (SPEC §11): --ledger, IDEOBATCH_LEDGER, beside MANIFEST, or here.
 
@@ -277,7 +286,11 @@ def main() -> None:
     help="Output folder (overrides output.dir).",
 )
 @click.option("--max-jobs", type=click.IntRange(1), help="Claim at most N jobs in this run.")
-@click.option("--base-url", help="API base URL (overrides provider.base_url; e.g. a fake server).")
+@click.option(
+    "--base-url",
+    callback=_base_url,
+    help="API base URL (overrides provider.base_url; e.g. a fake server).",
+)
 @click.option("--lock", is_flag=True, help="Refuse to start (exit 4) while another run holds this manifest.")
 @lease_option
 @ledger_retry_option
@@ -365,7 +378,11 @@ def plan(manifest: str, ledger_url: str | None, as_json: bool, save: bool, budge
 @main.command()
 @click.argument("manifest", type=click.Path(dir_okay=False))
 @ledger_option
-@click.option("--base-url", help="API base URL (overrides provider.base_url; e.g. a fake server).")
+@click.option(
+    "--base-url",
+    callback=_base_url,
+    help="API base URL (overrides provider.base_url; e.g. a fake server).",
+)
 @json_option
 @logging_options
 def doctor(manifest: str, ledger_url: str | None, base_url: str | None, as_json: bool) -> None:
@@ -617,7 +634,9 @@ def serve(
     "--follow", is_flag=True, help="Keep waiting for new work instead of exiting when none is left."
 )
 @click.option(
-    "--base-url", help="API base URL for every manifest (overrides provider.base_url; e.g. a fake server)."
+    "--base-url",
+    callback=_base_url,
+    help="API base URL for every manifest (overrides provider.base_url; e.g. a fake server).",
 )
 @lease_option
 @ledger_retry_option

@@ -60,6 +60,26 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def checked_base_url(value: str) -> str:
+    """``value`` without a trailing slash, or ValueError saying why it cannot be an API base URL."""
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError("base_url must be an http:// or https:// URL")
+    try:
+        url = URL(value)
+        url.port  # noqa: B018 - a port that does not parse raises here
+    except ValueError:
+        raise ValueError("base_url is not a URL that parses (check the host and port)") from None
+    if url.user is not None or url.password is not None:
+        # The key comes from its environment variable; a URL's user:password would be
+        # printed in messages, logs and the ledger's provider list.
+        raise ValueError(
+            "base_url must not hold a user name or password; put the key in the variable api_key_env names"
+        )
+    if url.query_string or url.fragment:
+        raise ValueError("base_url must not have a query (?...) or fragment (#...)")
+    return value.rstrip("/")
+
+
 class ProviderConfig(_Section):
     """Which API dialect to speak, where, and which environment variable holds the key."""
 
@@ -71,25 +91,7 @@ class ProviderConfig(_Section):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        if not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError("base_url must be an http:// or https:// URL")
-        try:
-            url = URL(value)
-            url.port  # noqa: B018 - a port that does not parse raises here
-        except ValueError:
-            raise ValueError("base_url is not a URL that parses (check the host and port)") from None
-        if url.user is not None or url.password is not None:
-            # The key comes from its environment variable; a URL's user:password would be
-            # printed in messages, logs and the ledger's provider list.
-            raise ValueError(
-                "base_url must not hold a user name or password; "
-                "put the key in the variable api_key_env names"
-            )
-        if url.query_string or url.fragment:
-            raise ValueError("base_url must not have a query (?...) or fragment (#...)")
-        return value.rstrip("/")
+        return None if value is None else checked_base_url(value)
 
     @property
     def url(self) -> str:
