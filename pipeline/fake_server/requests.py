@@ -69,9 +69,21 @@ class Call:
 
     @property
     def prompt(self) -> str:
-        """The prompt, or "" when the op has none."""
+        """The prompt: the text one, else a structured one's summary; "" when the call has none."""
         value = self.params.get("prompt")
-        return value if isinstance(value, str) else ""
+        if isinstance(value, str):
+            return value
+        return self.structured_summary or ""
+
+    @property
+    def structured_summary(self) -> str | None:
+        """The summary of the structured prompt the call sends (a JSON prompt's description), if any."""
+        for item in self.endpoint.structured:
+            value = self.params.get(item.name)
+            if isinstance(value, dict):
+                summary = value.get(item.summary)
+                return summary if isinstance(summary, str) else ""
+        return None
 
     @property
     def op(self) -> str:
