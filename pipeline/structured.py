@@ -83,6 +83,16 @@ def resolve(
     return request
 
 
+def summary_of(ep: Endpoint, request: Mapping[str, Any]) -> str | None:
+    """The summary of the structured prompt a request sends (None when it sends none)."""
+    for item in ep.structured:
+        value = request.get(item.name)
+        if isinstance(value, Mapping):
+            summary = value.get(item.summary)
+            return summary if isinstance(summary, str) else ""
+    return None
+
+
 def answer_of(ep: Endpoint, text: str) -> tuple[str, dict[str, Any]]:
     """What a recorded answer gives a stage: ``{description}``, and the objects by name.
 

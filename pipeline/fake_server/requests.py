@@ -34,6 +34,7 @@ from pipeline.fake_server.images import (
     sniff_format,
 )
 from pipeline.pricing import DEFAULT_PRICES
+from pipeline.structured import summary_of
 
 JSON_TYPE = "application/json"
 MULTIPART_TYPE = "multipart/form-data"
@@ -78,12 +79,7 @@ class Call:
     @property
     def structured_summary(self) -> str | None:
         """The summary of the structured prompt the call sends (a JSON prompt's description), if any."""
-        for item in self.endpoint.structured:
-            value = self.params.get(item.name)
-            if isinstance(value, dict):
-                summary = value.get(item.summary)
-                return summary if isinstance(summary, str) else ""
-        return None
+        return summary_of(self.endpoint, self.params)
 
     @property
     def op(self) -> str:

@@ -61,7 +61,7 @@ def describe_structured(info: SourceInfo, params: Mapping[str, Any], suffix: str
             f"A {shape} product photo of a {info.colour} object on a plain backdrop{suffix}"
         ),
         "compositional_deconstruction": {
-            "background": f"A plain, softly lit studio backdrop fading from {info.colour} to white",
+            "background": f"A plain, softly lit {info.colour} studio backdrop",
             "elements": elements,
         },
     }
