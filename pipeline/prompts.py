@@ -9,7 +9,9 @@ field of the job's op (``aspect_ratio``, ``style_type``, ``seed``,
 fields for that row, and a `matrix` still multiplies. Cells are converted to
 each field's type (`pipeline.cells`); an empty cell leaves the field to the
 job. Any other column is an error naming it, unless the job lists it in
-``ignore_columns``.
+``ignore_columns``. For an op that takes ``prompt`` or an alternative
+(`Endpoint.one_of`: V4 generate's ``json_prompt``), a row may give the
+alternative instead of a prompt, never both.
 
 Files are read as streams, row by row; problems are appended to the
 caller's `Reporter` with the data file's own line numbers, at most
