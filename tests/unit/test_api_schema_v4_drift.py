@@ -42,7 +42,9 @@ def inlined(node: Any, schemas: dict[str, Any]) -> Any:
     for key, value in node.items():
         if key in ANNOTATIONS or key.startswith("x-"):
             continue
-        out[key] = {"propertyName": value["propertyName"]} if key == "discriminator" else inlined(value, schemas)
+        out[key] = (
+            {"propertyName": value["propertyName"]} if key == "discriminator" else inlined(value, schemas)
+        )
     return out
 
 
@@ -84,7 +86,7 @@ def test_flash_is_refused_where_the_spec_says_it_is(spec: dict[str, Any]) -> Non
 
 
 def test_the_json_prompt_schema_is_the_specs(spec: dict[str, Any]) -> None:
-    """V4JsonPrompt with its $refs inlined; the example is the spec's and valid; the summary key is required."""
+    """V4JsonPrompt with its $refs inlined; the example is the spec's and valid; its summary is required."""
     schemas = spec["components"]["schemas"]
     shipped = api_schema_v4.schema_data()["json_prompt"]
     assert shipped["schema"] == inlined(schemas["V4JsonPrompt"], schemas)
