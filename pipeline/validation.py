@@ -125,9 +125,7 @@ def _origin(
         if patch_key in own and _reaches(own[patch_key], parts[1:]):
             return (*path, patch_key, *parts[1:])
         return (*path, top, *_within(own[top], parts[1:]))
-    if top in defaults:
-        return ("defaults", top, *_within(defaults[top], parts[1:]))
-    return (*path, top)
+    return ("defaults", top, *_within(defaults.get(top), parts[1:]))
 
 
 def _reaches(data: Any, parts: tuple[str | int, ...]) -> bool:
