@@ -95,7 +95,8 @@ async def read_flat_call(
     counts = {name: len(body.files.get(name, ())) + len(body.urls.get(name, ())) for name in ep.file_names}
     has_image = ep.image is not None and (ep.image in body.files or ep.image in body.urls)
     # fields first: a bad request costs the server no fetch
-    problems = [(name, message) for name, message in ep.check(params, files=counts) if message]
+    checked = ep.check(params, files=counts)
+    problems = [(_wire_path(ep, name), message) for name, message in checked if message]
     if ep.image is not None and not has_image:
         problems.append((ep.image, f"'{ep.image}' is a required property"))
     _raise(problems)
@@ -115,6 +116,12 @@ async def read_flat_call(
     call.encoding, call.parts = encoding, tuple(body.names)
     call.files = {name: tuple(f.sha256 for f in found) for name, found in body.files.items()}
     return call
+
+
+def _wire_path(ep: Endpoint, path: str) -> str:
+    """A problem's field path with its field named as the API names it (``text_prompt``)."""
+    top, dot, rest = path.partition(".")
+    return ep.wire_names.get(top, top) + dot + rest
 
 
 def _raise(problems: list[tuple[str, str]]) -> None:
