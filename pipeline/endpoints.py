@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from pipeline import api_schema, api_schema_v3
+from pipeline import api_schema, api_schema_v3, api_schema_v4
 
 #: (field path, message) problems of one request
 Problems = list[tuple[str, str]]
@@ -78,6 +78,23 @@ class FileRole:
         return not self.many
 
 
+@dataclass(frozen=True)
+class Structured:
+    """A structured prompt: an object a describe op answers with and a generate op takes (V4's JSON prompt).
+
+    A describe op whose `Endpoint.answer` is one gives its object to its
+    `then:` stages: a stage field written ``"{<name>}"`` becomes the object
+    (`pipeline.structured`).
+    """
+
+    #: the answer's key, the request field that takes it, and the stages' ``{placeholder}``
+    name: str
+    #: the object's key whose text stands for the whole (``{description}`` of a stage)
+    summary: str
+    #: a valid object: what a stage's ``"{<name>}"`` is checked as at validate time
+    example: Callable[[], dict[str, Any]]
+
+
 def _no_rules(_params: Mapping[str, Any], _files: FileCounts) -> Problems:
     return []
 
@@ -127,11 +144,37 @@ class Endpoint:
     square_image: bool = False
     #: produces PNGs with an alpha channel (RGBA); an image that is not one is a bad image
     transparent: bool = False
+    #: request fields sent under the API's own name (V4 generate's ``prompt`` is ``text_prompt``)
+    wire_names: Mapping[str, str] = field(default_factory=dict)
+    #: groups of request fields of which exactly one is given (``prompt`` or ``json_prompt``)
+    one_of: tuple[tuple[str, ...], ...] = ()
+    #: a describe op whose answer is one structured object (recorded as its JSON text), not texts
+    answer: Structured | None = None
+    #: request fields that take a structured object (a stage may fill one from its parent's answer)
+    structured: tuple[Structured, ...] = ()
 
     @property
     def fields(self) -> frozenset[str]:
         """The request fields this op takes (not counting files)."""
         return frozenset(self.request.model_fields)
+
+    @property
+    def wire_fields(self) -> frozenset[str]:
+        """The request fields by the names the API reads (`wire_names` applied)."""
+        return frozenset(self.wire_names.get(name, name) for name in self.fields)
+
+    def to_wire(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A request's fields under the names the API reads."""
+        return {self.wire_names.get(name, name): value for name, value in params.items()}
+
+    def from_wire(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A request read off the wire under the names a manifest uses (the inverse of `to_wire`)."""
+        ours = {wire: name for name, wire in self.wire_names.items()}
+        return {ours.get(name, name): value for name, value in params.items()}
+
+    def structured_field(self, name: str) -> Structured | None:
+        """The structured prompt request field ``name`` takes, if it takes one."""
+        return next((s for s in self.structured if s.name == name), None)
 
     @property
     def file_names(self) -> frozenset[str]:
@@ -173,6 +216,13 @@ class Endpoint:
             for err in exc.errors(include_url=False):
                 problems.append((_loc(err["loc"]), api_schema.clean_message(err["msg"], err["type"])))
         problems.extend(self.rules(params, files or {}))
+        for group in self.one_of:
+            given = [name for name in group if params.get(name) not in (None, "")]
+            names = " or ".join(f"`{name}`" for name in group)
+            if len(given) > 1:
+                problems.append((given[-1], f"give {names}, not both"))
+            elif need_required and not given:
+                problems.append((group[0], f"{self.op} needs {names}"))
         if need_required:
             for name in self.required:
                 if params.get(name) in (None, ""):
@@ -443,6 +493,81 @@ V3_GENERATE_TRANSPARENT = Endpoint(
     transparent=True,
 )
 
+# --- Ideogram 4.0 (SPEC §10) --------------------------------------------------------------
+
+#: USD per output image by rendering speed (FLASH is refused; BALANCED is not on the price page:
+#: priced as DEFAULT)
+V4_PRICES = _usd({"TURBO": "0.03", "BALANCED": "0.06", "DEFAULT": "0.06", "QUALITY": "0.10"})
+_V4_ESTIMATED = frozenset({"BALANCED"})
+#: the structured prompt V4 describe answers with and V4 generate takes
+V4_JSON_PROMPT = Structured(
+    name="json_prompt",
+    summary=api_schema_v4.JSON_PROMPT_SUMMARY,
+    example=api_schema_v4.json_prompt_example,
+)
+#: the API's name of a manifest's ``prompt`` on V4 generate and remix
+V4_TEXT_PROMPT = {"prompt": "text_prompt"}
+
+V4_GENERATE = Endpoint(
+    op="v4-generate",
+    native_path="/v1/ideogram-v4/generate",
+    # named by SPEC §10, not documented by the proxy
+    proxy_path="/ideogram/v1/ideogram-v4/generate",
+    encoding=Encoding.FLAT,
+    request=api_schema_v4.GenerateRequest,
+    one_of=(("prompt", V4_JSON_PROMPT.name),),
+    rules=api_schema_v4.rules,
+    tier=api_schema_v4.tier,
+    prices=V4_PRICES,
+    estimated=_V4_ESTIMATED,
+    proxy_confirmed=False,
+    wire_names=V4_TEXT_PROMPT,
+    structured=(V4_JSON_PROMPT,),
+)
+V4_REMIX = Endpoint(
+    op="v4-remix",
+    native_path="/v1/ideogram-v4/remix",
+    proxy_path="/ideogram/v1/ideogram-v4/remix",
+    encoding=Encoding.FLAT,
+    request=api_schema_v4.RemixRequest,
+    image=V3_IMAGE,
+    required=("prompt",),
+    rules=api_schema_v4.rules,
+    tier=api_schema_v4.tier,
+    prices=V4_PRICES,
+    estimated=_V4_ESTIMATED,
+    proxy_confirmed=False,
+    wire_names=V4_TEXT_PROMPT,
+)
+V4_IMAGE_TO_IMAGE = Endpoint(
+    op="v4-image-to-image",
+    native_path="/v1/ideogram-v4/image-to-image",
+    proxy_path="/ideogram/v1/ideogram-v4/image-to-image",
+    encoding=Encoding.FLAT,
+    request=api_schema_v4.ImageToImageRequest,
+    image=V3_IMAGE,
+    rules=api_schema_v4.rules,
+    tier=api_schema_v4.tier,
+    prices=V4_PRICES,
+    estimated=_V4_ESTIMATED,
+    proxy_confirmed=False,
+)
+V4_DESCRIBE = Endpoint(
+    op="v4-describe",
+    native_path="/v1/ideogram-v4/describe",
+    proxy_path="/ideogram/v1/ideogram-v4/describe",
+    encoding=Encoding.FLAT,
+    request=api_schema_v4.DescribeRequest,
+    returns=Returns.DESCRIPTIONS,
+    image="image_file",
+    # priced as legacy describe until Ideogram publishes a price (SPEC §10)
+    prices=DESCRIBE.prices,
+    per_image=False,
+    estimated=frozenset({None}),
+    proxy_confirmed=False,
+    answer=V4_JSON_PROMPT,
+)
+
 #: every op, by name, in the order the docs list them
 CATALOG: dict[str, Endpoint] = {
     e.op: e
@@ -457,6 +582,10 @@ CATALOG: dict[str, Endpoint] = {
         V3_REFRAME,
         V3_REPLACE_BACKGROUND,
         V3_GENERATE_TRANSPARENT,
+        V4_GENERATE,
+        V4_REMIX,
+        V4_IMAGE_TO_IMAGE,
+        V4_DESCRIBE,
     )
 }
 

@@ -56,6 +56,7 @@ from pipeline.results import (
 from pipeline.retrying import RetryPolicy
 from pipeline.settings import RunSettings
 from pipeline.storable import storable
+from pipeline.structured import summary_of
 
 log = logging.getLogger("ideobatch")
 
@@ -425,9 +426,11 @@ class JobExecutor:
     async def _download(self, job: ClaimedJob, image: GeneratedImage, template: str) -> DownloadOutcome:
         if image.withheld or image.url is None:
             return DownloadOutcome(image.index, IMAGE_WITHHELD)
+        # a JSON prompt's description names its images as a prompt does
+        written = job.prompt or summary_of(endpoints.endpoint(job.op), job.request)
         fields = NameFields(
             op=job.op,
-            slug=slugify(job.prompt) if job.prompt else slugify(_stem(job.source)),
+            slug=slugify(written or _stem(job.source)),
             key=job.key,
             index=image.index,
             ext="png",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import endpoints
+from pipeline import endpoints, structured
 from pipeline.job_inputs import RESOLVER, input_counts, key_inputs, merge_files, own_request
 from pipeline.jobs import PlannedJob
 from pipeline.keys import child_key, job_key
@@ -28,19 +28,29 @@ from pipeline.sources import Reporter, SourceImage, iter_images
 
 
 def merge_params(
-    op: str, defaults: Mapping[str, Any], own: Mapping[str, Any], combo: Mapping[str, Any]
+    op: str,
+    defaults: Mapping[str, Any],
+    own: Mapping[str, Any],
+    combo: Mapping[str, Any],
+    objects: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Defaults the op takes, overlaid by the job's own fields, then by a matrix combination.
 
     The op's file roles (references, a mask) are not request fields: they
     become the job's inputs (`pipeline.job_inputs`). Ratios written `16:9`
-    come out in the op's own spelling (`pipeline.ratios`).
+    come out in the op's own spelling (`pipeline.ratios`). Structured fields
+    (a JSON prompt) are resolved last (`pipeline.structured`): a
+    ``"{json_prompt}"`` takes its object from ``objects`` (a parent's
+    answer), then ``json_prompt_overrides`` patches it.
     """
-    fields = endpoints.endpoint(op).fields
-    merged = {k: v for k, v in defaults.items() if k in fields}
-    merged.update(own_request(op, own))
+    ep = endpoints.endpoint(op)
+    merged = {k: v for k, v in defaults.items() if k in ep.fields}
+    patches = structured.overrides_keys(ep)
+    mine = own_request(op, own)
+    merged.update({k: v for k, v in mine.items() if k not in patches})
     merged.update(combo)
-    return normalise_ratios(op, merged)
+    normalise_ratios(op, merged)
+    return structured.resolve(ep, merged, {k: mine[k] for k in patches if k in mine}, objects)
 
 
 def matrix_combos(matrix: Mapping[str, Sequence[Any]] | None) -> list[dict[str, Any]]:
@@ -153,8 +163,11 @@ def expand_children(
     """The jobs of a finished job's `then:` stages, one per result (and matrix/replica).
 
     A stage's reference lists (its own or from ``defaults``) are resolved
-    against ``base_dir``, the manifest's folder.
+    against ``base_dir``, the manifest's folder. After an op whose answer is
+    an object (a JSON prompt), ``{description}`` is its summary and a stage
+    field written ``"{json_prompt}"`` is the object (`pipeline.structured`).
     """
+    parent_ep = endpoints.endpoint(parent.op)
     for stage_index, stage in enumerate(parent_spec.then or []):
         ref = f"{parent.stage}.{stage_index}"
         ep = endpoints.endpoint(stage.op)
@@ -163,8 +176,9 @@ def expand_children(
         counts = input_counts(inputs)
         rank = 0
         for result in results:
+            description, objects = structured.answer_of(parent_ep, result.description or "")
             values = {
-                "description": result.description or "",
+                "description": description,
                 "prompt": result.prompt or parent.prompt or "",
                 "id": parent.source_id or "",
             }
@@ -172,7 +186,7 @@ def expand_children(
             if result.image_path is not None:
                 source, sha = result.image_path, result.image_sha256
             for combo in matrix_combos(stage.matrix):
-                request = merge_params(stage.op, defaults, stage.params, combo)
+                request = merge_params(stage.op, defaults, stage.params, combo, objects)
                 if stage.prompt is not None:
                     request["prompt"] = stage.prompt.format(**values)
                 model = ep.tier_of(request, counts)

@@ -9,7 +9,9 @@ field of the job's op (``aspect_ratio``, ``style_type``, ``seed``,
 fields for that row, and a `matrix` still multiplies. Cells are converted to
 each field's type (`pipeline.cells`); an empty cell leaves the field to the
 job. Any other column is an error naming it, unless the job lists it in
-``ignore_columns``.
+``ignore_columns``. For an op that takes ``prompt`` or an alternative
+(`Endpoint.one_of`: V4 generate's ``json_prompt``), a row may give the
+alternative instead of a prompt, never both.
 
 Files are read as streams, row by row; problems are appended to the
 caller's `Reporter` with the data file's own line numbers, at most
@@ -79,6 +81,22 @@ class Columns:
     def fields(self) -> frozenset[str]:
         """The request fields a row may set."""
         return endpoints.endpoint(self.op).fields - {"prompt"}
+
+    @cached_property
+    def alternatives(self) -> tuple[str, ...]:
+        """Fields a row may give instead of ``prompt`` (`Endpoint.one_of`: V4's ``json_prompt``)."""
+        groups = endpoints.endpoint(self.op).one_of
+        return tuple(name for group in groups if "prompt" in group for name in group if name != "prompt")
+
+    def choice_problem(self, prompt: str | None, fields: Mapping[str, Any]) -> tuple[str, str] | None:
+        """(column, message) when a row gives neither ``prompt`` nor an alternative, or both."""
+        given = [name for name in self.alternatives if fields.get(name) is not None]
+        names = " or ".join(f"`{name}`" for name in ("prompt", *self.alternatives))
+        if prompt and given:
+            return given[0], f"give {names}, not both"
+        if not prompt and not given:
+            return "prompt", f"empty: give {names}"
+        return None
 
     def accepted(self) -> list[str]:
         """Every column a row may have, as listed in messages."""
@@ -202,14 +220,14 @@ def _csv_rows(file: Path, problems: _FileReport, columns: Columns) -> Iterator[P
             if not _header_ok(header, problems, columns):
                 return
             kinds = columns.kinds()
-            prompt_at = header.index("prompt")
+            prompt_at = header.index("prompt") if "prompt" in header else None
             id_at = header.index("id") if "id" in header else None
             settings = [(i, name, kinds[name]) for i, name in enumerate(header) if name in columns.fields]
             for values in reader:
                 if not values:
                     continue  # a blank line
                 line = reader.line_num
-                row = _csv_row(values, len(header), prompt_at, id_at, settings, line, problems)
+                row = _csv_row(values, len(header), (prompt_at, id_at), settings, line, problems, columns)
                 if row is not None:
                     yield row
                 if problems.stop():
@@ -219,8 +237,9 @@ def _csv_rows(file: Path, problems: _FileReport, columns: Columns) -> Iterator[P
 
 
 def _header_ok(header: list[str], problems: _FileReport, columns: Columns) -> bool:
-    if "prompt" not in header:
-        problems.add(1, "prompt", f"no column named `prompt` (columns: {', '.join(header)})")
+    if "prompt" not in header and not set(columns.alternatives) & set(header):
+        named = " or ".join(f"`{name}`" for name in ("prompt", *columns.alternatives))
+        problems.add(1, "prompt", f"no column named {named} (columns: {', '.join(header)})")
         return False
     ok = True
     seen: set[str] = set()
@@ -242,22 +261,26 @@ def _header_ok(header: list[str], problems: _FileReport, columns: Columns) -> bo
 def _csv_row(
     values: list[str],
     width: int,
-    prompt_at: int,
-    id_at: int | None,
+    at: tuple[int | None, int | None],
     settings: Iterable[tuple[int, str, str]],
     line: int,
     problems: _FileReport,
+    columns: Columns,
 ) -> PromptRow | None:
-    """One CSV record as a row; None (and problems) if it cannot be one."""
+    """One CSV record as a row; None (and problems) if it cannot be one.
+
+    ``at`` holds the indexes of the ``prompt`` and ``id`` columns (None: absent).
+    """
     if len(values) > width:
         problems.add(line, "", f"{len(values)} cells; the header names {width} columns")
         return None
     values = values + [""] * (width - len(values))
-    prompt = values[prompt_at].strip()
-    if not prompt:
+    prompt_at, id_at = at
+    prompt = values[prompt_at].strip() if prompt_at is not None else ""
+    if not prompt and not columns.alternatives:
         problems.add(line, "prompt", "empty prompt")
         return None
-    if _checked(prompt, line, problems) is None:
+    if prompt and _checked(prompt, line, problems) is None:
         return None
     fields: dict[str, Any] = {}
     try:
@@ -267,7 +290,10 @@ def _csv_row(
         row_id = _row_id(values[id_at] if id_at is not None else None, line, problems)
     except _BadRow:
         return None
-    return PromptRow(prompt, fields or None, row_id, line)
+    if columns.alternatives and (choice := columns.choice_problem(prompt, fields)):
+        problems.add(line, *choice)
+        return None
+    return PromptRow(prompt or None, fields or None, row_id, line)
 
 
 class _BadRow(Exception):
@@ -328,15 +354,19 @@ def _jsonl_row(
     if bad_keys:
         problems.add(line, "", f"a key {bad_keys[0]}")
         return None
-    if not isinstance(item, dict) or not isinstance(item.get("prompt"), str) or not item["prompt"].strip():
+    bare = isinstance(item, dict) and "prompt" not in item and bool(columns.alternatives)
+    if not bare and (
+        not isinstance(item, dict) or not isinstance(item.get("prompt"), str) or not item["prompt"].strip()
+    ):
         problems.add(line, "prompt", "each line is an object with a non-empty `prompt`")
         return None
+    assert isinstance(item, dict)
     for key in item:
         if why := columns.problem(key, noun="key"):
             problems.add(line, key, why)
             return None
-    prompt = _checked(item["prompt"].strip(), line, problems)
-    if prompt is None:
+    prompt = None if bare else _checked(item["prompt"].strip(), line, problems)
+    if prompt is None and not bare:
         return None
     fields: dict[str, Any] = {}
     try:
@@ -350,5 +380,8 @@ def _jsonl_row(
                 )
         row_id = _row_id(item.get("id"), line, problems)
     except _BadRow:
+        return None
+    if columns.alternatives and (choice := columns.choice_problem(prompt, fields)):
+        problems.add(line, *choice)
         return None
     return PromptRow(prompt, fields or None, row_id, line)

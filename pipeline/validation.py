@@ -9,7 +9,6 @@ Returns every problem found; a manifest with problems sends and records nothing.
 
 from __future__ import annotations
 
-import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,9 +21,11 @@ from pipeline.job_inputs import merge_files
 from pipeline.manifest import LoadedManifest, StageSpec, load_manifest
 from pipeline.naming import template_problem
 from pipeline.pricing import valid_override_key
+from pipeline.prompt_checks import check_overrides, check_prompt_choice, check_prompt_template, stage_objects
 from pipeline.ratios import normalised_copy
 from pipeline.row_checks import count_checked_rows
 from pipeline.sources import Reporter, iter_images
+from pipeline.structured import overrides_key
 from pipeline.suggestions import did_you_mean
 from pipeline.yaml_loader import Path as DataPath
 
@@ -94,18 +95,54 @@ def _check_defaults(defaults: Mapping[str, Any], report: Reporter) -> None:
             hint = did_you_mean(name, endpoints.all_fields())
             report.at(("defaults", name), "not a request field of any op" + hint)
             continue
-        default = normalised_copy(takers[0].op, {name: value})
-        for field_name, message in takers[0].check(default, need_required=False):
-            report.at(("defaults", field_name or name), message)
+        # a default serves every op that takes it: it is wrong only if none of them takes its value
+        found = [e.check(normalised_copy(e.op, {name: value}), need_required=False) for e in takers]
+        if all(found):
+            for field_name, message in found[0]:
+                report.at(_origin(field_name or name, (), {}, {}, defaults), message)
 
 
-def _origin(field_name: str, path: DataPath, own: Mapping[str, Any], combo: Mapping[str, Any]) -> DataPath:
-    top = field_name.split(".", 1)[0]
+def _origin(
+    field_name: str,
+    path: DataPath,
+    own: Mapping[str, Any],
+    combo: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+) -> DataPath:
+    """Where the value a problem is about was written, as deep into it as the data goes.
+
+    A problem inside a structured field (``json_prompt.style_description``)
+    that its ``json_prompt_overrides`` wrote is shown there.
+    """
+    parts = tuple(int(p) if p.isdigit() else p for p in field_name.split(".")) if field_name else ()
+    if not parts:
+        return path
+    top = str(parts[0])
     if top in combo:
         return (*path, "matrix", top)
-    if top in own or not top:
-        return (*path, top) if top else path
-    return ("defaults", top)
+    if top in own:
+        patch_key = overrides_key(top)
+        if patch_key in own and _reaches(own[patch_key], parts[1:]):
+            return (*path, patch_key, *parts[1:])
+        return (*path, top, *_within(own[top], parts[1:]))
+    return ("defaults", top, *_within(defaults.get(top), parts[1:]))
+
+
+def _reaches(data: Any, parts: tuple[str | int, ...]) -> bool:
+    """Whether every part of ``parts`` is a key (or index) of ``data``, in turn."""
+    return len(_within(data, parts)) == len(parts)
+
+
+def _within(data: Any, parts: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """The leading ``parts`` that exist in ``data`` (a pydantic union tag such as `int` does not)."""
+    found: list[str | int] = []
+    for part in parts:
+        in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        if not (in_list or (isinstance(data, Mapping) and part in data)):
+            break
+        data = data[part]
+        found.append(part)
+    return tuple(found)
 
 
 def _check_stage(
@@ -132,7 +169,11 @@ def _check_stage(
         if needs_prompt and spec.prompt is None:
             report.at(path, f"{spec.op} needs a `prompt` template")
         if spec.prompt is not None:
-            _check_prompt_template(spec.prompt, parent_op, (*path, "prompt"), report)
+            check_prompt_template(spec.prompt, parent_op, (*path, "prompt"), report)
+    written = merge_params(spec.op, defaults, own, {})
+    check_prompt_choice(ep, spec, written, path, report)
+    check_overrides(ep, spec, written, path, report)
+    objects = stage_objects(ep, spec, written, parent_op, path, report)
     files = merge_files(spec.op, defaults, own)
     counts = check_stage_files(
         loaded,
@@ -146,13 +187,14 @@ def _check_stage(
     )
     combos = _checked_combos(spec, path, report)
     for combo in combos:
-        params = merge_params(spec.op, defaults, own, combo)
+        params = merge_params(spec.op, defaults, own, combo, objects)
         if "prompt" in combo:
             report.at((*path, "matrix", "prompt"), "use `prompts` for several prompts")
         for field_name, message in ep.check(params, need_required=False, files=counts):
             if field_name == "prompt":
                 continue
-            report.at(_origin(field_name, path, own, combo), message + _unknown_field_hint(field_name, spec))
+            where = _origin(field_name, path, own, combo, defaults)
+            report.at(where, message + _unknown_field_hint(field_name, spec))
     for i, child in enumerate(spec.then or []):
         _check_stage(loaded, child, (*path, "then", i), report, parent_op=spec.op)
 
@@ -179,22 +221,6 @@ def _checked_combos(spec: StageSpec, path: DataPath, report: Reporter) -> list[d
         report.at((*path, "matrix"), f"{size} combinations; at most {MAX_MATRIX_COMBOS}")
         return []
     return matrix_combos(spec.matrix)
-
-
-def _check_prompt_template(template: str, parent_op: str, path: DataPath, report: Reporter) -> None:
-    allowed = {"id", "prompt"} if endpoints.endpoint(parent_op).makes_images else {"id", "description"}
-    try:
-        names = [f for _lit, f, _s, _c in string.Formatter().parse(template) if f is not None]
-    except ValueError as exc:
-        report.at(path, f"bad template: {exc} (write literal braces as {{{{ and }}}})")
-        return
-    for name in names:
-        if name not in allowed:
-            report.at(
-                path,
-                f"unknown placeholder {{{name}}}; after {parent_op} use "
-                + ", ".join("{" + a + "}" for a in sorted(allowed)),
-            )
 
 
 def _count_entry(loaded: LoadedManifest, spec: Any, path: DataPath, report: Reporter) -> int:

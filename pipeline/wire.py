@@ -6,10 +6,13 @@ endpoint catalog (`pipeline.endpoints`): the legacy encoding wraps the fields
 in ``image_request`` (JSON, or a JSON part of a multipart form beside the
 ``image_file`` part; the proxy also takes ``"image_file": "<url>"`` in JSON),
 except for ops whose fields are not wrapped (describe), which send them flat.
-The flat encoding (Ideogram 3.0) sends every field as its own part — a list
-as repeated parts, an object as a JSON part — beside the files, each under
-its role's name; or JSON, with URL-valued file fields, when it sends no file
-bytes.
+The flat encoding (Ideogram 3.0 and 4.0) sends every field as its own part —
+a list as repeated parts, an object (a palette, a JSON prompt) as a JSON
+part — beside the files, each under its role's name; or JSON, with URL-valued
+file fields, when it sends no file bytes. Fields go under the API's own names
+(`Endpoint.wire_names`: V4's ``text_prompt`` for a manifest's ``prompt``). A
+describe whose answer is one object (V4's ``json_prompt``) is recorded as
+that object's JSON text.
 Responses are parsed leniently where the API varies and strictly where it
 matters.
 """
@@ -65,7 +68,7 @@ def json_body(ep: Endpoint, request: dict[str, Any], files: dict[str, str | list
     if ep.encoding is Encoding.LEGACY and ep.wrapped:
         body: dict[str, Any] = {"image_request": request}
     else:
-        body = dict(request)
+        body = ep.to_wire(request)
     body.update(files)
     return body
 
@@ -82,7 +85,7 @@ def multipart_body(
     if ep.encoding is Encoding.LEGACY and ep.wrapped:
         form.add_field("image_request", json.dumps(request), content_type="application/json")
     else:
-        for name, value in request.items():
+        for name, value in ep.to_wire(request).items():
             for item in value if isinstance(value, list) else [value]:
                 if isinstance(item, dict):
                     form.add_field(name, json.dumps(item), content_type="application/json")
@@ -128,6 +131,20 @@ def _field_text(value: Any, field: str, sanitized: list[str]) -> str | None:
     return cleaned
 
 
+def _storable_json(value: Any, field: str, sanitized: list[str]) -> Any:
+    """A JSON value with every text in it (keys too) made storable; notes ``field`` if one changed."""
+    if isinstance(value, str):
+        return _field_text(value, field, sanitized)
+    if isinstance(value, dict):
+        return {
+            _field_text(str(k), field, sanitized) or "": _storable_json(v, field, sanitized)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_storable_json(item, field, sanitized) for item in value]
+    return value
+
+
 def _storable_int(value: Any) -> bool:
     """Whether ``value`` is an integer a ledger's BIGINT holds (Ideogram's seeds are < 2**31)."""
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
@@ -149,6 +166,13 @@ def parse_result(ep: Endpoint, body: Any) -> ApiResult:
         raise TransientError("the response is not a JSON object", reason="bad_response", in_doubt=True)
     created = parse_created(body.get("created"))
     sanitized: list[str] = []
+    if ep.answer is not None:
+        answer = body.get(ep.answer.name)
+        if not isinstance(answer, dict):
+            message = f"the response has no `{ep.answer.name}` object"
+            raise TransientError(message, reason="bad_response", in_doubt=True)
+        recorded = json.dumps(_storable_json(answer, ep.answer.name, sanitized), ensure_ascii=False)
+        return ApiResult(descriptions=(recorded,), created=created, sanitized=tuple(sanitized))
     if not ep.makes_images:
         items = body.get("descriptions")
         if not isinstance(items, list) or not items:

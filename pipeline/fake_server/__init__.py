@@ -8,7 +8,8 @@ What every test, benchmark and ``ideobatch demo`` runs against::
         server.set_faults(rate_5xx=1.0)
 
 Modules: `config` (FaultConfig), `state` (log, billing, in flight), `dialects`
-(wire shapes), `requests` (parsing and validation), `flat` (Ideogram 3.0 calls), `api` (the call handler),
+(wire shapes), `requests` (parsing and validation), `flat` (Ideogram 3.0 and 4.0 calls),
+`structured` (V4 describe's JSON prompts), `api` (the call handler),
 `images` (PNG rendering), `urls` (signed URLs), `downloads` (GET routes),
 `transport` (resets, truncation), `delivery` (split and slow writes),
 `control` (/_control, /_stats...), `app`, `server` (FakeServer), `command`

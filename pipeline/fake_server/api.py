@@ -31,6 +31,7 @@ from pipeline.fake_server.flat import read_flat_call
 from pipeline.fake_server.images import describe, resolution_for, served_size, v3_resolution_like
 from pipeline.fake_server.requests import FETCHER, BadRequest, Call, read_call
 from pipeline.fake_server.state import NO_RESPONSE, STATE, LogEntry, ServerState
+from pipeline.fake_server.structured import describe_structured
 from pipeline.fake_server.transport import reset_connection, send_truncated
 from pipeline.fake_server.urls import ImageSpec
 
@@ -80,7 +81,7 @@ def api_handler(dialect: Dialect, ep: Endpoint) -> Handler:
                 message=outcome.message,
                 path=request.path,
                 encoding=call.encoding if call else None,
-                fields=dict(call.params) if call else None,
+                fields=call.endpoint.to_wire(call.params) if call else None,
                 parts=call.parts if call else (),
                 files=dict(call.files) if call else {},
             )
@@ -179,6 +180,11 @@ def _with_retry_after(response: web.Response, state: ServerState) -> web.Respons
 
 
 def _success(request: web.Request, state: ServerState, dialect: Dialect, call: Call) -> web.Response:
+    answer = call.endpoint.answer
+    if answer is not None:
+        assert call.source is not None
+        described = describe_structured(call.source, call.params, state.config.response_text_suffix)
+        return dialect.answer_response(call.endpoint, {answer.name: described})
     if not call.endpoint.makes_images:
         assert call.source is not None
         texts = describe(call.source)
@@ -244,6 +250,8 @@ def _seeds(first: object, count: int, state: ServerState) -> list[int]:
 def _returned_prompt(call: Call) -> str:
     """The prompt as Ideogram returns it: MagicPrompt (ON, or AUTO, the default) enhances it."""
     prompt = call.prompt
+    if call.structured_summary is not None:
+        return prompt  # a structured prompt is used as it is: no MagicPrompt
     if not prompt and call.source is not None:
         return describe(call.source)[0]
     magic = call.params.get("magic_prompt_option", call.params.get("magic_prompt", "AUTO"))

@@ -117,6 +117,10 @@ class Dialect(ABC):
         """The 200 of describe."""
         return self.json({"descriptions": [{"text": t} for t in texts]}, 200, ep)
 
+    def answer_response(self, ep: Endpoint, body: dict[str, Any]) -> web.Response:
+        """The 200 of a describe whose answer is one object (V4: ``{"json_prompt": {...}}``)."""
+        return self.json(body, 200, ep)
+
     def json(
         self, body: Any, status: int, ep: Endpoint, content_type: str = "application/json"
     ) -> web.Response:

@@ -1,4 +1,4 @@
-"""Reading an Ideogram 3.0 call off the wire: flat fields, repeated parts, several files.
+"""Reading an Ideogram 3.0 or 4.0 call off the wire: flat fields, repeated parts, several files.
 
 The native API takes ``multipart/form-data`` with one part per field (a list
 as repeated parts, ``color_palette`` as a JSON part), the main image as
@@ -7,8 +7,10 @@ the ops that take no image also take JSON. The proxy takes the same
 multipart, and JSON with URL-valued file fields (``"image": "<url>"``,
 ``"style_reference_images": ["<url>", ...]``), which it fetches.
 
-Text parts are typed by the op's schema (an integer field's part is parsed as
-an integer, an object's as JSON); then the call is checked as the catalog
+Fields come under the API's names (V4's ``text_prompt``) and are read under
+a manifest's (`Endpoint.from_wire`). Text parts are typed by the op's schema
+(an integer field's part is parsed as an integer, an object's — a palette, a
+JSON prompt — as JSON); then the call is checked as the catalog
 says (`Endpoint.check` with the files' counts) and its files as the API
 checks them (`pipeline.file_checks`: type, size, sets, masks, square
 sources). Files are read in chunks and only their hash, size and first
@@ -76,7 +78,7 @@ class _Body:
 async def read_flat_call(
     request: web.Request, ep: Endpoint, *, proxy: bool, fetcher: SourceFetcher | None
 ) -> Call:
-    """Parse and validate one call to a flat (Ideogram 3.0) endpoint; BadRequest on any problem."""
+    """Parse and validate one call to a flat (Ideogram 3.0, 4.0) endpoint; BadRequest on any problem."""
     content_type = request.content_type
     json_allowed = proxy or ep.image is None
     if content_type == JSON_TYPE and json_allowed:
@@ -86,11 +88,15 @@ async def read_flat_call(
         expect_type(content_type, MULTIPART_TYPE)
         body = await _multipart(request, ep)
         encoding = "multipart"
-    params = body.fields if encoding == "json" else _typed(ep.request, body.values)
+    if encoding == "json":
+        params = ep.from_wire(body.fields)
+    else:
+        params = _typed(ep.request, ep.from_wire(body.values))
     counts = {name: len(body.files.get(name, ())) + len(body.urls.get(name, ())) for name in ep.file_names}
     has_image = ep.image is not None and (ep.image in body.files or ep.image in body.urls)
     # fields first: a bad request costs the server no fetch
-    problems = [(name, message) for name, message in ep.check(params, files=counts) if message]
+    checked = ep.check(params, files=counts)
+    problems = [(_wire_path(ep, name), message) for name, message in checked if message]
     if ep.image is not None and not has_image:
         problems.append((ep.image, f"'{ep.image}' is a required property"))
     _raise(problems)
@@ -110,6 +116,12 @@ async def read_flat_call(
     call.encoding, call.parts = encoding, tuple(body.names)
     call.files = {name: tuple(f.sha256 for f in found) for name, found in body.files.items()}
     return call
+
+
+def _wire_path(ep: Endpoint, path: str) -> str:
+    """A problem's field path with its field named as the API names it (``text_prompt``)."""
+    top, dot, rest = path.partition(".")
+    return ep.wire_names.get(top, top) + dot + rest
 
 
 def _raise(problems: list[tuple[str, str]]) -> None:
@@ -136,6 +148,8 @@ async def _json(request: web.Request, ep: Endpoint, *, urls_allowed: bool) -> _B
     body = _Body(names=list(raw))
     file_parts = ep.file_names | ({ep.image} if ep.image else set())
     for name, value in raw.items():
+        if name in ep.wire_names:  # a manifest's name of a field the API reads under another
+            raise BadRequest(f"Additional properties are not allowed ('{name}' was unexpected)")
         if name not in file_parts:
             body.fields[name] = value
             continue
@@ -166,7 +180,7 @@ async def _multipart(request: web.Request, ep: Endpoint) -> _Body:
                 if name == ep.image and name in body.files:
                     raise BadRequest(f"form field {name!r} given twice")
                 body.files.setdefault(name, []).append(await _read_file(part, name))
-            elif name in ep.fields:
+            elif name in ep.wire_fields:
                 raw = await _read_text(part, name)
                 text = text_of(raw, "form field")
                 is_json = (part.headers.get("Content-Type") or "").startswith(JSON_TYPE)

@@ -218,6 +218,12 @@ def inspect_source(data: bytes) -> SourceInfo:
     return SourceInfo(width, height, colour_name(rgb[:3]), hashlib.sha256(data).hexdigest())
 
 
+def colour_hex(name: str) -> str:
+    """The ``#RRGGBB`` of a colour name `colour_name` gives (grey for a name it does not give)."""
+    rgb = dict(_COLOUR_NAMES).get(name, (128, 128, 128))
+    return "#" + "".join(f"{c:02X}" for c in rgb)
+
+
 def colour_name(rgb: tuple[float, ...]) -> str:
     """The nearest named colour."""
     return min(_COLOUR_NAMES, key=lambda item: sum((a - b) ** 2 for a, b in zip(item[1], rgb, strict=True)))[
@@ -225,7 +231,8 @@ def colour_name(rgb: tuple[float, ...]) -> str:
     ]
 
 
-def _orientation(width: int, height: int) -> str:
+def orientation(width: int, height: int) -> str:
+    """``square``, ``landscape`` or ``portrait``."""
     if abs(width - height) <= max(width, height) // 20:
         return "square"
     return "landscape" if width > height else "portrait"
@@ -233,7 +240,7 @@ def _orientation(width: int, height: int) -> str:
 
 def describe(info: SourceInfo) -> list[str]:
     """One or two plausible, deterministic descriptions of a source image."""
-    shape = _orientation(info.width, info.height)
+    shape = orientation(info.width, info.height)
     texts = [
         f"A {shape} abstract composition of {info.width}x{info.height} pixels, "
         f"dominated by {info.colour} tones, with flat geometric blocks of colour"

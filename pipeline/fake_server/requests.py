@@ -34,6 +34,7 @@ from pipeline.fake_server.images import (
     sniff_format,
 )
 from pipeline.pricing import DEFAULT_PRICES
+from pipeline.structured import summary_of
 
 JSON_TYPE = "application/json"
 MULTIPART_TYPE = "multipart/form-data"
@@ -69,9 +70,16 @@ class Call:
 
     @property
     def prompt(self) -> str:
-        """The prompt, or "" when the op has none."""
+        """The prompt: the text one, else a structured one's summary; "" when the call has none."""
         value = self.params.get("prompt")
-        return value if isinstance(value, str) else ""
+        if isinstance(value, str):
+            return value
+        return self.structured_summary or ""
+
+    @property
+    def structured_summary(self) -> str | None:
+        """The summary of the structured prompt the call sends (a JSON prompt's description), if any."""
+        return summary_of(self.endpoint, self.params)
 
     @property
     def op(self) -> str:

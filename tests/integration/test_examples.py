@@ -21,6 +21,7 @@ MANIFESTS = [
     ROOT / "examples" / "postgres-workers" / "manifest.yaml",
     ROOT / "examples" / "describe-generate" / "manifest.yaml",
     ROOT / "examples" / "v3-catalog" / "manifest.yaml",
+    ROOT / "examples" / "v4-restyle" / "manifest.yaml",
     ROOT / "examples" / "cron" / "nightly.yaml",
     ROOT / "jobs" / "demo.yaml",
 ]
