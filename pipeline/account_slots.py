@@ -81,6 +81,7 @@ class SlotLedger(Protocol):
         give_back: list[int],
         want: list[tuple[int, int]],
         handed_over: list[tuple[int, int]],
+        holding: list[tuple[int, int]],
         refused: bool,
         lease_s: float,
     ) -> Exchange:
@@ -191,6 +192,9 @@ class SharedSlots:
                 self._give_back.append(job_id)  # leave the line
                 self._wake.set()
             raise
+
+    def _take(self, job_id: int, images: int) -> None:
+        """``job_id`` holds its places from now (counted at the grant, before its call resumes)."""
         self._held[job_id] = images
         self.in_use += images
         self.peak = max(self.peak, self.in_use)
@@ -207,6 +211,7 @@ class SharedSlots:
         if successor is not None:
             _images, future, _since = self._waiting.pop(successor)
             self._asked.discard(successor)
+            self._take(successor, images)
             future.set_result(None)
             self._handed_over.append((job_id, successor))
         else:
@@ -245,6 +250,8 @@ class SharedSlots:
             if not self._changes() and not self._notified:
                 listening = self._listener is not None and self._listener.listening
                 poll = (POLL_LISTENING_S if listening else POLL_S) if self._waiting else None
+                if poll is None and self._held:
+                    poll = EXCHANGE_EVERY_S  # calls in flight: tell the ledger they still are
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), poll)
             self._notified = False
@@ -270,8 +277,25 @@ class SharedSlots:
             or self._handed_over
             or self._refused
             or self._probe
-            or any(job_id not in self._asked for job_id in self._waiting)
+            or any(job_id not in self._asked for job_id, _images in self._wanted())
         )
+
+    def _wanted(self) -> list[tuple[int, int]]:
+        """The waiting calls the ledger may hand places to: those in line already, then new ones
+        while this process's places held and asked for stay within its own ``concurrency``
+        (another process may have written a larger cap for the account: never more than ours)."""
+        asked = [(job_id, self._waiting[job_id][0]) for job_id in self._waiting if job_id in self._asked]
+        room = self.ceiling - self.in_use - sum(images for _job_id, images in asked)
+        wanted = list(asked)
+        for job_id, (images, future, _since) in self._waiting.items():
+            if job_id in self._asked or future.done():
+                continue
+            # a call larger than the ceiling goes alone rather than never
+            if images > room and (self.in_use or wanted):
+                break
+            wanted.append((job_id, images))
+            room -= images
+        return wanted
 
     async def _look_for_grants(self) -> None:
         """Learn of places another process's exchange handed our waiting calls (a read, no lock)."""
@@ -282,9 +306,10 @@ class SharedSlots:
         count = 0
         # in the order the calls asked (dicts keep insertion order)
         for job_id in [job_id for job_id in self._waiting if job_id in granted]:
-            _images, future, _since = self._waiting.pop(job_id)
+            images, future, _since = self._waiting.pop(job_id)
             self._asked.discard(job_id)
             if not future.done():
+                self._take(job_id, images)
                 future.set_result(None)
                 count += 1
         return count
@@ -298,8 +323,9 @@ class SharedSlots:
         give_back, self._give_back = self._give_back, []
         handed_over, self._handed_over = self._handed_over, []
         refused, self._refused = self._refused, False
-        want = [(job_id, images) for job_id, (images, _future, _since) in self._waiting.items()]
-        if not give_back and not want and not refused and not handed_over:
+        want = self._wanted()
+        holding = list(self._held.items())
+        if not give_back and not want and not refused and not handed_over and not holding:
             return 0
         self._last_exchange = time.monotonic()
         exchange = await self._ledger.exchange_slots(
@@ -308,6 +334,7 @@ class SharedSlots:
             give_back=give_back,
             want=want,
             handed_over=handed_over,
+            holding=holding,
             refused=refused,
             lease_s=self.lease_s,
         )

@@ -91,6 +91,7 @@ class Accounts(LedgerBase):
         give_back: Sequence[int] = (),
         want: Sequence[tuple[int, int]] = (),
         handed_over: Sequence[tuple[int, int]] = (),
+        holding: Sequence[tuple[int, int]] = (),
         refused: bool = False,
         lease_s: float,
         now: float | None = None,
@@ -127,6 +128,8 @@ class Accounts(LedgerBase):
                         table.c.job_id.in_(list(give_back)),
                     )
                 )
+            if holding:
+                self._hold_again(conn, account_id, owner, holding, now, now + lease_s)
             wanted = dict(want)
             if wanted:
                 known = {
@@ -197,6 +200,48 @@ class Accounts(LedgerBase):
                 slot_waiters.c.account_id == account_id, slot_waiters.c.job_id == new_job
             )
         )
+
+    def _hold_again(
+        self,
+        conn: Connection,
+        account_id: int,
+        owner: str,
+        holding: Sequence[tuple[int, int]],
+        now: float,
+        expires_at: float,
+    ) -> None:
+        """The places of ``owner``'s calls in flight, held again under a fresh lease.
+
+        A live process whose holds ran out (it could not renew them while the
+        ledger was away, or it was frozen) still has those calls out: they
+        count again, so that nobody is granted their places twice.
+        """
+        jobs_held = [job_id for job_id, _images in holding]
+        mine = (slot_holds.c.account_id == account_id, slot_holds.c.job_id.in_(jobs_held))
+        present = {r.job_id for r in conn.execute(select(slot_holds.c.job_id).where(*mine))}
+        conn.execute(
+            update(slot_holds).where(*mine, slot_holds.c.owner == owner).values(expires_at=expires_at)
+        )
+        missing = [
+            {
+                "account_id": account_id,
+                "job_id": job_id,
+                "owner": owner,
+                "images": images,
+                "granted_at": now,
+                "expires_at": expires_at,
+            }
+            for job_id, images in holding
+            if job_id not in present
+        ]
+        if missing:
+            conn.execute(
+                delete(slot_waiters).where(
+                    slot_waiters.c.account_id == account_id,
+                    slot_waiters.c.job_id.in_([row["job_id"] for row in missing]),
+                )
+            )
+            conn.execute(insert(slot_holds), missing)
 
     def _lock_account(self, conn: Connection, account_id: int) -> Any:
         query = select(accounts.c.id, accounts.c.cap, accounts.c.learned_cap).where(
