@@ -1,4 +1,4 @@
-"""Adversarial pass (attack2) on issue 21: processes that disagree on an account's cap."""
+"""The account cap when processes disagree on it, and places held through a ledger outage (SPEC §11)."""
 
 from __future__ import annotations
 
