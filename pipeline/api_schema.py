@@ -10,17 +10,11 @@ validation (a request the API would reject with 400 is rejected at
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
-from functools import cache
-from importlib import resources
 from typing import Annotated, Any
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     StrictFloat,
     StrictInt,
@@ -28,75 +22,45 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.shipped_schema import ShippedSchema, StrictRequest
 
-@cache
+SCHEMA = ShippedSchema("ideogram_schema.json", shown_values=12)
+
+
 def schema_data() -> dict[str, Any]:
     """The enum lists, ranges and per-op field lists shipped with the package."""
-    text = resources.files("pipeline").joinpath("data/ideogram_schema.json").read_text("utf-8")
-    data: dict[str, Any] = json.loads(text)
-    return data
+    return SCHEMA.data
 
 
-def enum_values(name: str) -> tuple[str, ...]:
-    """The allowed values of one of the provider's enums (``model``, ``aspect_ratio``, ...)."""
-    return tuple(schema_data()["enums"][name])
-
-
-def value_range(name: str) -> tuple[int, int]:
-    """The inclusive (min, max) of a numeric field."""
-    low, high = schema_data()["ranges"][name]
-    return int(low), int(high)
-
-
+enum_values = SCHEMA.enum_values
+value_range = SCHEMA.value_range
 DEFAULT_MODEL: str = schema_data()["default_model"]
 MAX_SOURCE_BYTES: int = schema_data()["max_image_bytes"]
 
-
-def _enum(name: str) -> AfterValidator:
-    allowed = enum_values(name)
-
-    def check(value: str) -> str:
-        if value not in allowed:
-            shown = ", ".join(allowed) if len(allowed) <= 12 else ", ".join(allowed[:12]) + ", ..."
-            raise ValueError(f"{value!r} is not one of {shown}")
-        return value
-
-    return AfterValidator(check)
-
-
-def _ranged(name: str) -> Any:
-    low, high = value_range(name)
-    return Field(ge=low, le=high)
-
-
-Model = Annotated[StrictStr, _enum("model")]
-AspectRatio = Annotated[StrictStr, _enum("aspect_ratio")]
-StyleType = Annotated[StrictStr, _enum("style_type")]
-MagicPromptOption = Annotated[StrictStr, _enum("magic_prompt_option")]
-MagicPromptVersion = Annotated[StrictStr, _enum("magic_prompt_version")]
-Resolution = Annotated[StrictStr, _enum("resolution")]
-PalettePreset = Annotated[StrictStr, _enum("color_palette_preset")]
-DescribeModelVersion = Annotated[StrictStr, _enum("describe_model_version")]
-NumImages = Annotated[StrictInt, _ranged("num_images")]
-Seed = Annotated[StrictInt, _ranged("seed")]
+Model = Annotated[StrictStr, SCHEMA.one_of("model")]
+AspectRatio = Annotated[StrictStr, SCHEMA.one_of("aspect_ratio")]
+StyleType = Annotated[StrictStr, SCHEMA.one_of("style_type")]
+MagicPromptOption = Annotated[StrictStr, SCHEMA.one_of("magic_prompt_option")]
+MagicPromptVersion = Annotated[StrictStr, SCHEMA.one_of("magic_prompt_version")]
+Resolution = Annotated[StrictStr, SCHEMA.one_of("resolution")]
+PalettePreset = Annotated[StrictStr, SCHEMA.one_of("color_palette_preset")]
+DescribeModelVersion = Annotated[StrictStr, SCHEMA.one_of("describe_model_version")]
+NumImages = Annotated[StrictInt, SCHEMA.within("num_images")]
+Seed = Annotated[StrictInt, SCHEMA.within("seed")]
 Percent = Annotated[StrictInt, Field(ge=1, le=100)]
 ColorHex = Annotated[StrictStr, Field(pattern=schema_data()["color_hex_pattern"])]
 _CW_LOW, _CW_HIGH = schema_data()["ranges"]["color_weight"]
 _PM_LOW, _PM_HIGH = schema_data()["ranges"]["color_palette_members"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PaletteMember(_Strict):
+class PaletteMember(StrictRequest):
     """One colour of an explicit palette."""
 
     color_hex: ColorHex
     color_weight: Annotated[StrictFloat | StrictInt, Field(ge=_CW_LOW, le=_CW_HIGH)] | None = None
 
 
-class ColorPalette(_Strict):
+class ColorPalette(StrictRequest):
     """A palette given by preset name or by members, never both."""
 
     name: PalettePreset | None = None
@@ -113,7 +77,7 @@ def _models(key: str) -> frozenset[str]:
     return frozenset(schema_data()["model_rules"][key])
 
 
-class ImageRequest(_Strict):
+class ImageRequest(StrictRequest):
     """`image_request` of generate (Ideogram's `ImageRequest`)."""
 
     prompt: StrictStr | None = None
@@ -135,7 +99,7 @@ class RemixRequest(ImageRequest):
     image_weight: Percent | None = None
 
 
-class UpscaleRequest(_Strict):
+class UpscaleRequest(StrictRequest):
     """`image_request` of upscale (Ideogram's `UpscaleInitialImageRequest`)."""
 
     prompt: StrictStr | None = None
@@ -147,7 +111,7 @@ class UpscaleRequest(_Strict):
     seed: Seed | None = None
 
 
-class DescribeRequest(_Strict):
+class DescribeRequest(StrictRequest):
     """The form fields of describe besides the image."""
 
     describe_model_version: DescribeModelVersion | None = None

@@ -16,15 +16,13 @@ sends. The same rules serve manifest validation and the fake server.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from functools import cache
-from importlib import resources
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import Field, StrictBool, StrictInt, StrictStr
 
 from pipeline.api_schema import ColorPalette
+from pipeline.shipped_schema import ShippedSchema, StrictRequest
 
 #: the file roles whose presence changes the price (character reference pricing)
 CHARACTER_ROLE = "character_reference_images"
@@ -33,23 +31,16 @@ STYLE_REFERENCES = "style_reference_images"
 CHARACTER_TIER = "CHARACTER"
 
 
-@cache
+SCHEMA = ShippedSchema("ideogram_v3_schema.json")
+
+
 def schema_data() -> dict[str, Any]:
     """The V3 enum lists, defaults, ranges and limits shipped with the package."""
-    text = resources.files("pipeline").joinpath("data/ideogram_v3_schema.json").read_text("utf-8")
-    data: dict[str, Any] = json.loads(text)
-    return data
+    return SCHEMA.data
 
 
-def enum_values(name: str) -> tuple[str, ...]:
-    """The allowed values of one V3 enum (``rendering_speed``, ``aspect_ratio``, ...)."""
-    return tuple(schema_data()["enums"][name])
-
-
-def value_range(name: str) -> tuple[int, int]:
-    """The inclusive (min, max) of a numeric V3 field."""
-    low, high = schema_data()["ranges"][name]
-    return int(low), int(high)
+enum_values = SCHEMA.enum_values
+value_range = SCHEMA.value_range
 
 
 DEFAULT_SPEED: str = schema_data()["defaults"]["rendering_speed"]
@@ -60,41 +51,20 @@ MAX_CHARACTER_REFERENCES: int = schema_data()["max_character_references"]
 TRANSPARENT_REFUSED_SPEEDS: frozenset[str] = frozenset(schema_data()["transparent_refused_rendering_speeds"])
 
 
-def _enum(name: str) -> AfterValidator:
-    allowed = enum_values(name)
-
-    def check(value: str) -> str:
-        if value not in allowed:
-            shown = ", ".join(allowed) if len(allowed) <= 16 else ", ".join(allowed[:16]) + ", ..."
-            raise ValueError(f"{value!r} is not one of {shown}")
-        return value
-
-    return AfterValidator(check)
-
-
-def _ranged(name: str) -> Any:
-    low, high = value_range(name)
-    return Field(ge=low, le=high)
-
-
-RenderingSpeed = Annotated[StrictStr, _enum("rendering_speed")]
-AspectRatio = Annotated[StrictStr, _enum("aspect_ratio")]
-Resolution = Annotated[StrictStr, _enum("resolution")]
-StyleType = Annotated[StrictStr, _enum("style_type")]
-StylePreset = Annotated[StrictStr, _enum("style_preset")]
-MagicPrompt = Annotated[StrictStr, _enum("magic_prompt")]
-UpscaleFactor = Annotated[StrictStr, _enum("upscale_factor")]
-NumImages = Annotated[StrictInt, _ranged("num_images")]
-Seed = Annotated[StrictInt, _ranged("seed")]
-ImageWeight = Annotated[StrictInt, _ranged("image_weight")]
+RenderingSpeed = Annotated[StrictStr, SCHEMA.one_of("rendering_speed")]
+AspectRatio = Annotated[StrictStr, SCHEMA.one_of("aspect_ratio")]
+Resolution = Annotated[StrictStr, SCHEMA.one_of("resolution")]
+StyleType = Annotated[StrictStr, SCHEMA.one_of("style_type")]
+StylePreset = Annotated[StrictStr, SCHEMA.one_of("style_preset")]
+MagicPrompt = Annotated[StrictStr, SCHEMA.one_of("magic_prompt")]
+UpscaleFactor = Annotated[StrictStr, SCHEMA.one_of("upscale_factor")]
+NumImages = Annotated[StrictInt, SCHEMA.within("num_images")]
+Seed = Annotated[StrictInt, SCHEMA.within("seed")]
+ImageWeight = Annotated[StrictInt, SCHEMA.within("image_weight")]
 StyleCode = Annotated[StrictStr, Field(pattern=schema_data()["patterns"]["style_code"])]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _Prompted(_Strict):
+class _Prompted(StrictRequest):
     """Fields every prompted V3 op takes."""
 
     prompt: StrictStr | None = None
@@ -137,7 +107,7 @@ class EditRequest(_Styled):
     """The fields of ``/v1/ideogram-v3/inpaint`` and ``edit`` (``EditImageRequestV3``) besides files."""
 
 
-class ReframeRequest(_Strict):
+class ReframeRequest(StrictRequest):
     """The fields of ``/v1/ideogram-v3/reframe`` (``ReframeImageRequestV3``) besides the image."""
 
     resolution: Resolution | None = None

@@ -17,38 +17,30 @@ ignored. The same rules serve manifest validation and the fake server.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
-from importlib import resources
 from typing import Annotated, Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import StrictBool, StrictInt, StrictStr
 
+from pipeline.shipped_schema import ShippedSchema, StrictRequest
 from pipeline.suggestions import did_you_mean
 
 Problems = list[tuple[str, str]]
 
 
-@cache
+SCHEMA = ShippedSchema("ideogram_v4_schema.json")
+
+
 def schema_data() -> dict[str, Any]:
     """The V4 enum lists, defaults, ranges and the JSON prompt's schema shipped with the package."""
-    text = resources.files("pipeline").joinpath("data/ideogram_v4_schema.json").read_text("utf-8")
-    data: dict[str, Any] = json.loads(text)
-    return data
+    return SCHEMA.data
 
 
-def enum_values(name: str) -> tuple[str, ...]:
-    """The allowed values of one V4 enum (``rendering_speed``, ``resolution``, ...)."""
-    return tuple(schema_data()["enums"][name])
-
-
-def value_range(name: str) -> tuple[int, int]:
-    """The inclusive (min, max) of a numeric V4 field."""
-    low, high = schema_data()["ranges"][name]
-    return int(low), int(high)
+enum_values = SCHEMA.enum_values
+value_range = SCHEMA.value_range
 
 
 DEFAULT_SPEED: str = schema_data()["defaults"]["rendering_speed"]
@@ -64,36 +56,15 @@ def json_prompt_example() -> dict[str, Any]:
     return example
 
 
-def _enum(name: str) -> AfterValidator:
-    allowed = enum_values(name)
-
-    def check(value: str) -> str:
-        if value not in allowed:
-            shown = ", ".join(allowed) if len(allowed) <= 16 else ", ".join(allowed[:16]) + ", ..."
-            raise ValueError(f"{value!r} is not one of {shown}")
-        return value
-
-    return AfterValidator(check)
+RenderingSpeed = Annotated[StrictStr, SCHEMA.one_of("rendering_speed")]
+Resolution = Annotated[StrictStr, SCHEMA.one_of("resolution")]
+ImageToImageResolution = Annotated[StrictStr, SCHEMA.one_of("resolution_image_to_image")]
+MagicPromptOption = Annotated[StrictStr, SCHEMA.one_of("magic_prompt_option")]
+Seed = Annotated[StrictInt, SCHEMA.within("seed")]
+ImageWeight = Annotated[StrictInt, SCHEMA.within("image_weight")]
 
 
-def _ranged(name: str) -> Any:
-    low, high = value_range(name)
-    return Field(ge=low, le=high)
-
-
-RenderingSpeed = Annotated[StrictStr, _enum("rendering_speed")]
-Resolution = Annotated[StrictStr, _enum("resolution")]
-ImageToImageResolution = Annotated[StrictStr, _enum("resolution_image_to_image")]
-MagicPromptOption = Annotated[StrictStr, _enum("magic_prompt_option")]
-Seed = Annotated[StrictInt, _ranged("seed")]
-ImageWeight = Annotated[StrictInt, _ranged("image_weight")]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class GenerateRequest(_Strict):
+class GenerateRequest(StrictRequest):
     """The fields of ``/v1/ideogram-v4/generate`` (``GenerateImageRequestV4``).
 
     ``prompt`` goes as ``text_prompt``; exactly one of it and ``json_prompt``.
@@ -111,7 +82,7 @@ class GenerateRequest(_Strict):
     enable_copyright_detection: StrictBool | None = None
 
 
-class RemixRequest(_Strict):
+class RemixRequest(StrictRequest):
     """The fields of ``/v1/ideogram-v4/remix`` (``RemixImageRequestV4``) besides the image."""
 
     prompt: StrictStr | None = None
@@ -121,7 +92,7 @@ class RemixRequest(_Strict):
     enable_copyright_detection: StrictBool | None = None
 
 
-class ImageToImageRequest(_Strict):
+class ImageToImageRequest(StrictRequest):
     """The fields of ``/v1/ideogram-v4/image-to-image`` (``GenerateImageRequestV4Im2Im``) but the image."""
 
     prompt: StrictStr | None = None
@@ -133,7 +104,7 @@ class ImageToImageRequest(_Strict):
     enable_copyright_detection: StrictBool | None = None
 
 
-class DescribeRequest(_Strict):
+class DescribeRequest(StrictRequest):
     """The form fields of ``/v1/ideogram-v4/describe`` (``DescribeRequestV4``) besides the image."""
 
     include_tags: StrictBool | None = None
