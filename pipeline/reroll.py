@@ -40,37 +40,38 @@ def replacement(candidate: RerollCandidate, prices: PriceTable) -> PlannedJob:
     one) and, when that job asked for several images, ``num_images: 1`` (one
     image was rejected: one is paid for again).
     """
-    request = dict(candidate.request)
-    replica = candidate.replica + 1
+    job = candidate.job
+    request = dict(job.request)
+    replica = job.replica + 1
     try:
-        ep = endpoints.endpoint(candidate.op)
+        ep = endpoints.endpoint(job.op)
     except KeyError:  # an op this ideobatch's catalog does not list: it cannot be called again
-        raise UsageError(f"op {candidate.op!r} is not one this ideobatch can call") from None
+        raise UsageError(f"op {job.op!r} is not one this ideobatch can call") from None
     takes_seed = "seed" in ep.fields
     if takes_seed:
         old = request.get("seed")
         request["seed"] = new_seed(
-            candidate.job_key, candidate.index, replica, old if isinstance(old, int) else candidate.seed
+            job.key, candidate.index, replica, old if isinstance(old, int) else candidate.seed
         )
     if ep.images(request) > 1:
         request["num_images"] = 1
-    identity = f"sha256:{candidate.source_sha256}" if candidate.source_sha256 else candidate.source
+    identity = f"sha256:{job.source_sha256}" if job.source_sha256 else job.source
     count = ep.images(request)
-    inputs = [(i.role, i.identity) for i in candidate.inputs]
+    inputs = [(i.role, i.identity) for i in job.inputs]
     return PlannedJob(
-        key=job_key(candidate.op, request, identity, replica, inputs),
-        op=candidate.op,
+        key=job_key(job.op, request, identity, replica, inputs),
+        op=job.op,
         request=request,
-        stage=candidate.stage,
-        rank=candidate.rank,
+        stage=job.stage,
+        rank=job.rank,
         replica=replica,
-        model=candidate.model,
+        model=job.model,
         num_images=count,
-        cost_usd=prices.job_cost(candidate.op, candidate.model, count),
-        source=candidate.source,
-        source_sha256=candidate.source_sha256,
-        source_id=candidate.source_id,
-        inputs=candidate.inputs,
+        cost_usd=prices.job_cost(job.op, job.model, count),
+        source=job.source,
+        source_sha256=job.source_sha256,
+        source_id=job.source_id,
+        inputs=job.inputs,
     )
 
 

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from pipeline.jobs import InputFile, PlannedJob
+from pipeline.jobs import PlannedJob
 from pipeline.ledger.base import LedgerBase, job_row_values
 from pipeline.ledger.faults import verb
-from pipeline.ledger.records import to_micros
+from pipeline.ledger.records import ClaimedJob, claimed_from_row, to_micros
+from pipeline.ledger.statements import CLAIM_COLUMNS
 from pipeline.ledger.tables import REJECTED, VERDICTS, images, jobs, picks
 
 
@@ -25,20 +24,7 @@ class RerollCandidate:
     image_id: int
     index: int
     seed: int | None
-    job_key: str
-    op: str
-    stage: str
-    rank: int
-    replica: int
-    request: dict[str, Any]
-    model: str | None
-    num_images: int
-    source: str | None
-    source_sha256: str | None
-    source_id: str | None
-    parent_id: int | None
-    #: the job's files besides its main image (masks, references)
-    inputs: tuple[InputFile, ...] = ()
+    job: ClaimedJob
 
 
 class Picks(LedgerBase):
@@ -72,24 +58,7 @@ class Picks(LedgerBase):
     async def reroll_candidates(self, manifest_id: int) -> list[RerollCandidate]:
         """The manifest's rejected images that no reroll has replaced yet, oldest first."""
         query = (
-            select(
-                images.c.id,
-                images.c.index.label("image_index"),
-                images.c.seed,
-                jobs.c.key,
-                jobs.c.op,
-                jobs.c.stage,
-                jobs.c.rank,
-                jobs.c.replica,
-                jobs.c.request,
-                jobs.c.model,
-                jobs.c.num_images,
-                jobs.c.source,
-                jobs.c.source_sha256,
-                jobs.c.source_id,
-                jobs.c.parent_id,
-                jobs.c.inputs,
-            )
+            select(images.c.id, images.c.index, images.c.seed, *CLAIM_COLUMNS)
             .select_from(picks)
             .join(images, images.c.id == picks.c.image_id)
             .join(jobs, jobs.c.id == images.c.job_id)
@@ -103,25 +72,7 @@ class Picks(LedgerBase):
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [
-            RerollCandidate(
-                image_id=r.id,
-                index=r.image_index,
-                seed=r.seed,
-                job_key=r.key,
-                op=r.op,
-                stage=r.stage,
-                rank=r.rank,
-                replica=r.replica,
-                request=json.loads(r.request),
-                model=r.model,
-                num_images=r.num_images,
-                source=r.source,
-                source_sha256=r.source_sha256,
-                source_id=r.source_id,
-                parent_id=r.parent_id,
-                inputs=tuple(InputFile.from_json(i) for i in json.loads(r.inputs)) if r.inputs else (),
-            )
-            for r in rows
+            RerollCandidate(image_id=r[0], index=r[1], seed=r[2], job=claimed_from_row(r[3:])) for r in rows
         ]
 
     @verb
@@ -148,7 +99,7 @@ class Picks(LedgerBase):
                 ).first()
                 if still is None:
                     continue
-                row = job_row_values(manifest_id, job, to_micros(job.cost_usd), candidate.parent_id)
+                row = job_row_values(manifest_id, job, to_micros(job.cost_usd), candidate.job.parent_id)
                 self._insert_rows(conn, [row])
                 job_id = conn.execute(
                     select(jobs.c.id).where(jobs.c.manifest_id == manifest_id, jobs.c.key == job.key)
