@@ -9,91 +9,33 @@ stricter than the spec, never laxer).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from openapi_core import OpenAPI
 from openapi_core.templating.responses.exceptions import ResponseNotFound
-from openapi_core.testing import MockRequest, MockResponse
 from openapi_core.validation.request.exceptions import RequestValidationError
 
 from pipeline.fake_server import FakeServer, FaultConfig
 from pipeline.fake_server.images import render_sample
 from pipeline.fake_server.testing import form_bytes, native_form
+from tests.openapi_exchange import KEY, LEGACY_SPEC, Exchange, load_spec, send
 
-KEY = "fake-key"
-HOST = "https://api.ideogram.ai"
 SOURCE = render_sample("openapi", 96, 64, "jpeg")
-SPEC_NAME = "ideogram-openapi.json"
-
-
-def _spec_path() -> Path | None:
-    """The spec: $IDEOBATCH_OPENAPI_SPEC, the repo's reference copy, or the shared one."""
-    root = Path(__file__).resolve().parents[2]
-    candidates = [
-        os.environ.get("IDEOBATCH_OPENAPI_SPEC", ""),
-        root / "reference" / SPEC_NAME,
-        root / "tests" / "data" / SPEC_NAME,
-        root.parent / "shared" / "reference" / SPEC_NAME,
-        Path("/work/shared/reference") / SPEC_NAME,
-    ]
-    return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
 
 
 @pytest.fixture(scope="module")
 def spec() -> OpenAPI:
-    """Ideogram's OpenAPI 3.0 spec, with one openapi-core workaround.
-
-    The spec gives the multipart ``image_request`` part ``style: form``; OpenAPI
-    3.0 says ``style`` is ignored unless the body is urlencoded, but openapi-core
-    0.19+ applies it and cannot decode the part. We drop it, as the standard says.
-    """
-    path = _spec_path()
-    if path is None:
-        pytest.skip(f"{SPEC_NAME} not found (set IDEOBATCH_OPENAPI_SPEC)")
-    data = json.loads(path.read_text("utf-8"))
-    for item in data["paths"].values():
-        for operation in item.values():
-            content = operation.get("requestBody", {}).get("content", {})
-            for encoding in content.get("multipart/form-data", {}).get("encoding", {}).values():
-                encoding.pop("style", None)
-    return OpenAPI.from_dict(data)
+    """Ideogram's OpenAPI 3.0 spec of April 2026."""
+    return load_spec(LEGACY_SPEC)
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[FakeServer]:
     async with FakeServer(FaultConfig(seed=2)) as server:
         yield server
-
-
-class Exchange:
-    """One request as sent, and the response as received."""
-
-    def __init__(self, op: str, body: bytes, content_type: str, headers: dict[str, str]) -> None:
-        self.op = op
-        self.body = body
-        self.content_type = content_type
-        self.headers = headers
-        self.status = 0
-        self.response_body = b""
-        self.response_type = ""
-
-    def mock_request(self) -> MockRequest:
-        return MockRequest(
-            HOST,
-            "post",
-            f"/{self.op}",
-            headers=self.headers,
-            data=self.body,
-            content_type=self.content_type,
-        )
-
-    def mock_response(self) -> MockResponse:
-        return MockResponse(self.response_body, status_code=self.status, content_type=self.response_type)
 
 
 async def build(
@@ -105,22 +47,12 @@ async def build(
     key: str = KEY,
 ) -> Exchange:
     """The bytes a native client sends for ``op``."""
-    headers = {"Api-Key": key}
     if op == "generate":
         body = json.dumps({"image_request": image_request}).encode()
-        return Exchange(op, body, "application/json", headers)
+        return Exchange(f"/{op}", body, "application/json", key)
     form = native_form(image, image_request, fields=fields)
     body, content_type = await form_bytes(form)
-    return Exchange(op, body, content_type, headers)
-
-
-async def send(http: aiohttp.ClientSession, server: FakeServer, exchange: Exchange) -> Exchange:
-    headers = {**exchange.headers, "Content-Type": exchange.content_type}
-    async with http.post(f"{server.url}/{exchange.op}", data=exchange.body, headers=headers) as r:
-        exchange.status = r.status
-        exchange.response_body = await r.read()
-        exchange.response_type = r.content_type
-    return exchange
+    return Exchange(f"/{op}", body, content_type, key)
 
 
 VALID_REQUESTS: list[tuple[str, dict[str, Any] | None, dict[str, str] | None]] = [

@@ -16,23 +16,19 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from openapi_core import OpenAPI
-from openapi_core.testing import MockRequest, MockResponse
 from openapi_core.validation.request.exceptions import RequestValidationError
 
 from pipeline.endpoints import endpoint
 from pipeline.fake_server import FakeServer, FaultConfig
 from pipeline.fake_server.images import render_sample
 from pipeline.fake_server.testing import form_bytes
+from tests.openapi_exchange import KEY, SPEC_2026_07, Exchange, load_spec, send
 
-KEY = "fake-key"
-HOST = "https://api.ideogram.ai"
-SPEC = Path(__file__).resolve().parents[1] / "data" / "ideogram-openapi-2026-07.json"
 SQUARE = render_sample("square", 48, 48, "png")
 WIDE = render_sample("wide", 64, 48, "jpeg")
 MASK = render_sample("mask", 48, 48, "png")
@@ -44,41 +40,14 @@ Files = list[tuple[str, bytes]]
 
 @pytest.fixture(scope="module")
 def spec() -> OpenAPI:
-    """The 2026-07 spec, without ``style: form`` on multipart encodings (see the legacy test)."""
-    data = json.loads(SPEC.read_text("utf-8"))
-    for item in data["paths"].values():
-        for operation in item.values():
-            content = operation.get("requestBody", {}).get("content", {})
-            for encoding in content.get("multipart/form-data", {}).get("encoding", {}).values():
-                encoding.pop("style", None)
-    return OpenAPI.from_dict(data)
+    """The 2026-07 spec."""
+    return load_spec(SPEC_2026_07)
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[FakeServer]:
     async with FakeServer(FaultConfig(seed=5)) as server:
         yield server
-
-
-class Exchange:
-    """One request as sent, and the response as received."""
-
-    def __init__(self, path: str, body: bytes, content_type: str, key: str) -> None:
-        self.path = path
-        self.body = body
-        self.content_type = content_type
-        self.headers = {"Api-Key": key}
-        self.status = 0
-        self.response_body = b""
-        self.response_type = ""
-
-    def mock_request(self) -> MockRequest:
-        return MockRequest(
-            HOST, "post", self.path, headers=self.headers, data=self.body, content_type=self.content_type
-        )
-
-    def mock_response(self) -> MockResponse:
-        return MockResponse(self.response_body, status_code=self.status, content_type=self.response_type)
 
 
 async def build(op: str, fields: dict[str, Any], files: Files | None = None, key: str = KEY) -> Exchange:
@@ -99,15 +68,6 @@ async def build(op: str, fields: dict[str, Any], files: Files | None = None, key
         )
     body, content_type = await form_bytes(form)
     return Exchange(path, body, content_type, key)
-
-
-async def send(http: aiohttp.ClientSession, server: FakeServer, exchange: Exchange) -> Exchange:
-    headers = {**exchange.headers, "Content-Type": exchange.content_type}
-    async with http.post(f"{server.url}{exchange.path}", data=exchange.body, headers=headers) as r:
-        exchange.status = r.status
-        exchange.response_body = await r.read()
-        exchange.response_type = r.content_type
-    return exchange
 
 
 VALID: list[tuple[str, dict[str, Any], Files | None]] = [

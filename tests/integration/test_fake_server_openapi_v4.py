@@ -24,7 +24,8 @@ from openapi_core.validation.request.exceptions import RequestValidationError
 from pipeline.api_schema_v4 import json_prompt_example
 from pipeline.fake_server import FakeServer, FaultConfig
 from pipeline.fake_server.images import render_sample
-from tests.integration.test_fake_server_openapi_v3 import KEY, SPEC, Files, build, send
+from tests.integration.test_fake_server_openapi_v3 import Files, build
+from tests.openapi_exchange import KEY, SPEC_2026_07, load_spec, send
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -35,14 +36,8 @@ PROMPT = json_prompt_example()
 
 @pytest.fixture(scope="module")
 def spec() -> OpenAPI:
-    """The 2026-07 spec, without ``style: form`` on multipart encodings (see the legacy test)."""
-    data = json.loads(SPEC.read_text("utf-8"))
-    for item in data["paths"].values():
-        for operation in item.values():
-            content = operation.get("requestBody", {}).get("content", {})
-            for encoding in content.get("multipart/form-data", {}).get("encoding", {}).values():
-                encoding.pop("style", None)
-    return OpenAPI.from_dict(data)
+    """The 2026-07 spec."""
+    return load_spec(SPEC_2026_07)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
