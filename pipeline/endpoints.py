@@ -405,84 +405,81 @@ V3_CHARACTER_MASKS = FileRole(
 V3_REFERENCES = (V3_STYLE_REFERENCES, V3_CHARACTER_REFERENCES, V3_CHARACTER_MASKS)
 V3_IMAGE = "image"
 
-V3_GENERATE = Endpoint(
-    op="v3-generate",
-    native_path="/v1/ideogram-v3/generate",
-    proxy_path="/ideogram/v1/ideogram-v3/generate",
-    encoding=Encoding.FLAT,
+
+def _flat(op: str, family: Mapping[str, Any], **entry: Any) -> Endpoint:
+    """A V3 or V4 endpoint (flat multipart or JSON).
+
+    Its paths follow from the op's name (``v3-edit``: ``/v1/ideogram-v3/edit``,
+    behind the proxy's ``/ideogram`` prefix); its rules, tiers and prices are
+    its ``family``'s unless ``entry`` says otherwise.
+    """
+    version, _, name = op.partition("-")
+    route = f"/v1/ideogram-{version}/{name}"
+    paths = {"native_path": route, "proxy_path": f"/ideogram{route}", "encoding": Encoding.FLAT}
+    return Endpoint(op=op, **{**paths, **family, **entry})
+
+
+V3_FAMILY: dict[str, Any] = {
+    "rules": api_schema_v3.rules,
+    "tier": api_schema_v3.tier,
+    "prices": V3_PRICES,
+    "estimated": _V3_ESTIMATED,
+}
+
+
+V3_GENERATE = _flat(
+    "v3-generate",
+    V3_FAMILY,
     request=api_schema_v3.GenerateRequest,
     files=V3_REFERENCES,
     required=("prompt",),
-    rules=api_schema_v3.rules,
-    tier=api_schema_v3.tier,
     prices={**V3_PRICES, **V3_CHARACTER_PRICES},
     estimated=_V3_ESTIMATED | _V3_CHARACTER_ESTIMATED,
 )
-V3_REMIX = Endpoint(
-    op="v3-remix",
-    native_path="/v1/ideogram-v3/remix",
-    proxy_path="/ideogram/v1/ideogram-v3/remix",
-    encoding=Encoding.FLAT,
+V3_REMIX = _flat(
+    "v3-remix",
+    V3_FAMILY,
     request=api_schema_v3.RemixRequest,
     image=V3_IMAGE,
     files=V3_REFERENCES,
     required=("prompt",),
-    rules=api_schema_v3.rules,
-    tier=api_schema_v3.tier,
     prices={**V3_PRICES, **V3_CHARACTER_PRICES},
     estimated=_V3_ESTIMATED | _V3_CHARACTER_ESTIMATED,
     unauthorized_status=403,
 )
-V3_EDIT = Endpoint(
-    op="v3-edit",
-    # /v1/ideogram-v3/edit is deprecated (2026-04-29) for this path, with the same schema
+V3_EDIT = _flat(
+    "v3-edit",
+    V3_FAMILY,
+    # /v1/ideogram-v3/edit is deprecated (2026-04-29) for this path, with the same schema;
+    # the proxy documents only the deprecated name (its proxy_path)
     native_path="/v1/ideogram-v3/inpaint",
-    # the proxy documents only the deprecated name
-    proxy_path="/ideogram/v1/ideogram-v3/edit",
-    encoding=Encoding.FLAT,
     request=api_schema_v3.EditRequest,
     image=V3_IMAGE,
     files=(FileRole("mask", required=True, pairs_with=V3_IMAGE), *V3_REFERENCES),
     required=("prompt",),
-    rules=api_schema_v3.rules,
-    tier=api_schema_v3.tier,
     prices={**V3_PRICES, **V3_CHARACTER_PRICES},
     estimated=_V3_ESTIMATED | _V3_CHARACTER_ESTIMATED,
 )
-V3_REFRAME = Endpoint(
-    op="v3-reframe",
-    native_path="/v1/ideogram-v3/reframe",
-    proxy_path="/ideogram/v1/ideogram-v3/reframe",
-    encoding=Encoding.FLAT,
+V3_REFRAME = _flat(
+    "v3-reframe",
+    V3_FAMILY,
     request=api_schema_v3.ReframeRequest,
     image=V3_IMAGE,
     files=(V3_STYLE_REFERENCES,),
     required=("resolution",),
-    rules=api_schema_v3.rules,
-    tier=api_schema_v3.tier,
-    prices=V3_PRICES,
-    estimated=_V3_ESTIMATED,
     square_image=True,
 )
-V3_REPLACE_BACKGROUND = Endpoint(
-    op="v3-replace-background",
-    native_path="/v1/ideogram-v3/replace-background",
-    proxy_path="/ideogram/v1/ideogram-v3/replace-background",
-    encoding=Encoding.FLAT,
+V3_REPLACE_BACKGROUND = _flat(
+    "v3-replace-background",
+    V3_FAMILY,
     request=api_schema_v3.ReplaceBackgroundRequest,
     image=V3_IMAGE,
     files=(V3_STYLE_REFERENCES,),
     required=("prompt",),
-    rules=api_schema_v3.rules,
-    tier=api_schema_v3.tier,
-    prices=V3_PRICES,
-    estimated=_V3_ESTIMATED,
 )
-V3_GENERATE_TRANSPARENT = Endpoint(
-    op="v3-generate-transparent",
-    native_path="/v1/ideogram-v3/generate-transparent",
-    proxy_path="/ideogram/v1/ideogram-v3/generate-transparent",
-    encoding=Encoding.FLAT,
+V3_GENERATE_TRANSPARENT = _flat(
+    "v3-generate-transparent",
+    V3_FAMILY,
     request=api_schema_v3.TransparentRequest,
     required=("prompt",),
     rules=api_schema_v3.transparent_rules,
@@ -508,58 +505,49 @@ V4_JSON_PROMPT = Structured(
 #: the API's name of a manifest's ``prompt`` on V4 generate and remix
 V4_TEXT_PROMPT = {"prompt": "text_prompt"}
 
-V4_GENERATE = Endpoint(
-    op="v4-generate",
-    native_path="/v1/ideogram-v4/generate",
-    # named by SPEC §10, not documented by the proxy
-    proxy_path="/ideogram/v1/ideogram-v4/generate",
-    encoding=Encoding.FLAT,
+
+V4_FAMILY: dict[str, Any] = {
+    "rules": api_schema_v4.rules,
+    "tier": api_schema_v4.tier,
+    "prices": V4_PRICES,
+    "estimated": _V4_ESTIMATED,
+}
+
+
+V4_GENERATE = _flat(
+    "v4-generate",
+    V4_FAMILY,
     request=api_schema_v4.GenerateRequest,
     one_of=(("prompt", V4_JSON_PROMPT.name),),
-    rules=api_schema_v4.rules,
-    tier=api_schema_v4.tier,
-    prices=V4_PRICES,
-    estimated=_V4_ESTIMATED,
     proxy_confirmed=False,
     wire_names=V4_TEXT_PROMPT,
     structured=(V4_JSON_PROMPT,),
 )
-V4_REMIX = Endpoint(
-    op="v4-remix",
-    native_path="/v1/ideogram-v4/remix",
-    proxy_path="/ideogram/v1/ideogram-v4/remix",
-    encoding=Encoding.FLAT,
+V4_REMIX = _flat(
+    "v4-remix",
+    V4_FAMILY,
     request=api_schema_v4.RemixRequest,
     image=V3_IMAGE,
     required=("prompt",),
-    rules=api_schema_v4.rules,
-    tier=api_schema_v4.tier,
-    prices=V4_PRICES,
-    estimated=_V4_ESTIMATED,
     proxy_confirmed=False,
     wire_names=V4_TEXT_PROMPT,
 )
-V4_IMAGE_TO_IMAGE = Endpoint(
-    op="v4-image-to-image",
-    native_path="/v1/ideogram-v4/image-to-image",
-    proxy_path="/ideogram/v1/ideogram-v4/image-to-image",
-    encoding=Encoding.FLAT,
+V4_IMAGE_TO_IMAGE = _flat(
+    "v4-image-to-image",
+    V4_FAMILY,
     request=api_schema_v4.ImageToImageRequest,
     image=V3_IMAGE,
-    rules=api_schema_v4.rules,
-    tier=api_schema_v4.tier,
-    prices=V4_PRICES,
-    estimated=_V4_ESTIMATED,
     proxy_confirmed=False,
 )
-V4_DESCRIBE = Endpoint(
-    op="v4-describe",
-    native_path="/v1/ideogram-v4/describe",
-    proxy_path="/ideogram/v1/ideogram-v4/describe",
-    encoding=Encoding.FLAT,
+V4_DESCRIBE = _flat(
+    "v4-describe",
+    V4_FAMILY,
     request=api_schema_v4.DescribeRequest,
     returns=Returns.DESCRIPTIONS,
     image="image_file",
+    # no speed, no prompt: nothing for the family's rules to check, one price
+    rules=_no_rules,
+    tier=_no_tier,
     # priced as legacy describe until Ideogram publishes a price (SPEC §10)
     prices=DESCRIBE.prices,
     per_image=False,
