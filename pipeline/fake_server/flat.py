@@ -19,7 +19,6 @@ bytes are kept, so a server receiving many 40 MB calls stays small.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from collections.abc import Mapping
@@ -36,6 +35,7 @@ from pipeline.endpoints import Endpoint
 from pipeline.fake_server.images import SourceInfo, UndecodableImage, inspect_source
 from pipeline.fake_server.requests import (
     JSON_TYPE,
+    MALFORMED_MULTIPART,
     MAX_JSON_BYTES,
     MULTIPART_TYPE,
     BadRequest,
@@ -187,13 +187,7 @@ async def _multipart(request: web.Request, ep: Endpoint) -> _Body:
                 body.values.setdefault(name, []).append(_json_value(text, name) if is_json else text)
             else:
                 raise BadRequest(f"unexpected form field {name!r}")
-    except (
-        ValueError,
-        AssertionError,
-        LookupError,
-        aiohttp.ClientError,
-        asyncio.IncompleteReadError,
-    ) as exc:
+    except MALFORMED_MULTIPART as exc:
         raise BadRequest(f"malformed multipart body: {str(exc) or type(exc).__name__}") from exc
     return body
 

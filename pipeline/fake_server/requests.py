@@ -40,6 +40,14 @@ JSON_TYPE = "application/json"
 MULTIPART_TYPE = "multipart/form-data"
 #: cap on the ``image_request`` part and on JSON bodies
 MAX_JSON_BYTES = 1024 * 1024
+#: what aiohttp's multipart reader raises on a body that is not well-formed multipart
+MALFORMED_MULTIPART = (
+    ValueError,
+    AssertionError,
+    LookupError,
+    aiohttp.ClientError,
+    asyncio.IncompleteReadError,
+)
 _CHUNK = 64 * 1024
 
 
@@ -293,13 +301,7 @@ async def _multipart(request: web.Request, ep: Endpoint) -> Call:
                 raise BadRequest(f"form field {name!r} given twice")
             limit = MAX_SOURCE_BYTES if name == ep.image else MAX_JSON_BYTES
             fields[name] = await _read_part(part, limit, name)
-    except (
-        ValueError,
-        AssertionError,
-        LookupError,
-        aiohttp.ClientError,
-        asyncio.IncompleteReadError,
-    ) as exc:
+    except MALFORMED_MULTIPART as exc:
         raise BadRequest(f"malformed multipart body: {str(exc) or type(exc).__name__}") from exc
     required = {"image_request", ep.image} if ep.wrapped else {ep.image}
     missing = sorted(required - fields.keys())
