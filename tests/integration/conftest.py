@@ -14,7 +14,10 @@ import pytest
 
 from pipeline import retrying
 from pipeline.fake_server import FakeServer, FaultConfig
-from pipeline.running import RunOptions, run_manifest
+from pipeline.ledger.repository import opened_ledger
+from pipeline.running import RunOptions, execute, new_owner, run_manifest
+from pipeline.settings import RunSettings
+from pipeline.worker import RunResult
 
 API_KEY = "test-key-1234567890"
 
@@ -100,3 +103,14 @@ async def run(manifest: Path, server: FakeServer, folder: Path, **options: Any) 
             **options,
         )
     )
+
+
+async def run_saved_plan(manifest: Path, ledger: str, server: FakeServer, name: str = "t") -> RunResult:
+    """Execute the jobs a plan stored, without planning again (as a worker would): files changed
+    since the plan are found by the run itself."""
+    async with opened_ledger(ledger) as opened:
+        record = await opened.get_manifest(name)
+        assert record is not None
+        settings = RunSettings.from_config(record.config).with_overrides(base_url=server.url)
+        options = RunOptions(str(manifest), ledger, quiet=True)
+        return await execute(opened, new_owner(), options, record=record, settings=settings, api_key=API_KEY)

@@ -10,12 +10,9 @@ from PIL import Image
 
 from pipeline.fake_server import FakeServer
 from pipeline.fake_server.testing import sample_url
-from pipeline.ledger.repository import opened_ledger
 from pipeline.planning import save_plan
-from pipeline.running import RunOptions, execute, new_owner
-from pipeline.settings import RunSettings
 from pipeline.uploads import CHUNK_BYTES, SourceChanged, StreamedFile
-from tests.integration.conftest import API_KEY, run, write_manifest
+from tests.integration.conftest import run, run_saved_plan, write_manifest
 
 
 class Collector:
@@ -66,14 +63,7 @@ async def test_a_reference_that_changed_after_planning_is_not_paid_for(
     ledger = f"sqlite:///{tmp_path}/ledger.db"
     await save_plan(str(manifest), ledger, None)
     Image.new("RGB", (20, 20), (9, 9, 9)).save(reference)
-    async with opened_ledger(ledger) as opened:
-        record = await opened.get_manifest("t")
-        assert record is not None
-        settings = RunSettings.from_config(record.config).with_overrides(base_url=fake_server.url)
-        options = RunOptions(str(manifest), ledger, quiet=True)
-        result = await execute(
-            opened, new_owner(), options, record=record, settings=settings, api_key=API_KEY
-        )
+    result = await run_saved_plan(manifest, ledger, fake_server)
     assert result.tally.failures == {"source_changed": 1}
     assert fake_server.state.stats()["billed"] == 0
 
