@@ -13,8 +13,10 @@ import json
 from pathlib import Path
 
 import aiohttp
+import pytest
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
+from openapi_core.validation.request.exceptions import RequestValidationError
 
 from pipeline.fake_server import FakeServer
 
@@ -67,3 +69,34 @@ async def send(http: aiohttp.ClientSession, server: FakeServer, exchange: Exchan
         exchange.response_body = await r.read()
         exchange.response_type = r.content_type
     return exchange
+
+
+async def answers_declared_error(
+    spec: OpenAPI, server: FakeServer, http: aiohttp.ClientSession, exchange: Exchange, expected: int
+) -> None:
+    """The fake server answers ``expected``, a status the spec declares, in the API's body, unbilled.
+
+    A 400 is ``application/problem+json`` with its status; any other error an ``{"error": ...}``.
+    """
+    await send(http, server, exchange)
+    assert exchange.status == expected, exchange.response_body
+    spec.validate_response(exchange.mock_request(), exchange.mock_response())
+    body = json.loads(exchange.response_body)
+    if expected == 400:
+        assert exchange.response_type == "application/problem+json"
+        assert body["status"] == 400
+    else:
+        assert isinstance(body["error"], str)
+    assert server.state.stats()["billed"] == 0
+
+
+async def rejects_what_the_spec_rejects(
+    spec: OpenAPI, server: FakeServer, http: aiohttp.ClientSession, exchange: Exchange
+) -> None:
+    """A request openapi-core finds invalid is answered 400 (as the spec declares), unbilled."""
+    with pytest.raises(RequestValidationError):
+        spec.validate_request(exchange.mock_request())
+    await send(http, server, exchange)
+    assert exchange.status == 400, exchange.response_body
+    spec.validate_response(exchange.mock_request(), exchange.mock_response())
+    assert server.state.stats()["billed"] == 0
