@@ -16,6 +16,7 @@ environment variable ``IDEOBATCH_TESTING_WAIT_SCALE`` (except the ledger's:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,7 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
+    stop_when_event_set,
     wait_exponential_jitter,
 )
 from tenacity.wait import wait_base
@@ -126,13 +128,15 @@ async def until_available(
     window_s: float,
     transient: Callable[[BaseException], bool],
     on_retry: Callable[[BaseException, float], None],
+    give_up: asyncio.Event | None = None,
 ) -> T:
     """Run ``call``; while it fails with a ``transient`` error, run it again for up to ``window_s``.
 
     The first try runs bare (a ledger verb runs thousands of times a second and
     nearly always succeeds). ``on_retry(error, seconds_waited_so_far)`` is told
-    of each failure that will be tried again; past the window the last error
-    is raised. ``window_s`` may be infinite (a worker that follows forever).
+    of each failure that will be tried again; past the window, or as soon as
+    ``give_up`` is set, the last error is raised. ``window_s`` may be infinite
+    (a worker that follows forever).
     """
     try:
         return await call()
@@ -148,15 +152,22 @@ async def until_available(
         if error is not None:
             on_retry(error, time.monotonic() - started)
 
+    stopped = asyncio.Event() if give_up is None else give_up
+
+    async def pause(seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopped.wait(), seconds)
+
     retrying = AsyncRetrying(
         retry=retry_if_exception(transient),
-        stop=stop_after_delay(window_s),
+        stop=stop_after_delay(window_s) | stop_when_event_set(stopped),  # type: ignore[arg-type]
         wait=wait_exponential_jitter(multiplier=LEDGER_FIRST_WAIT_S, max=LEDGER_MAX_WAIT_S, jitter=0.25),
         before_sleep=report,
+        sleep=pause,
         reraise=True,
     )
     # the first try already failed: wait before the next one
-    await asyncio.sleep(LEDGER_FIRST_WAIT_S)
+    await pause(LEDGER_FIRST_WAIT_S)
 
     async def attempt() -> T:
         return await call()

@@ -199,6 +199,7 @@ class JobRunner:
         for task in (writer, *side):
             task.add_done_callback(self._side_task_done)
         self.shutdown.on_cancel(self._cancel_jobs)
+        self.shutdown.on_cancel(self.ledger.stop_waiting)
         try:
             await self._claim_loop()
             await self._drain()

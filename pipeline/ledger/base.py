@@ -61,6 +61,8 @@ class LedgerBase:
         self._outage_since: float | None = None
         #: an outage outlasted the window: later verbs try once, without waiting again
         self._gave_up = False
+        #: set by `stop_waiting`: no verb waits for the ledger any more
+        self._hurry = asyncio.Event()
         self.is_sqlite = engines.is_sqlite(engine)
         self._sql = statements(postgres=not self.is_sqlite)
         self._driver = DriverSql(engine.dialect)
@@ -72,10 +74,14 @@ class LedgerBase:
 
     async def _guarded(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run one verb; wait out a ledger that is away (`faults`); translate its errors."""
-        window = 0.0 if self._gave_up else self.retry_window_s
+        window = 0.0 if self._gave_up or self._hurry.is_set() else self.retry_window_s
         try:
             result = await until_available(
-                call, window_s=window, transient=faults.is_transient, on_retry=self._on_retry
+                call,
+                window_s=window,
+                transient=faults.is_transient,
+                on_retry=self._on_retry,
+                give_up=self._hurry,
             )
         except Exception as exc:
             error = faults.translated(exc, self.url, window)
@@ -89,6 +95,14 @@ class LedgerBase:
             self._outage_since = None
         self._gave_up = False
         return result
+
+    def stop_waiting(self) -> None:
+        """From now on try the ledger once and never wait for it.
+
+        A second Ctrl-C: the user wants out. Answers that cannot be recorded are
+        kept on disk, and the run's leases run out by themselves.
+        """
+        self._hurry.set()
 
     @asynccontextmanager
     async def _translating(self) -> AsyncIterator[None]:
