@@ -127,8 +127,10 @@ def resume_command() -> str | None:
     """The command that goes on with an interrupted `run` or `worker`, as typed (shell-quoted).
 
     Options given on the command line or by the environment are repeated; a
-    password in the ledger URL is shown as ``***``; the API key is never on
-    a command line (it stays in its environment variable).
+    password in the ledger URL is shown as ``***`` (a ledger URL with a
+    password that came from IDEOBATCH_LEDGER is left to that variable, so the
+    line can be pasted as it is); the API key is never on a command line (it
+    stays in its environment variable).
     """
     ctx = click.get_current_context(silent=True)
     if ctx is None or ctx.command.name not in ("run", "worker"):
@@ -147,6 +149,8 @@ def resume_command() -> str | None:
         value = ctx.params[name]
         if name == "ledger_url":
             value = masked(str(value))
+            if value != ctx.params[name] and ctx.get_parameter_source(name) is ParameterSource.ENVIRONMENT:
+                continue
         if isinstance(param, click.Argument):
             words.append(str(value))
         elif isinstance(param, click.Option) and param.count:

@@ -32,6 +32,15 @@ def test_resume_command_of_a_worker_names_its_ledger_from_the_environment(
         )
 
 
+def test_resume_command_leaves_a_ledger_password_from_the_environment_to_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A line with `***` could not be pasted: the variable still holds the URL, so it is not repeated."""
+    monkeypatch.setenv("IDEOBATCH_LEDGER", "postgresql://bob:s3cret@db/ideo")
+    with worker.make_context("worker", ["--follow"]) as ctx, ctx:
+        assert resume_command() == "ideobatch worker --follow"
+
+
 def test_bash_completion_script_is_available() -> None:
     """`_IDEOBATCH_COMPLETE=bash_source ideobatch` prints click's completion script (README)."""
     result = CliRunner().invoke(main, [], env={"_IDEOBATCH_COMPLETE": "bash_source"}, prog_name="ideobatch")
