@@ -44,6 +44,9 @@ EXCHANGE_EVERY_S = 1.0
 FAIRNESS_SLACK_S = 0.25
 #: successful calls, in multiples of the limit, between two probes of one place more
 PROBE_EVERY = 2
+#: a hand-over alone changes no count the ledger keeps (the places stay this process's, in use):
+#: the ledger learns of it with the next exchange, at the latest this long after it
+HAND_OVER_TOLD_WITHIN_S = 0.05
 
 
 class Exchange(Protocol):
@@ -135,6 +138,8 @@ class SharedSlots:
         self._last_exchange = 0.0
         self._give_back: list[int] = []
         self._handed_over: list[tuple[int, int]] = []
+        #: when the oldest hand-over the ledger has not heard of was made (monotonic)
+        self._handed_since = 0.0
         #: when another process's oldest waiting call began waiting (last exchange); None: none waits
         self._oldest_other: float | None = None
         #: the account's places in use at the last exchange (every process's)
@@ -213,9 +218,11 @@ class SharedSlots:
             self._asked.discard(successor)
             self._take(successor, images)
             future.set_result(None)
+            if not self._handed_over:
+                self._handed_since = time.monotonic()
             self._handed_over.append((job_id, successor))
-        else:
-            self._give_back.append(job_id)
+            return  # told with the next exchange (`HAND_OVER_TOLD_WITHIN_S`)
+        self._give_back.append(job_id)
         self._wake.set()
 
     def _successor(self, images: int) -> int | None:
@@ -252,6 +259,9 @@ class SharedSlots:
                 poll = (POLL_LISTENING_S if listening else POLL_S) if self._waiting else None
                 if poll is None and self._held:
                     poll = EXCHANGE_EVERY_S  # calls in flight: tell the ledger they still are
+                if self._handed_over:
+                    due = max(0.0, self._handed_since + HAND_OVER_TOLD_WITHIN_S - time.monotonic())
+                    poll = due if poll is None else min(poll, due)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), poll)
             self._notified = False
@@ -271,10 +281,11 @@ class SharedSlots:
                 raise
 
     def _changes(self) -> bool:
-        """Something the ledger must be told: places given back or handed over, a refusal, new waits."""
+        """Something the ledger must be told now: places given back, a refusal, new waits, or
+        hand-overs made `HAND_OVER_TOLD_WITHIN_S` ago."""
         return bool(
             self._give_back
-            or self._handed_over
+            or (self._handed_over and time.monotonic() - self._handed_since >= HAND_OVER_TOLD_WITHIN_S)
             or self._refused
             or self._probe
             or any(job_id not in self._asked for job_id, _images in self._wanted())

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pipeline.ledger.base import LedgerBase
@@ -118,8 +118,8 @@ class Accounts(LedgerBase):
         def work(conn: Connection) -> SlotExchange:
             account = self._lock_account(conn, account_id)
             # hand-overs first: a place handed on and then given back goes back
-            for old, new_job in handed_over:
-                self._hand_over(conn, account_id, owner, old, new_job)
+            if handed_over:
+                _hand_over(conn, account_id, owner, handed_over)
             for table in (slot_holds, slot_waiters) if give_back else ():
                 conn.execute(
                     delete(table).where(
@@ -180,26 +180,6 @@ class Accounts(LedgerBase):
             return SlotExchange(frozenset(held), in_use, limit, others)
 
         return await self._transact(work)
-
-    def _hand_over(self, conn: Connection, account_id: int, owner: str, old: int, new_job: int) -> None:
-        """The hold of ``old`` becomes ``new_job``'s (which leaves the line); one hold per job."""
-        held = slot_holds.c.account_id == account_id
-        already = conn.execute(select(slot_holds.c.id).where(held, slot_holds.c.job_id == new_job)).first()
-        if already is not None:  # granted meanwhile by another process's exchange: one place is enough
-            conn.execute(
-                delete(slot_holds).where(held, slot_holds.c.owner == owner, slot_holds.c.job_id == old)
-            )
-        else:
-            conn.execute(
-                update(slot_holds)
-                .where(held, slot_holds.c.owner == owner, slot_holds.c.job_id == old)
-                .values(job_id=new_job)
-            )
-        conn.execute(
-            delete(slot_waiters).where(
-                slot_waiters.c.account_id == account_id, slot_waiters.c.job_id == new_job
-            )
-        )
 
     def _hold_again(
         self,
@@ -391,6 +371,48 @@ def _in_use(conn: Connection, account_id: int, now: float) -> int:
         slot_holds.c.account_id == account_id, slot_holds.c.expires_at >= now
     )
     return int(conn.execute(held).scalar_one())
+
+
+#: a hold passed from the call that ended to the one it was handed to (run for many pairs at once)
+_RENAME_HOLD = (
+    update(slot_holds)
+    .where(
+        slot_holds.c.account_id == bindparam("account"),
+        slot_holds.c.owner == bindparam("holder"),
+        slot_holds.c.job_id == bindparam("old_job"),
+    )
+    .values(job_id=bindparam("new_job"))
+)
+
+
+def _hand_over(conn: Connection, account_id: int, owner: str, pairs: Sequence[tuple[int, int]]) -> None:
+    """The hold of each ``old`` job becomes its ``new`` job's (which leaves the line); one hold per job.
+
+    Three statements for any number of (old, new) pairs, in their order: a
+    job handed places and then ending hands the same hold on again. A ``new``
+    job granted meanwhile by another process's exchange keeps its own hold
+    (one place is enough) and the handed one goes back.
+    """
+    held = slot_holds.c.account_id == account_id
+    news = [new_job for _old, new_job in pairs]
+    already = {
+        r.job_id for r in conn.execute(select(slot_holds.c.job_id).where(held, slot_holds.c.job_id.in_(news)))
+    }
+    renames = [
+        {"account": account_id, "holder": owner, "old_job": old, "new_job": new_job}
+        for old, new_job in pairs
+        if new_job not in already
+    ]
+    if renames:
+        conn.execute(_RENAME_HOLD, renames)
+    dropped = [old for old, new_job in pairs if new_job in already]
+    if dropped:
+        conn.execute(
+            delete(slot_holds).where(held, slot_holds.c.owner == owner, slot_holds.c.job_id.in_(dropped))
+        )
+    conn.execute(
+        delete(slot_waiters).where(slot_waiters.c.account_id == account_id, slot_waiters.c.job_id.in_(news))
+    )
 
 
 def _set(conn: Connection, account_id: int, **values: Any) -> None:
