@@ -19,6 +19,7 @@ from pipeline.jobs import PlannedJob
 from pipeline.keys import canonical_json
 from pipeline.ledger import engine as engines
 from pipeline.ledger import faults
+from pipeline.ledger.gate import WriteGate
 from pipeline.ledger.statements import DriverSql, statements
 from pipeline.ledger.tables import (
     PENDING,
@@ -66,9 +67,8 @@ class LedgerBase:
         self.is_sqlite = engines.is_sqlite(engine)
         self._sql = statements(postgres=not self.is_sqlite)
         self._driver = DriverSql(engine.dialect)
-        self._write_gate: asyncio.Lock | contextlib.nullcontext[None] = (
-            asyncio.Lock() if self.is_sqlite else contextlib.nullcontext()
-        )
+        #: SQLite: one write transaction of this process at a time, attempt records first
+        self._write_gate = WriteGate() if self.is_sqlite else None
         busy = engines.busy_timeout_ms(self.retry_window_s)
         self._sqlite_writer = SqliteWriter(url, busy) if self.is_sqlite else None
 
@@ -125,9 +125,15 @@ class LedgerBase:
                 self.retry_window_s,
             )
 
-    async def _transact(self, work: Work[T]) -> T:
-        """Run ``work`` (a function of a sync `Connection`) as one write transaction."""
-        async with self._write_gate:
+    async def _transact(self, work: Work[T], *, urgent: bool = False) -> T:
+        """Run ``work`` (a function of a sync `Connection`) as one write transaction.
+
+        ``urgent``: a request waits for it (its attempt record), so on SQLite it
+        goes before the other writes of this process that wait for their turn.
+        """
+        if self._write_gate is None:
+            return await run_write(self.engine, self._sqlite_writer, work)
+        async with self._write_gate.held(urgent=urgent):
             return await run_write(self.engine, self._sqlite_writer, work)
 
     async def _dispose(self) -> None:
@@ -142,10 +148,14 @@ class LedgerBase:
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         # SQLite has one writer: queue this process's writers here, where waiting is
         # an await, rather than in SQLite's busy handler, which sleeps in steps of ms.
-        async with self._write_gate, self.engine.connect() as conn:
+        async with self._write_turn(), self.engine.connect() as conn:
             conn = await conn.execution_options(**engines.WRITE)
             async with conn.begin():
                 yield conn
+
+    def _write_turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """This process's turn to write (SQLite), or no wait (PostgreSQL)."""
+        return self._write_gate.held() if self._write_gate is not None else contextlib.nullcontext()
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:

@@ -4,6 +4,12 @@ Each job awaits its own write (so nothing is assumed recorded before it is),
 but writes that arrive while a transaction is running are committed together
 in the next one. At high rates this turns thousands of tiny transactions a
 second into a few dozen, without adding latency when the rate is low.
+
+"Attempt sent" records are what a request waits for before it leaves, so
+they have a committer of their own: they never wait behind a batch of
+completions being written, only for the transaction that is running (any
+kind: SQLite has one writer) and then their group's, which goes before every
+other write of this process that waits (`pipeline.ledger.gate`).
 """
 
 from __future__ import annotations
@@ -100,6 +106,7 @@ class WriteBatcher:
         self._owner = owner
         self._run_id = run_id
         self._wake = asyncio.Event()
+        self._attempts_wake = asyncio.Event()
         self._closed = False
         self._attempts: _Queue[int, int] = _Queue("attempts", self._write_attempts, lambda i: i)
         self._responses: _Queue[Response, bool] = _Queue(
@@ -127,7 +134,7 @@ class WriteBatcher:
         if self._closed:
             raise RuntimeError("the ledger writer is closed")
         future = queue.add(item)
-        self._wake.set()
+        (self._attempts_wake if queue is self._attempts else self._wake).set()
         return await future
 
     async def attempt_sent(self, job_id: int) -> int:
@@ -153,7 +160,7 @@ class WriteBatcher:
         fails with a `LedgerError`, so that no job waits for a writer that is gone.
         """
         try:
-            await self._commit_until_closed()
+            await self._commit_both()
         except BaseException as exc:
             self._broken = (
                 exc if isinstance(exc, LedgerError) else LedgerError(f"the ledger writer stopped: {exc}")
@@ -163,21 +170,33 @@ class WriteBatcher:
                 _fail(batch, LedgerError(str(self._broken)))
             raise
 
-    async def _commit_until_closed(self) -> None:
+    async def _commit_both(self) -> None:
+        """The attempts' committer and the other writes' committer, until both end (or one fails)."""
+        committers = [
+            asyncio.create_task(self._commit_until_closed([self._attempts], self._attempts_wake)),
+            asyncio.create_task(self._commit_until_closed(self._queues[1:], self._wake)),
+        ]
+        try:
+            done, _pending = await asyncio.wait(committers, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                error = task.exception()
+                if error is not None:
+                    raise error
+        finally:
+            for task in committers:
+                task.cancel()
+            await asyncio.gather(*committers, return_exceptions=True)
+
+    async def _commit_until_closed(self, queues: Sequence[_Queue[Any, Any]], wake: asyncio.Event) -> None:
+        """Commit what ``queues`` hold, one queue's writes per transaction, taking turns."""
         turn = 0
-        others = self._queues[1:]
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while any(q.items for q in self._queues):
-                # a recorded attempt is what a request waits for before it is sent:
-                # it never queues behind more than one other transaction
-                if self._attempts.items:
-                    queue: _Queue[Any, Any] = self._attempts
-                else:
-                    pending = [q for q in others if q.items]
-                    queue = pending[turn % len(pending)]
-                    turn += 1
+            await wake.wait()
+            wake.clear()
+            while any(q.items for q in queues):
+                pending = [q for q in queues if q.items]
+                queue = pending[turn % len(pending)]
+                turn += 1
                 self.transactions += 1
                 await queue.flush()
             if self._closed:
@@ -187,6 +206,7 @@ class WriteBatcher:
         """Stop accepting writes; `run` returns once what is queued is committed."""
         self._closed = True
         self._wake.set()
+        self._attempts_wake.set()
 
     async def _write_attempts(self, job_ids: list[int]) -> dict[int, int]:
         return await self._ledger.record_attempts(self._owner, self._run_id, job_ids)

@@ -276,7 +276,7 @@ class Execution(LedgerBase):
                 conn.execute(self._sql.count_attempts, {"b_ids": part, "b_now": now})
             return result
 
-        return await self._transact(record)
+        return await self._transact(record, urgent=True)
 
     @verb
     async def record_responses(self, owner: str, responses: Sequence[Response]) -> set[int]:
