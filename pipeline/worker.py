@@ -19,6 +19,7 @@ reached, its output folder unusable) is set aside while the others go on.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -191,6 +192,16 @@ class JobRunner:
         return self.result
 
     async def _work(self) -> None:
+        # what exists now (modules, settings, the plan) lives for the whole run: the cyclic
+        # collector leaves it alone from here, instead of walking it again in each full
+        # collection while jobs run (half of the collector's time in a run of small jobs)
+        gc.freeze()
+        try:
+            await self._work_frozen()
+        finally:
+            gc.unfreeze()
+
+    async def _work_frozen(self) -> None:
         writer = asyncio.create_task(self.batcher.run(), name="ledger-writer")
         side = [
             asyncio.create_task(self._renew_leases(), name="lease-renewal"),
