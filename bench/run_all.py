@@ -5,13 +5,19 @@
 1. Throughput against the ideal C/L and against the naive script (bench/naive_baseline.py)
    at C = 10, 50, 200 and L = 50 ms, 500 ms (fake server in a subprocess, SQLite ledger),
    runs of at least 2,000 jobs (SPEC §9), with the CPU each side used: the runner (or the
-   naive script) and the fake server share the machine's cores.
-2. Runner overhead at zero latency: jobs/s and CPU seconds per 1,000 jobs, beside the naive script's.
-3. Planning 1,000,000 jobs (`ideobatch plan --save` in a subprocess): jobs/s, peak RSS.
-4. A re-run of a finished 100,000-job manifest: seconds until it reports nothing to do.
-5. Zero latency on SQLite with the same 50 images in flight shared by 1 and 2 `ideobatch worker`
+   naive script) and the fake server share the machine's cores. Each side of a point runs
+   in a process of its own (bench/child.py), one after the other against the same server.
+2. From process start: `ideobatch run` of 2,000 jobs at C = 20, L = 200 ms, the wall clock
+   from starting the command to its exit against the ideal (and the naive script's, started
+   the same way).
+3. Runner overhead at zero latency: jobs/s and CPU ms per job, beside the naive script's
+   (the median of three rounds, each side in its own process; the runner under uvloop too,
+   when it is installed).
+4. Planning 1,000,000 jobs (`ideobatch plan --save` in a subprocess): jobs/s, peak RSS.
+5. A re-run of a finished 100,000-job manifest: seconds until it reports nothing to do.
+6. Zero latency on SQLite with the same 50 images in flight shared by 1 and 2 `ideobatch worker`
    processes (one process is bound by its event loop, one core), from bench/workers.py.
-6. Workers on PostgreSQL (1, 2, 4), from bench/workers.py.
+7. Workers on PostgreSQL (1, 2, 4), from bench/workers.py.
 
 Results go to bench/results.json and docs/throughput.png (matplotlib).
 """
@@ -25,6 +31,7 @@ import os
 import platform
 import resource
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -35,8 +42,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import KEY, run_generate_jobs, spawn, start_server
-from naive_baseline import naive_run
+from common import KEY, spawn, start_server
 from workers import bench as workers_bench
 from workers import fresh_ledger, run_workers
 
@@ -71,29 +77,42 @@ class CpuMeter:
         return cpu_seconds(), times.user + times.system
 
 
-async def measured(meter: CpuMeter, jobs: int, work: Any) -> dict[str, float]:
-    """Run ``work`` (returns seconds taken); jobs/s, and the CPU seconds per 1,000 jobs of each side."""
-    own_before, server_before = meter.read()
-    seconds = await work
-    own_after, server_after = meter.read()
-    own, server = own_after - own_before, server_after - server_before
+async def child(side: str, url: str, jobs: int, concurrency: int, *extra: str) -> dict[str, Any]:
+    """One side of a point in a process of its own (bench/child.py): its timing and CPU."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(HERE / "child.py"),
+        side,
+        url,
+        str(jobs),
+        str(concurrency),
+        *extra,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=dict(os.environ, CRAZYROUTER_API_KEY=KEY, IDEOBATCH_TESTING_WAIT_SCALE="0"),
+    )
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"{side} failed: {err.decode()[-2000:]}")
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+async def measured(
+    meter: CpuMeter, side: str, url: str, jobs: int, concurrency: int, *extra: str
+) -> dict[str, float]:
+    """Run one side; jobs/s, and the CPU seconds per 1,000 jobs of it and of the fake server."""
+    _own, server_before = meter.read()
+    result = await child(side, url, jobs, concurrency, *extra)
+    _own, server_after = meter.read()
+    own, server = result["cpu_s"], server_after - server_before
     return {
-        "jobs_per_s": jobs / seconds,
+        "jobs_per_s": jobs / result["seconds"],
         "client_cpu_s_per_1000": own / jobs * 1000,
         "server_cpu_s_per_1000": server / jobs * 1000,
         # cores busy on the machine: the client and the fake server together (2.0 = all of them)
-        "cores_busy": (own + server) / seconds,
+        "cores_busy": (own + server) / result["run_s"],
     }
-
-
-async def runner_seconds(url: str, jobs: int, concurrency: int) -> float:
-    summary = await run_generate_jobs(url, jobs, concurrency)
-    return float(summary["duration_s"])
-
-
-async def naive_seconds(url: str, jobs: int, concurrency: int) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
-        return await naive_run(url, KEY, jobs, concurrency, Path(tmp))
 
 
 def jobs_for(ideal: float, quick: bool) -> int:
@@ -110,10 +129,10 @@ async def throughput_grid(url: str, meter: CpuMeter, quick: bool) -> list[dict[s
         for concurrency in CONCURRENCY:
             ideal = concurrency / (latency / 1000)
             jobs = jobs_for(ideal, quick)
-            runner = await measured(meter, jobs, runner_seconds(url, jobs, concurrency))
-            naive = await measured(meter, jobs, naive_seconds(url, jobs, concurrency))
+            runner = await measured(meter, "runner", url, jobs, concurrency)
+            naive = await measured(meter, "naive", url, jobs, concurrency)
             two = None
-            if latency <= TWO_PROCESSES_UP_TO_MS:
+            if latency <= TWO_PROCESSES_UP_TO_MS and not quick:
                 two = await two_processes(url, jobs, concurrency)
             point = {
                 "latency_ms": latency,
@@ -155,29 +174,130 @@ async def two_processes(url: str, jobs: int, concurrency: int) -> float:
             return await run_workers(ledger, url, folder, 2, jobs, max(1, concurrency // 2))
 
 
+#: the point measured from process start (the issue's: 2,000 jobs, C = 20, L = 200 ms)
+FROM_START = {"jobs": 2000, "concurrency": 20, "latency_ms": 200}
+
+
+async def from_process_start(url: str, quick: bool) -> dict[str, Any]:
+    """`ideobatch run` and the naive script as commands: wall clock from start to exit vs the ideal."""
+    await set_latency(url, FROM_START["latency_ms"])
+    jobs = 500 if quick else FROM_START["jobs"]
+    concurrency = FROM_START["concurrency"]
+    ideal_s = jobs / (concurrency / (FROM_START["latency_ms"] / 1000))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        manifest = folder / "bench.yaml"
+        manifest.write_text(
+            f"version: 1\nname: bench\nlimits: {{concurrency: {concurrency}}}\n"
+            f"jobs:\n  - {{op: generate, prompt: bench, model: V_2_TURBO, repeat: {jobs}}}\n"
+        )
+        ledger = f"sqlite:///{folder}/ledger.db"
+        started = time.perf_counter()
+        process = await spawn(
+            "run",
+            str(manifest),
+            "--ledger",
+            ledger,
+            "--out",
+            str(folder / "out"),
+            "--base-url",
+            url,
+            "--quiet",
+            cwd=folder,
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        _out, err = await process.communicate()
+        runner_s = time.perf_counter() - started
+        if process.returncode != 0:
+            raise RuntimeError(err.decode()[-2000:])
+        started = time.perf_counter()
+        naive = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(HERE / "naive_baseline.py"),
+            "--url",
+            url,
+            "--key",
+            KEY,
+            "--jobs",
+            str(jobs),
+            "--concurrency",
+            str(concurrency),
+            stdout=asyncio.subprocess.DEVNULL,
+        )
+        await naive.wait()
+        naive_s = time.perf_counter() - started
+    result = {
+        **FROM_START,
+        "jobs": jobs,
+        "ideal_s": ideal_s,
+        "runner_s": runner_s,
+        "naive_s": naive_s,
+        "runner_vs_ideal": ideal_s / runner_s,
+        "naive_vs_ideal": ideal_s / naive_s,
+    }
+    print(
+        f"from process start, {jobs} jobs, C={concurrency}, L={FROM_START['latency_ms']}ms: "
+        f"ideobatch run {runner_s:.2f}s ({result['runner_vs_ideal']:.3f} of the ideal {ideal_s:.1f}s), "
+        f"naive {naive_s:.2f}s ({result['naive_vs_ideal']:.3f})",
+        flush=True,
+    )
+    return result
+
+
+#: rounds of the zero-latency point (each side in each round; the medians are kept)
+ZERO_LATENCY_ROUNDS = 3
+
+
+def _uvloop_installed() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 async def zero_latency(url: str, meter: CpuMeter, quick: bool) -> dict[str, Any]:
     await set_latency(url, 0)
     jobs = 1000 if quick else 3000
-    runner = await measured(meter, jobs, runner_seconds(url, jobs, 50))
-    naive = await measured(meter, jobs, naive_seconds(url, jobs, 50))
-    result = {
+    sides: dict[str, tuple[str, ...]] = {"runner": ("runner",), "naive": ("naive",)}
+    if _uvloop_installed():
+        sides["runner_uvloop"] = ("runner", "--loop", "uvloop")
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
+    for _round in range(1 if quick else ZERO_LATENCY_ROUNDS):
+        for name, (side, *extra) in sides.items():
+            rounds[name].append(await measured(meter, side, url, jobs, 50, *extra))
+
+    def median(name: str, key: str) -> float:
+        return statistics.median(r[key] for r in rounds[name])
+
+    runner_cpu, naive_cpu = (
+        median("runner", "client_cpu_s_per_1000"),
+        median("naive", "client_cpu_s_per_1000"),
+    )
+    result: dict[str, Any] = {
         "jobs": jobs,
         "concurrency": 50,
-        "runner_jobs_per_s": runner["jobs_per_s"],
-        "naive_jobs_per_s": naive["jobs_per_s"],
-        "cpu_s_per_1000_jobs": runner["client_cpu_s_per_1000"],
-        "naive_cpu_s_per_1000_jobs": naive["client_cpu_s_per_1000"],
-        "runner_cpu": runner,
-        "naive_cpu": naive,
+        "runner_jobs_per_s": median("runner", "jobs_per_s"),
+        "naive_jobs_per_s": median("naive", "jobs_per_s"),
+        # CPU seconds per 1,000 jobs = CPU ms per job
+        "cpu_s_per_1000_jobs": runner_cpu,
+        "naive_cpu_s_per_1000_jobs": naive_cpu,
+        "runner_vs_naive_cpu": runner_cpu / naive_cpu,
+        "rounds": rounds,
     }
-    print(
-        f"zero latency: runner {runner['jobs_per_s']:.0f} jobs/s "
-        f"({runner['client_cpu_s_per_1000']:.2f} CPU s per 1,000 jobs; fake server "
-        f"{runner['server_cpu_s_per_1000']:.2f}; cores busy {runner['cores_busy']:.2f}), "
-        f"naive {naive['jobs_per_s']:.0f} jobs/s ({naive['client_cpu_s_per_1000']:.2f}; fake server "
-        f"{naive['server_cpu_s_per_1000']:.2f}; cores busy {naive['cores_busy']:.2f})",
-        flush=True,
+    line = (
+        f"zero latency (median of {len(rounds['runner'])}): runner {result['runner_jobs_per_s']:.0f} jobs/s, "
+        f"{runner_cpu:.2f} CPU ms per job; naive {result['naive_jobs_per_s']:.0f} jobs/s, {naive_cpu:.2f} "
+        f"CPU ms per job; runner / naive CPU {result['runner_vs_naive_cpu']:.2f}"
     )
+    if "runner_uvloop" in rounds:
+        result["uvloop_jobs_per_s"] = median("runner_uvloop", "jobs_per_s")
+        result["uvloop_cpu_s_per_1000_jobs"] = median("runner_uvloop", "client_cpu_s_per_1000")
+        line += (
+            f"; runner under uvloop {result['uvloop_jobs_per_s']:.0f} jobs/s, "
+            f"{result['uvloop_cpu_s_per_1000_jobs']:.2f} CPU ms per job"
+        )
+    print(line, flush=True)
     return result
 
 
@@ -296,12 +416,13 @@ async def main() -> int:
     try:
         meter = CpuMeter(server.pid)
         results["throughput"] = await throughput_grid(url, meter, args.quick)
+        results["from_process_start"] = await from_process_start(url, args.quick)
         results["zero_latency"] = await zero_latency(url, meter, args.quick)
-        results["rerun_finished"] = await finished_rerun(url, 100_000)
+        results["rerun_finished"] = await finished_rerun(url, 10_000 if args.quick else 100_000)
     finally:
         server.terminate()
         await server.wait()
-    results["planning"] = await planning(1_000_000)
+    results["planning"] = await planning(100_000 if args.quick else 1_000_000)
     # one process is bound by its event loop (one core); the same 50 images in flight
     # shared by two `ideobatch worker` processes on one SQLite ledger use both cores
     print("zero latency, SQLite, 50 images in flight shared by 1 or 2 processes:", flush=True)
