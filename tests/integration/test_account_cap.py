@@ -121,3 +121,30 @@ async def test_limits_scope_decides_whether_runs_share_the_cap(
     assert fake_server.state.stats()["billed"] == 30
     if scope == "process":
         assert most > 3, "two processes of their own cap of 3 had more than 3 in flight together"
+
+
+async def test_hand_overs_told_together_leave_each_place_with_the_call_that_has_it(ledger: Ledger) -> None:
+    """Hand-overs reach the ledger in batches (a chain, and one to a call granted meanwhile).
+
+    Job 1's place went to job 2, then job 2's to job 3 (one hold renamed twice);
+    job 10's place went to job 11, which another process's exchange had granted
+    a place of its own meanwhile: job 10's place goes back; job 20's went to
+    job 21, whose call ended and handed it to job 22, granted meanwhile too.
+    The account then counts exactly the calls in flight.
+    """
+    account = await ledger.account_id("http://127.0.0.1:1", "KEY", 6)
+    lease = 60.0
+    want = [(1, 1), (10, 1), (11, 1), (20, 1), (22, 1)]
+    first = await ledger.exchange_slots(account, "p", want=want, lease_s=lease)
+    assert first.granted == {1, 10, 11, 20, 22}
+    told = await ledger.exchange_slots(
+        account,
+        "p",
+        handed_over=[(1, 2), (10, 11), (20, 21), (2, 3), (21, 22)],
+        holding=[(3, 1), (11, 1), (22, 1)],
+        lease_s=lease,
+    )
+    assert told.in_use == 3, "jobs 3, 11 and 22 are in flight"
+    assert await ledger.held_slots(account, "p", [1, 2, 3, 10, 11, 20, 21, 22]) == {3, 11, 22}
+    statuses = await ledger.account_statuses()
+    assert statuses[0].in_flight == {"p": 3}
