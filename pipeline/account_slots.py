@@ -256,7 +256,8 @@ class SharedSlots:
         while True:
             if not self._changes() and not self._notified:
                 listening = self._listener is not None and self._listener.listening
-                poll = (POLL_LISTENING_S if listening else POLL_S) if self._waiting else None
+                # only calls in the ledger's line can be handed places by another process
+                poll = (POLL_LISTENING_S if listening else POLL_S) if self._asked else None
                 if poll is None and self._held:
                     poll = EXCHANGE_EVERY_S  # calls in flight: tell the ledger they still are
                 if self._handed_over:
@@ -269,7 +270,7 @@ class SharedSlots:
             try:
                 if self._changes() or time.monotonic() - self._last_exchange >= EXCHANGE_EVERY_S:
                     await self._exchange()
-                elif self._waiting:
+                elif self._asked:
                     await self._look_for_grants()
             except LedgerError as exc:
                 # the run stops (the executor's call sees it); waiting calls fail with it
@@ -310,7 +311,7 @@ class SharedSlots:
 
     async def _look_for_grants(self) -> None:
         """Learn of places another process's exchange handed our waiting calls (a read, no lock)."""
-        granted = await self._ledger.held_slots(self.account_id, self.owner, list(self._waiting))
+        granted = await self._ledger.held_slots(self.account_id, self.owner, list(self._asked))
         self._grant(granted)
 
     def _grant(self, granted: frozenset[int]) -> int:
