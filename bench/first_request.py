@@ -90,7 +90,9 @@ def median(runs: list[dict[str, float]], key: str) -> float:
 
 async def main() -> None:
     """Measure and print the figures (and a JSON line)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=50)

@@ -115,7 +115,8 @@ class Ledger(Execution, Reports, Exports, Admin, Accounts, ReviewReads, GalleryR
                 f"knows: upgrade ideobatch (pip install -U ideobatch) to use it"
             )
         if upgrade:
-            if stored != engines.HEAD_REVISION:
+            fresh = stored is None and self.is_sqlite and await engines.create_fresh_sqlite(self.engine)
+            if stored != engines.HEAD_REVISION and not fresh:
                 await engines.upgrade(self.engine)
             return
         current = await engines.current_revision(self.engine)
