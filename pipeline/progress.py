@@ -15,9 +15,10 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from tqdm import tqdm
+if TYPE_CHECKING:  # imported when a bar is shown (not with --quiet, nor off a terminal)
+    from tqdm import tqdm
 
 from pipeline.ledger.records import to_usd
 from pipeline.results import RunTally
@@ -68,6 +69,8 @@ class Progress:
         self._idle_until: float | None = None
         show_bar = (not quiet and self.stream.isatty()) if bar is None else bar
         if show_bar:
+            from tqdm import tqdm
+
             self._bar = tqdm(
                 total=self.total,
                 initial=self.baseline.done,

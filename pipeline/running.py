@@ -84,11 +84,12 @@ async def _plan_and_execute(
         if lock and not await ledger.acquire_lock(record.id, owner, options.lease_s):
             raise LockHeld(f"another run holds the lock of manifest {settings.name}")
         try:
-            result = await execute(ledger, owner, options, record=record, settings=settings, api_key=api_key)
+            result, summary = await execute_and_summarize(
+                ledger, owner, options, record=record, settings=settings, api_key=api_key
+            )
         finally:
             if lock:
                 await ledger.release_lock(record.id, owner)
-        summary = await closing_summary(ledger, record, result)
         return exit_code(summary, result), summary
 
 
@@ -153,6 +154,31 @@ async def execute(
     shutdown: Shutdown | None = None,
 ) -> RunResult:
     """Run due jobs under a registered run: of ``record`` (with its settings and key), or of all."""
+    result, _summary = await execute_and_summarize(
+        ledger,
+        owner,
+        options,
+        record=record,
+        settings=settings,
+        api_key=api_key,
+        kind=kind,
+        shutdown=shutdown,
+    )
+    return result
+
+
+async def execute_and_summarize(
+    ledger: Ledger,
+    owner: str,
+    options: RunOptions,
+    *,
+    record: ManifestRecord | None = None,
+    settings: RunSettings | None = None,
+    api_key: str | None = None,
+    kind: str = "run",
+    shutdown: Shutdown | None = None,
+) -> tuple[RunResult, dict[str, Any]]:
+    """`execute`, with the summary it records as the run's end (read once, after the last job)."""
     records = [record] if record is not None else await ledger.list_manifests()
     every = [settings] if settings is not None else [RunSettings.from_config(r.config) for r in records]
 
@@ -204,7 +230,6 @@ async def execute(
             )
             result = await runner.run()
         outcome = result.stop_reason or "finished"
-        return result
     finally:
         ticker.cancel()
         progress.close()
@@ -222,6 +247,7 @@ async def execute(
         except LedgerError as exc:
             # left unended: the next run on this host marks it crashed and takes its jobs back
             log.warning("could not record how this run ended: %s", exc)
+    return result, summary
 
 
 async def baseline_of(ledger: Ledger, manifest_id: int | None) -> Baseline:

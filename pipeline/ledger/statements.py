@@ -42,7 +42,6 @@ from sqlalchemy import (
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 
 from pipeline.ledger.tables import FAILED, PENDING, RUNNING, Id, attempts, images, jobs, manifests
@@ -173,6 +172,8 @@ class Statements:
         def among(column: ColumnElement[int], name: str = "b_ids") -> ColumnElement[bool]:
             """``column`` is one of the ids in parameter ``name``."""
             if postgres:
+                from sqlalchemy.dialects.postgresql import ARRAY
+
                 return column == any_(bindparam(name, type_=ARRAY(BigInteger())))
             ids = func.json_each(bindparam(name, type_=JsonIds())).table_valued("value")
             return column.in_(select(ids.c.value))
