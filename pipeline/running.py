@@ -21,7 +21,7 @@ from pipeline.ledger.reports import LedgerStatus
 from pipeline.ledger.repository import Ledger, opened_ledger
 from pipeline.ledger.tables import FAILED, SUCCEEDED
 from pipeline.manifest import LoadedManifest, TimeoutsConfig
-from pipeline.planning import load_structure, log_plan, plan_into
+from pipeline.planning import FIRST_BATCH, Plan, load_structure, log_plan, start_plan
 from pipeline.progress import Baseline, Progress
 from pipeline.recovery import forget, kept_answers, recovery_dirs
 from pipeline.settings import RunSettings
@@ -76,21 +76,47 @@ async def _plan_and_execute(
     loaded: LoadedManifest, settings: RunSettings, api_key: str, window: float | None, options: RunOptions
 ) -> tuple[int, dict[str, Any]]:
     async with opened_ledger(options.ledger_url, retry_window_s=window) as ledger:
-        record, counts = await plan_into(ledger, loaded, settings)
-        log_plan(settings.name, counts)
+        # the first jobs are claimable at once; the others are planned while they run
+        plan = await start_plan(ledger, loaded, settings, first=FIRST_BATCH)
+        if plan.complete:
+            log_plan(settings.name, plan.counts)
+        record = plan.record
         await warn_of_strays(ledger, settings)
         owner = new_owner()
         lock = options.lock or loaded.manifest.lock
         if lock and not await ledger.acquire_lock(record.id, owner, options.lease_s):
             raise LockHeld(f"another run holds the lock of manifest {settings.name}")
+        planning = None if plan.complete else asyncio.create_task(_finish(plan, ledger), name="planning")
         try:
             result, summary = await execute_and_summarize(
-                ledger, owner, options, record=record, settings=settings, api_key=api_key
+                ledger, owner, options, record=record, settings=settings, api_key=api_key, planning=planning
             )
         finally:
+            if planning is not None and not planning.done():  # the run failed before it could end
+                await _settle(planning, interrupted=True)
             if lock:
                 await ledger.release_lock(record.id, owner)
+        if planning is not None and not planning.cancelled() and (error := planning.exception()):
+            raise error
         return exit_code(summary, result), summary
+
+
+async def _finish(plan: Plan, ledger: Ledger) -> int:
+    """Write the rest of a run's plan and log it; returns the jobs it added."""
+    counts = await plan.finish(ledger)
+    log_plan(plan.record.name, counts)
+    return plan.later_new
+
+
+async def _settle(planning: asyncio.Task[int], interrupted: bool) -> None:
+    """Let the planning beside a run end: cancelled if the run was interrupted, else finished.
+
+    Cancelled, the plan stays incomplete in the ledger and the next run plans
+    again (jobs already written are kept). Its error, if any, is raised later.
+    """
+    if interrupted:
+        planning.cancel()
+    await asyncio.wait({planning})
 
 
 async def warn_of_strays(ledger: Ledger, settings: RunSettings) -> None:
@@ -177,8 +203,13 @@ async def execute_and_summarize(
     api_key: str | None = None,
     kind: str = "run",
     shutdown: Shutdown | None = None,
+    planning: asyncio.Task[int] | None = None,
 ) -> tuple[RunResult, dict[str, Any]]:
-    """`execute`, with the summary it records as the run's end (read once, after the last job)."""
+    """`execute`, with the summary it records as the run's end (read once, after the last job).
+
+    ``planning``: the rest of ``record``'s plan, being written (it returns the
+    jobs it added): the run does not end before it, and counts its jobs in.
+    """
     records = [record] if record is not None else await ledger.list_manifests()
     every = [settings] if settings is not None else [RunSettings.from_config(r.config) for r in records]
 
@@ -209,6 +240,10 @@ async def execute_and_summarize(
     if own_shutdown:
         shutdown.install()
     ticker = asyncio.create_task(progress.run(), name="progress")
+    if planning is not None:
+        planning.add_done_callback(
+            lambda task: None if task.cancelled() or task.exception() else progress.add_total(task.result())
+        )
     outcome = "crashed"
     try:
         connections = max([8, *(2 * s.limits.concurrency for s in every)])
@@ -227,10 +262,13 @@ async def execute_and_summarize(
                 base_url=options.base_url if record is None else None,
                 max_jobs=options.max_jobs,
                 lease_s=options.lease_s,
+                planning=planning,
             )
             result = await runner.run()
         outcome = result.stop_reason or "finished"
     finally:
+        if planning is not None:
+            await _settle(planning, interrupted=shutdown.requested)
         ticker.cancel()
         progress.close()
         if own_shutdown:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -141,8 +142,13 @@ class JobRunner:
         base_url: str | None = None,
         max_jobs: int | None = None,
         lease_s: float = DEFAULT_LEASE_S,
+        planning: asyncio.Task[Any] | None = None,
     ) -> None:
-        """``manifest`` (with its ``settings`` and ``api_key``): serve that one; None: every one."""
+        """``manifest`` (with its ``settings`` and ``api_key``): serve that one; None: every one.
+
+        ``planning``: the rest of the manifest's plan, being written meanwhile:
+        the run does not end before it does, and stops if it fails.
+        """
         self.ledger = ledger
         self.owner = owner
         self.session = session
@@ -169,6 +175,9 @@ class JobRunner:
         self._calling = 0
         self._wake = asyncio.Event()
         self.stop_reason: StopReason | None = None
+        self._planning = planning
+        if planning is not None:
+            planning.add_done_callback(self._planned)
 
     # --- the loop --------------------------------------------------------------------
 
@@ -304,11 +313,24 @@ class JobRunner:
                     if claim.budget_blocked:
                         if await self._budget_reached(claim.blocked_manifests):
                             continue
-                    elif not self._tasks and await self._nothing_left():
+                    elif not self._tasks and not self._planning_on and await self._nothing_left():
                         return
                 await self._wait(stop_waiter)
         finally:
             stop_waiter.cancel()
+
+    def _planned(self, task: asyncio.Task[Any]) -> None:
+        """The plan beside the run is written (its jobs may be claimed), or it failed (stop)."""
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, LedgerError):
+            self.stop(StopReason.LEDGER, str(error))
+        elif error is not None:
+            self.stop(StopReason.FATAL, f"planning failed: {error}")
+        self._wake.set()
+
+    @property
+    def _planning_on(self) -> bool:
+        return self._planning is not None and not self._planning.done()
 
     def _skipped(self) -> list[int]:
         return [m.record.id for m in self._manifests.values() if m.set_aside is not None]

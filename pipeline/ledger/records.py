@@ -222,3 +222,15 @@ class PlanCounts:
     new: int = 0
     by_op_model: dict[tuple[str, str | None], int] = field(default_factory=dict)
     estimate_micros: int = 0
+
+    def __add__(self, other: PlanCounts) -> PlanCounts:
+        """The counts of two parts of one plan, together."""
+        by_op_model = dict(self.by_op_model)
+        for bucket, count in other.by_op_model.items():
+            by_op_model[bucket] = by_op_model.get(bucket, 0) + count
+        return PlanCounts(
+            total=self.total + other.total,
+            new=self.new + other.new,
+            by_op_model=by_op_model,
+            estimate_micros=self.estimate_micros + other.estimate_micros,
+        )

@@ -209,12 +209,22 @@ class Ledger(Execution, Reports, Exports, Admin, Accounts, ReviewReads, GalleryR
         return [_manifest_record(r) for r in rows]
 
     async def plan_jobs(
-        self, manifest_id: int, planned: Iterable[PlannedJob], batch: int = PLAN_BATCH
+        self,
+        manifest_id: int,
+        planned: Iterable[PlannedJob],
+        batch: int = PLAN_BATCH,
+        *,
+        complete: bool = True,
+        beside_a_run: bool = False,
     ) -> PlanCounts:
         """Write jobs in streamed batches; jobs whose key is already known are left as they are.
 
         One batch is written while the next is being expanded, so expansion
         (Python) and the database (its own thread or server) work side by side.
+        ``complete``: these are the last of the plan's jobs, so the manifest's
+        plan is marked complete after them (False: more are coming).
+        ``beside_a_run``: jobs are being run meanwhile, so expansion yields to
+        the event loop every `PLAN_YIELD_EVERY` jobs, not only while a batch is written.
         """
         counts = PlanCounts()
         before = await self._count_jobs(manifest_id)
@@ -236,7 +246,7 @@ class Ledger(Execution, Reports, Exports, Admin, Accounts, ReviewReads, GalleryR
                         await writing
                     writing = asyncio.create_task(self._insert_jobs(chunk))
                     chunk = []
-                elif writing is not None and len(chunk) % PLAN_YIELD_EVERY == 0:
+                elif (writing is not None or beside_a_run) and len(chunk) % PLAN_YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # let the batch in flight take its next step
         except BaseException:
             if writing is not None:
@@ -248,10 +258,11 @@ class Ledger(Execution, Reports, Exports, Admin, Accounts, ReviewReads, GalleryR
             await writing
         if chunk:
             await self._insert_jobs(chunk)
-        async with self._write() as conn:
-            await conn.execute(
-                update(manifests).where(manifests.c.id == manifest_id).values(plan_complete=True)
-            )
+        if complete:
+            async with self._write() as conn:
+                await conn.execute(
+                    update(manifests).where(manifests.c.id == manifest_id).values(plan_complete=True)
+                )
         counts.new = await self._count_jobs(manifest_id) - before
         return counts
 
