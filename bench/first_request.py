@@ -15,7 +15,10 @@ and starts ``ideobatch run`` as a subprocess; the figures are the median over
 - **wall**: process start to exit, and jobs/s over it.
 
 ``--compare-processes`` also runs the same manifest with ``--processes 2``
-(side by side, alternating) and prints the ratio of jobs/s.
+(side by side, alternating) and prints the ratio of jobs/s. ``--before DIR``
+also runs, alternating with this checkout, the ``pipeline`` package found in
+DIR (``PYTHONPATH=DIR``; e.g. ``git archive main pipeline migrations | tar -x -C DIR``),
+so that before and after are measured side by side in one run.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -51,7 +55,9 @@ async def reset(url: str) -> None:
         response.raise_for_status()
 
 
-async def one_run(url: str, jobs: int, concurrency: int, processes: int) -> dict[str, float]:
+async def one_run(
+    url: str, jobs: int, concurrency: int, processes: int, pythonpath: str | None = None
+) -> dict[str, float]:
     """One `ideobatch run` of ``jobs`` jobs on a fresh ledger: its fixed costs and wall clock."""
     await reset(url)
     with tempfile.TemporaryDirectory() as tmp:
@@ -63,8 +69,13 @@ async def one_run(url: str, jobs: int, concurrency: int, processes: int) -> dict
             f"jobs:\n  - {{op: generate, prompt: first request bench, model: V_2_TURBO, repeat: {jobs}}}\n"
         )
         extra = ("--processes", str(processes)) if processes > 1 else ()
+        if pythonpath:
+            os.environ["PYTHONPATH"] = pythonpath
         started = time.time()
-        process = await spawn("run", str(manifest), "--quiet", *extra, cwd=folder)
+        try:
+            process = await spawn("run", str(manifest), "--quiet", *extra, cwd=folder)
+        finally:
+            os.environ.pop("PYTHONPATH", None)
         _out, err = await process.communicate()
         ended = time.time()
         if process.returncode != 0:
@@ -98,23 +109,29 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--compare-processes", action="store_true", help="also --processes 2, side by side")
+    parser.add_argument(
+        "--before", default=None, help="also this folder's pipeline (PYTHONPATH), side by side"
+    )
     args = parser.parse_args()
     server, url = await start_server(0)
     results: dict[str, Any] = {}
     try:
         counts = [args.processes] if not args.compare_processes else [1, 2]
-        runs: dict[int, list[dict[str, float]]] = {n: [] for n in counts}
+        variants: list[tuple[str, int, str | None]] = [(f"processes {n}", n, None) for n in counts]
+        if args.before:
+            variants.insert(0, ("before", 1, args.before))
+        runs: dict[str, list[dict[str, float]]] = {label: [] for label, _n, _path in variants}
         for _ in range(args.runs):
-            for n in counts:
-                runs[n].append(await one_run(url, args.jobs, args.concurrency, n))
-        for n, each in runs.items():
+            for label, n, path in variants:
+                runs[label].append(await one_run(url, args.jobs, args.concurrency, n, path))
+        for label, each in runs.items():
             figures = {
                 key: round(median(each, key), 3)
                 for key in ("first_request_s", "last_image_to_exit_s", "wall_s", "jobs_per_s")
             }
-            results[f"processes_{n}"] = {**figures, "runs": each}
+            results[label.replace(" ", "_")] = {**figures, "runs": each}
             print(
-                f"processes {n}: to first request {figures['first_request_s']:.3f} s, last image to exit "
+                f"{label}: to first request {figures['first_request_s']:.3f} s, last image to exit "
                 f"{figures['last_image_to_exit_s']:.3f} s, wall {figures['wall_s']:.2f} s, "
                 f"{figures['jobs_per_s']:.0f} jobs/s (median of {args.runs}, {args.jobs} jobs, "
                 f"C = {args.concurrency})"

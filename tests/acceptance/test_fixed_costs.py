@@ -26,13 +26,13 @@ NOT_ON_THE_RUN_PATH = (
     "pandas",
 )
 
-#: runs `ideobatch ARGS` as the console script does, then lists the unwanted modules it loaded
+#: runs `ideobatch ARGS` (as a call, so that it returns), then lists the unwanted modules it loaded
 WRAPPER = """
-import json, runpy, sys
+import json, sys
 unwanted, report = json.loads(sys.argv[1]), sys.argv[2]
-sys.argv = ["ideobatch", *sys.argv[3:]]
+from pipeline.cli import main
 try:
-    runpy.run_module("pipeline.cli", run_name="__main__")
+    main.main(args=sys.argv[3:], prog_name="ideobatch")
 finally:
     loaded = sorted(m for m in unwanted if m in sys.modules)
     with open(report, "w") as out:
