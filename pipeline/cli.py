@@ -321,6 +321,13 @@ def main() -> None:
     help="API base URL (overrides provider.base_url; e.g. a fake server).",
 )
 @click.option("--lock", is_flag=True, help="Refuse to start (exit 4) while another run holds this manifest.")
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Spread the run over N processes of this machine (one progress display, one summary).",
+)
 @lease_option
 @ledger_retry_option
 @json_option
@@ -335,6 +342,7 @@ def run(
     base_url: str | None,
     quiet: bool,
     lock: bool,
+    processes: int,
     lease_s: float,
     ledger_retry: str | None,
     as_json: bool,
@@ -342,6 +350,9 @@ def run(
     """Plan MANIFEST into the ledger, then work through every unfinished job (resumes)."""
     from pipeline.running import RunOptions, run_manifest
 
+    if processes > 1 and max_jobs is not None:
+        _say("error: --max-jobs counts one process's claims: it cannot be combined with --processes")
+        sys.exit(EXIT_USAGE)
     window = _window(ledger_retry)
     place = _ledger_place(manifest, ledger_url, must_exist=False)
     options = RunOptions(
@@ -356,11 +367,29 @@ def run(
         lease_s=lease_s,
         base_url=base_url,
         ledger_retry_s=window,
+        processes=processes,
     )
     code, summary = _run_async(lambda: run_manifest(options))
     _emit(summary, as_json)
     if summary.get("run", {}).get("stop_reason") == "interrupted":
         _interrupted()
+    _leave(code)
+
+
+@main.command("run-part", hidden=True)
+@click.option("--ledger", "ledger_url", envvar="IDEOBATCH_LEDGER", required=True)
+@click.option("--manifest-name", required=True)
+@click.option("--lease-s", type=float, default=DEFAULT_LEASE_S)
+@click.option("--ledger-retry-s", type=float, default=None)
+@logging_options
+def run_part(ledger_url: str, manifest_name: str, lease_s: float, ledger_retry_s: float | None) -> None:
+    """One further process of `run --processes N` (started by it): its report is a JSON line."""
+    from pipeline.parts import run_part as work
+
+    code, report = _run_async(
+        lambda: work(ledger_url, manifest_name, lease_s=lease_s, ledger_retry_s=ledger_retry_s)
+    )
+    click.echo(json.dumps(report))
     _leave(code)
 
 

@@ -21,6 +21,7 @@ from pipeline.ledger.reports import LedgerStatus
 from pipeline.ledger.repository import Ledger, opened_ledger
 from pipeline.ledger.tables import FAILED, SUCCEEDED
 from pipeline.manifest import LoadedManifest, TimeoutsConfig
+from pipeline.parts import Parts, merge, worst
 from pipeline.planning import FIRST_BATCH, Plan, load_structure, log_plan, start_plan
 from pipeline.progress import Baseline, Progress
 from pipeline.recovery import forget, kept_answers, recovery_dirs
@@ -54,6 +55,8 @@ class RunOptions:
     base_url: str | None = None
     #: seconds to wait for a ledger that does not answer (None: the manifest's, else the default)
     ledger_retry_s: float | None = None
+    #: processes of this machine the run is spread over (`pipeline.parts`)
+    processes: int = 1
 
 
 async def run_manifest(options: RunOptions) -> tuple[int, dict[str, Any]]:
@@ -87,18 +90,50 @@ async def _plan_and_execute(
         if lock and not await ledger.acquire_lock(record.id, owner, options.lease_s):
             raise LockHeld(f"another run holds the lock of manifest {settings.name}")
         planning = None if plan.complete else asyncio.create_task(_finish(plan, ledger), name="planning")
+        parts = None
+        shutdown = None
+        if options.processes > 1:
+            parts = Parts(options.processes - 1, options.ledger_url, record.name, options.lease_s, window)
+            shutdown = Shutdown()
+            shutdown.install()
+            shutdown.on_request(parts.forward)
+        spawner = asyncio.create_task(parts.start_when_planned(planning)) if parts else None
         try:
             result, summary = await execute_and_summarize(
-                ledger, owner, options, record=record, settings=settings, api_key=api_key, planning=planning
+                ledger,
+                owner,
+                options,
+                record=record,
+                settings=settings,
+                api_key=api_key,
+                planning=planning,
+                shutdown=shutdown,
+                others=parts is not None,
             )
+            code = exit_code(summary, result)
+            if parts is not None and spawner is not None:
+                await spawner
+                reports = await parts.wait()
+                for report in reports:
+                    if report.tally is not None:
+                        merge(result.tally, report.tally)
+                summary = await closing_summary(ledger, record, result)
+                code = worst([exit_code(summary, result), *(report.code for report in reports)])
+        except BaseException:
+            if spawner is not None and parts is not None:
+                spawner.cancel()
+                await parts.stop()
+            raise
         finally:
+            if shutdown is not None:
+                shutdown.uninstall()
             if planning is not None and not planning.done():  # the run failed before it could end
                 await _settle(planning, interrupted=True)
             if lock:
                 await ledger.release_lock(record.id, owner)
         if planning is not None and not planning.cancelled() and (error := planning.exception()):
             raise error
-        return exit_code(summary, result), summary
+        return code, summary
 
 
 async def _finish(plan: Plan, ledger: Ledger) -> int:
@@ -204,11 +239,14 @@ async def execute_and_summarize(
     kind: str = "run",
     shutdown: Shutdown | None = None,
     planning: asyncio.Task[int] | None = None,
+    others: bool = False,
 ) -> tuple[RunResult, dict[str, Any]]:
     """`execute`, with the summary it records as the run's end (read once, after the last job).
 
     ``planning``: the rest of ``record``'s plan, being written (it returns the
     jobs it added): the run does not end before it, and counts its jobs in.
+    ``others``: other processes work on ``record`` for this run; the progress
+    display counts their jobs in, from the ledger.
     """
     records = [record] if record is not None else await ledger.list_manifests()
     every = [settings] if settings is not None else [RunSettings.from_config(r.config) for r in records]
@@ -244,6 +282,11 @@ async def execute_and_summarize(
         planning.add_done_callback(
             lambda task: None if task.cancelled() or task.exception() else progress.add_total(task.result())
         )
+    watcher = (
+        asyncio.create_task(_watch_others(ledger, manifest_id, progress), name="others")
+        if others and manifest_id is not None
+        else None
+    )
     outcome = "crashed"
     try:
         connections = max([8, *(2 * s.limits.concurrency for s in every)])
@@ -269,6 +312,10 @@ async def execute_and_summarize(
     finally:
         if planning is not None:
             await _settle(planning, interrupted=shutdown.requested)
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(LedgerError):
+                await _look_at_others(ledger, manifest_id, progress)  # for the closing progress line
         ticker.cancel()
         progress.close()
         if own_shutdown:
@@ -286,6 +333,27 @@ async def execute_and_summarize(
             # left unended: the next run on this host marks it crashed and takes its jobs back
             log.warning("could not record how this run ended: %s", exc)
     return result, summary
+
+
+#: seconds between two looks at the ledger for what a run's other processes did
+OTHERS_POLL_S = 0.5
+
+
+async def _watch_others(ledger: Ledger, manifest_id: int, progress: Progress) -> None:
+    """Keep the progress display up to date with the jobs the run's other processes finish."""
+    while True:
+        await asyncio.sleep(OTHERS_POLL_S)
+        with contextlib.suppress(LedgerError):  # the run itself finds out and says so
+            await _look_at_others(ledger, manifest_id, progress)
+
+
+async def _look_at_others(ledger: Ledger, manifest_id: int | None, progress: Progress) -> None:
+    if manifest_id is None:
+        return
+    counts = await ledger.job_counts(manifest_id)
+    spent = (await ledger.get_manifest_by_id(manifest_id)).spent_micros
+    failed = counts.get(FAILED, 0)
+    progress.note_ledger(counts.get(SUCCEEDED, 0) + failed, failed, spent)
 
 
 async def baseline_of(ledger: Ledger, manifest_id: int | None) -> Baseline:

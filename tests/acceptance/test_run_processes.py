@@ -1,0 +1,110 @@
+"""`ideobatch run --processes N`: one command, N processes on one ledger, one summary, signals forwarded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import asyncpg
+
+from pipeline.fake_server import FakeServer
+from tests.acceptance.conftest import finish, manifest_for, start
+
+
+def jobs_body(count: int) -> str:
+    """``count`` generate jobs with prompts of their own (p0, p1, ...)."""
+    return f"  - {{op: generate, prompts: [{', '.join(f'p{i}' for i in range(count))}]}}\n"
+
+
+def requests_per_prompt(server: FakeServer) -> Counter[str]:
+    """How many calls the fake server got for each prompt."""
+    return Counter(entry.fields["prompt"] for entry in server.state.log if entry.fields)
+
+
+async def ledger_runs(url: str) -> list[tuple[str, str | None]]:
+    """(kind, outcome) of every run the ledger recorded (SQLite or PostgreSQL)."""
+    if url.startswith("sqlite"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"), timeout=10)) as db:
+            return [(r[0], r[1]) for r in db.execute("SELECT kind, outcome FROM runs ORDER BY id")]
+
+    conn = await asyncpg.connect(url)
+    try:
+        return [(r[0], r[1]) for r in await conn.fetch("SELECT kind, outcome FROM runs ORDER BY id")]
+    finally:
+        await conn.close()
+
+
+async def test_two_processes_do_every_job_once_with_one_summary(
+    tmp_path: Path, server: FakeServer, ledger_url: str
+) -> None:
+    """--processes 2: every job done once (one request each), by two processes, one JSON summary."""
+    server.set_faults(latency_ms=30, latency_dist="fixed")
+    jobs = 120
+    manifest = manifest_for(tmp_path, server, jobs_body(jobs), extra="limits:\n  concurrency: 6\n")
+    process = await start(
+        "run", str(manifest), "--ledger", ledger_url, "--processes", "2", "--json", cwd=tmp_path
+    )
+    code, out, err = await finish(process, limit_s=60)
+    assert code == 0, err
+    [line] = out.splitlines()  # one summary
+    summary = json.loads(line)
+    assert summary["jobs"]["succeeded"] == jobs
+    assert summary["run"]["succeeded"] == jobs  # this run's figures: both processes'
+    assert requests_per_prompt(server) == Counter({f"p{i}": 1 for i in range(jobs)})
+    assert await ledger_runs(ledger_url) == [("run", "finished"), ("run", "finished")]
+    assert "Traceback" not in err, err
+
+
+async def test_two_processes_keep_under_the_accounts_cap(tmp_path: Path, server: FakeServer) -> None:
+    """The cap on images in flight is the account's: two processes together never pass it (no 429)."""
+    server.set_faults(latency_ms=60, latency_dist="fixed", inflight_limit=4)
+    jobs = 60
+    manifest = manifest_for(tmp_path, server, jobs_body(jobs), extra="limits:\n  concurrency: 4\n")
+    ledger = f"sqlite:///{tmp_path}/ledger.db"
+    process = await start(
+        "run", str(manifest), "--ledger", ledger, "--processes", "2", "--json", cwd=tmp_path
+    )
+    code, _out, err = await finish(process, limit_s=60)
+    assert code == 0, err
+    stats = server.state.stats()
+    assert stats["by_status"] == {"200": jobs}
+    assert stats["max_inflight_images"] <= 4
+    assert len(await ledger_runs(ledger)) == 2
+
+
+async def test_ctrl_c_drains_every_process_and_a_resume_finishes_without_duplicates(
+    tmp_path: Path, server: FakeServer
+) -> None:
+    """SIGINT to the command: both processes finish their calls in flight and stop; a resume does the rest."""
+    server.set_faults(latency_ms=400, latency_dist="fixed")
+    jobs = 60
+    manifest = manifest_for(tmp_path, server, jobs_body(jobs), extra="limits:\n  concurrency: 6\n")
+    ledger = f"sqlite:///{tmp_path}/ledger.db"
+    args = ("run", str(manifest), "--ledger", ledger, "--processes", "2", "--json")
+    process = await start(*args, cwd=tmp_path)
+    # both processes have calls in flight (the second one's runs row exists once it claims)
+    await server.state.wait_until(lambda s: s.stats()["inflight_images"] >= 6, timeout_s=30)
+    for _ in range(600):
+        if len(await ledger_runs(ledger)) == 2:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    code, out, err = await finish(process, limit_s=30)
+    assert code == 3, err
+    summary = json.loads(out)
+    assert summary["jobs"]["running"] == 0
+    assert summary["in_doubt"] == 0  # drained: every call sent was answered and recorded
+    assert 0 < summary["jobs"]["succeeded"] < jobs
+    assert await ledger_runs(ledger) == [("run", "interrupted"), ("run", "interrupted")]
+    assert "resume with" in err
+    server.set_faults(latency_ms=0)
+    code, out, err = await finish(await start(*args, cwd=tmp_path), limit_s=60)
+    assert code == 0, err
+    assert json.loads(out)["jobs"]["succeeded"] == jobs
+    assert requests_per_prompt(server) == Counter({f"p{i}": 1 for i in range(jobs)})
