@@ -164,19 +164,33 @@ async def run_part(
     from pipeline.ledger.repository import opened_ledger
     from pipeline.running import RunOptions, execute_and_summarize, new_owner
     from pipeline.settings import RunSettings
+    from pipeline.signals import Shutdown
     from pipeline.summary import exit_code
 
-    async with opened_ledger(ledger_url, retry_window_s=ledger_retry_s) as ledger:
-        record = await ledger.get_manifest(manifest)
-        if record is None:
-            raise UsageError(f"the ledger has no manifest {manifest!r}")
-        settings = RunSettings.from_config(record.config)
-        api_key = settings.api_key()
-        logs.redact(api_key)
-        options = RunOptions(manifest="", ledger_url=ledger_url, quiet=True, lease_s=lease_s)
-        with logs.manifest_context(settings.name):
-            result, summary = await execute_and_summarize(
-                ledger, new_owner(), options, record=record, settings=settings, api_key=api_key
-            )
+    # the parent's signals are handled from the start: one that came before its run is registered
+    # would otherwise interrupt it anywhere
+    shutdown = Shutdown()
+    shutdown.install()
+    try:
+        async with opened_ledger(ledger_url, retry_window_s=ledger_retry_s) as ledger:
+            record = await ledger.get_manifest(manifest)
+            if record is None:
+                raise UsageError(f"the ledger has no manifest {manifest!r}")
+            settings = RunSettings.from_config(record.config)
+            api_key = settings.api_key()
+            logs.redact(api_key)
+            options = RunOptions(manifest="", ledger_url=ledger_url, quiet=True, lease_s=lease_s)
+            with logs.manifest_context(settings.name):
+                result, summary = await execute_and_summarize(
+                    ledger,
+                    new_owner(),
+                    options,
+                    record=record,
+                    settings=settings,
+                    api_key=api_key,
+                    shutdown=shutdown,
+                )
+    finally:
+        shutdown.uninstall()
     report = {"tally": tally_json(result.tally), "stop_reason": result.stop_reason}
     return exit_code(summary, result), report

@@ -29,8 +29,14 @@ def requests_per_prompt(server: FakeServer) -> Counter[str]:
 async def ledger_runs(url: str) -> list[tuple[str, str | None]]:
     """(kind, outcome) of every run the ledger recorded (SQLite or PostgreSQL)."""
     if url.startswith("sqlite"):
-        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"), timeout=10)) as db:
-            return [(r[0], r[1]) for r in db.execute("SELECT kind, outcome FROM runs ORDER BY id")]
+        file = Path(url.removeprefix("sqlite:///"))
+        if not file.exists():
+            return []  # not made yet (a connection here must not make it)
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{file}?mode=ro", uri=True, timeout=10)) as db:
+                return [(r[0], r[1]) for r in db.execute("SELECT kind, outcome FROM runs ORDER BY id")]
+        except sqlite3.OperationalError:
+            return []  # its tables are being made
 
     conn = await asyncpg.connect(url)
     try:
@@ -108,3 +114,38 @@ async def test_ctrl_c_drains_every_process_and_a_resume_finishes_without_duplica
     assert code == 0, err
     assert json.loads(out)["jobs"]["succeeded"] == jobs
     assert requests_per_prompt(server) == Counter({f"p{i}": 1 for i in range(jobs)})
+
+
+async def test_a_second_ctrl_c_cancels_the_calls_of_every_process(tmp_path: Path, server: FakeServer) -> None:
+    """SIGINT twice to the command: every process cancels its calls; their jobs stay pending, in doubt."""
+    server.set_faults(latency_ms=20_000, latency_dist="fixed")
+    manifest = manifest_for(tmp_path, server, jobs_body(20), extra="limits:\n  concurrency: 6\n")
+    ledger = f"sqlite:///{tmp_path}/ledger.db"
+    process = await start(
+        "run", str(manifest), "--ledger", ledger, "--processes", "2", "--json", "--quiet", cwd=tmp_path
+    )
+    for _ in range(600):  # the second process has joined in
+        if len(await ledger_runs(ledger)) == 2:
+            break
+        await asyncio.sleep(0.05)
+    await server.state.wait_until(lambda s: s.stats()["inflight_images"] >= 6, timeout_s=30)
+    process.send_signal(signal.SIGINT)
+    await asyncio.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    code, out, err = await finish(process, limit_s=15)
+    assert code == 3, err
+    summary = json.loads(out)
+    assert summary["jobs"] == {"pending": 20, "running": 0, "succeeded": 0, "failed": 0}
+    assert summary["in_doubt"] == 6  # the calls in flight, in both processes
+    assert await ledger_runs(ledger) == [("run", "interrupted"), ("run", "interrupted")]
+
+
+async def test_max_jobs_is_refused_with_processes(tmp_path: Path, server: FakeServer) -> None:
+    """--max-jobs counts one process's claims: with --processes it is a usage error, nothing sent."""
+    manifest = manifest_for(tmp_path, server, jobs_body(3))
+    process = await start("run", str(manifest), "--processes", "2", "--max-jobs", "1", cwd=tmp_path)
+    code, _out, err = await finish(process)
+    assert code == 2
+    assert "--max-jobs" in err
+    assert "Traceback" not in err
+    assert server.state.log == []
