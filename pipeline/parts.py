@@ -29,6 +29,7 @@ from typing import Any
 from pipeline import logs
 from pipeline.exit_codes import EXIT_ABORTED, EXIT_FAILED_JOBS, EXIT_OK, EXIT_UNUSABLE
 from pipeline.results import RunTally
+from pipeline.signals import Shutdown
 
 log = logging.getLogger("ideobatch")
 
@@ -156,6 +157,19 @@ class Parts:
             await self.wait()
 
 
+#: seconds between two looks at whether the run's process is still there
+PARENT_POLL_S = 0.5
+
+
+async def _drain_when_orphaned(shutdown: Shutdown, parent: int) -> None:
+    """Drain (as on a first Ctrl-C) if the run's process dies: nobody would show or sum our work."""
+    while True:
+        await asyncio.sleep(PARENT_POLL_S)
+        if os.getppid() != parent:
+            shutdown.request("the run's process ended")
+            return
+
+
 async def run_part(
     ledger_url: str, manifest: str, *, lease_s: float, ledger_retry_s: float | None
 ) -> tuple[int, dict[str, Any]]:
@@ -164,13 +178,13 @@ async def run_part(
     from pipeline.ledger.repository import opened_ledger
     from pipeline.running import RunOptions, execute_and_summarize, new_owner
     from pipeline.settings import RunSettings
-    from pipeline.signals import Shutdown
     from pipeline.summary import exit_code
 
     # the parent's signals are handled from the start: one that came before its run is registered
     # would otherwise interrupt it anywhere
     shutdown = Shutdown()
     shutdown.install()
+    orphaned = asyncio.create_task(_drain_when_orphaned(shutdown, os.getppid()), name="parent-watch")
     try:
         async with opened_ledger(ledger_url, retry_window_s=ledger_retry_s) as ledger:
             record = await ledger.get_manifest(manifest)
@@ -191,6 +205,7 @@ async def run_part(
                     shutdown=shutdown,
                 )
     finally:
+        orphaned.cancel()
         shutdown.uninstall()
     report = {"tally": tally_json(result.tally), "stop_reason": result.stop_reason}
     return exit_code(summary, result), report

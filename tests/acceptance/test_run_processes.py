@@ -149,3 +149,38 @@ async def test_max_jobs_is_refused_with_processes(tmp_path: Path, server: FakeSe
     assert "--max-jobs" in err
     assert "Traceback" not in err
     assert server.state.log == []
+
+
+async def test_the_other_processes_drain_when_the_command_is_killed(
+    tmp_path: Path, server: FakeServer
+) -> None:
+    """SIGKILL to the command: its other process finishes its calls and stops; a resume does the rest."""
+    server.set_faults(latency_ms=300, latency_dist="fixed")
+    jobs = 60
+    manifest = manifest_for(tmp_path, server, jobs_body(jobs), extra="limits:\n  concurrency: 6\n")
+    ledger = f"sqlite:///{tmp_path}/ledger.db"
+    args = ("run", str(manifest), "--ledger", ledger, "--processes", "2", "--json")
+    process = await start(*args, cwd=tmp_path)
+    for _ in range(600):
+        if len(await ledger_runs(ledger)) == 2:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    process.kill()
+    await process.wait()
+    for _ in range(200):  # the other process notices, drains and records how it ended
+        if ("run", "interrupted") in await ledger_runs(ledger):
+            break
+        await asyncio.sleep(0.05)
+    killed, other = await ledger_runs(ledger)
+    assert killed in (("run", None), ("run", "crashed"))  # the other may have seen it die
+    assert other == ("run", "interrupted")
+    server.set_faults(latency_ms=0)
+    code, out, err = await finish(await start(*args, cwd=tmp_path), limit_s=60)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["jobs"]["succeeded"] == jobs
+    # re-sent: only the killed process's calls in flight, each counted in doubt
+    resent = sum(count - 1 for count in requests_per_prompt(server).values())
+    assert resent == summary["in_doubt"]
+    assert set(requests_per_prompt(server)) == {f"p{i}" for i in range(jobs)}
