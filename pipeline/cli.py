@@ -383,8 +383,18 @@ def run(
 @click.option("--ledger-retry-s", type=float, default=None)
 @logging_options
 def run_part(ledger_url: str, manifest_name: str, lease_s: float, ledger_retry_s: float | None) -> None:
-    """One further process of `run --processes N` (started by it): its report is a JSON line."""
+    """One further process of `run --processes N` (started by it): its report is a JSON line.
+
+    It loads, then waits for ``go`` on stdin (the plan is complete); without
+    it (stdin closed: the run stopped first) it ends at once, having done nothing.
+    """
+    importlib.import_module("pipeline.running")  # loaded while the run plans, not after
     from pipeline.parts import run_part as work
+
+    if sys.stdin.readline().strip() != "go":
+        click.echo(json.dumps({"tally": {}}))
+        _leave(0)
+        return
 
     code, report = _run_async(
         lambda: work(ledger_url, manifest_name, lease_s=lease_s, ledger_retry_s=ledger_retry_s)

@@ -1,9 +1,11 @@
 """`ideobatch run --processes N`: one run spread over N processes of this machine, on one ledger.
 
-The command's process plans the manifest and works on it like any run. Once
-the plan is complete it starts N-1 hidden `ideobatch run-part` processes,
-each in a session of its own (a Ctrl-C typed at the terminal reaches the
-parent only), that claim jobs of the same manifest from the same ledger with
+The command's process starts N-1 hidden `ideobatch run-part` processes at
+once, each in a session of its own (a Ctrl-C typed at the terminal reaches
+the parent only), so that they load while it plans; each waits for a ``go``
+line on its stdin, sent once the plan is complete (stdin closed without it:
+the process ends having done nothing). It plans the manifest and works on it
+like any run; the others claim jobs of the same manifest from the same ledger with
 the settings the plan stored there, and so share the provider account's cap
 on images in flight through the ledger (`pipeline.account_slots`), as
 `worker` processes do. The parent forwards each SIGINT/SIGTERM it gets to
@@ -88,6 +90,7 @@ class Parts:
     ledger_retry_s: float | None = None
     processes: list[asyncio.subprocess.Process] = field(default_factory=list)
     _signals: list[str] = field(default_factory=list)
+    _released: bool = False
 
     def command(self) -> list[str]:
         """The command line of one part.
@@ -103,31 +106,57 @@ class Parts:
         args += ["--log-format", "json" if logs.is_json() else "text"]
         return args
 
-    async def start(self) -> None:
-        """Start the parts (none once a stop was asked for)."""
+    async def spawn(self) -> None:
+        """Start the parts: they load, then wait for `release`."""
         for _ in range(self.count):
-            if self._signals:
-                return
             process = await asyncio.create_subprocess_exec(
                 *self.command(),
                 env={**os.environ, "IDEOBATCH_LEDGER": self.ledger_url},
+                stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 start_new_session=True,  # a terminal's Ctrl-C reaches the parent, which forwards it
             )
             self.processes.append(process)
+
+    def _tell(self, go: bool) -> None:
+        for process in self.processes:
+            if process.stdin is not None and not process.stdin.is_closing():
+                with contextlib.suppress(OSError):
+                    if go:
+                        process.stdin.write(b"go\n")
+                    process.stdin.close()
+
+    def release(self) -> None:
+        """Let the parts work (the plan is complete in the ledger)."""
+        if self._released or self._signals:
+            return
+        self._released = True
+        self._tell(go=True)
         log.info("working in %d processes", len(self.processes) + 1)
 
-    async def start_when_planned(self, planning: asyncio.Task[Any] | None) -> None:
-        """Start the parts once the plan beside the run is complete (if it completes)."""
+    def hold_back(self) -> None:
+        """Tell parts not yet released to end without working."""
+        if not self._released:
+            self._tell(go=False)
+
+    async def release_when_planned(self, planning: asyncio.Task[Any] | None) -> None:
+        """Release the parts once the plan beside the run is complete; hold them back if it fails."""
         if planning is not None:
             await asyncio.wait({planning})
             if planning.cancelled() or planning.exception() is not None:
+                self.hold_back()
                 return
-        await self.start()
+        self.release()
 
     def forward(self, name: str) -> None:
-        """Send the parts the signal this process got (SIGINT or SIGTERM; another name: SIGINT)."""
+        """Send the parts the signal this process got (SIGINT or SIGTERM; another name: SIGINT).
+
+        Parts not yet released are held back instead: they end without working.
+        """
         self._signals.append(name)
+        if not self._released:
+            self.hold_back()
+            return
         number = signal.SIGTERM if name == "SIGTERM" else signal.SIGINT
         for process in self.processes:
             if process.returncode is None:
@@ -135,7 +164,8 @@ class Parts:
                     process.send_signal(number)
 
     async def wait(self) -> list[PartReport]:
-        """Wait for every part to end; their exit codes and tallies."""
+        """Wait for every part to end (those not released are held back); their exit codes and tallies."""
+        self.hold_back()
         reports = []
         for process in self.processes:
             out, _err = await process.communicate()
@@ -151,7 +181,7 @@ class Parts:
         return reports
 
     async def stop(self) -> None:
-        """Drain the parts (SIGTERM) and wait for them: the parent is going away."""
+        """Drain the parts (SIGTERM; hold back those not released) and wait: the parent is going away."""
         self.forward("SIGTERM")
         with contextlib.suppress(Exception):
             await self.wait()

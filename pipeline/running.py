@@ -71,12 +71,27 @@ async def run_manifest(options: RunOptions) -> tuple[int, dict[str, Any]]:
     api_key = settings.api_key()
     logs.redact(api_key)
     window = options.ledger_retry_s if options.ledger_retry_s is not None else settings.retry.ledger_retry
-    with logs.manifest_context(settings.name):
-        return await _plan_and_execute(loaded, settings, api_key, window, options)
+    parts = None
+    if options.processes > 1:
+        # started now, to load while this process plans; they work once the plan is complete
+        parts = Parts(options.processes - 1, options.ledger_url, settings.name, options.lease_s, window)
+        await parts.spawn()
+    try:
+        with logs.manifest_context(settings.name):
+            return await _plan_and_execute(loaded, settings, api_key, window, options, parts)
+    except BaseException:
+        if parts is not None:
+            await parts.stop()
+        raise
 
 
 async def _plan_and_execute(
-    loaded: LoadedManifest, settings: RunSettings, api_key: str, window: float | None, options: RunOptions
+    loaded: LoadedManifest,
+    settings: RunSettings,
+    api_key: str,
+    window: float | None,
+    options: RunOptions,
+    parts: Parts | None,
 ) -> tuple[int, dict[str, Any]]:
     async with opened_ledger(options.ledger_url, retry_window_s=window) as ledger:
         # the first jobs are claimable at once; the others are planned while they run
@@ -90,14 +105,12 @@ async def _plan_and_execute(
         if lock and not await ledger.acquire_lock(record.id, owner, options.lease_s):
             raise LockHeld(f"another run holds the lock of manifest {settings.name}")
         planning = None if plan.complete else asyncio.create_task(_finish(plan, ledger), name="planning")
-        parts = None
         shutdown = None
-        if options.processes > 1:
-            parts = Parts(options.processes - 1, options.ledger_url, record.name, options.lease_s, window)
+        if parts is not None:
             shutdown = Shutdown()
             shutdown.install()
             shutdown.on_request(parts.forward)
-        spawner = asyncio.create_task(parts.start_when_planned(planning)) if parts else None
+        releaser = asyncio.create_task(parts.release_when_planned(planning)) if parts else None
         try:
             result, summary = await execute_and_summarize(
                 ledger,
@@ -111,8 +124,8 @@ async def _plan_and_execute(
                 others=parts is not None,
             )
             code = exit_code(summary, result)
-            if parts is not None and spawner is not None:
-                await spawner
+            if parts is not None and releaser is not None:
+                await releaser
                 reports = await parts.wait()
                 for report in reports:
                     if report.tally is not None:
@@ -120,9 +133,8 @@ async def _plan_and_execute(
                 summary = await closing_summary(ledger, record, result)
                 code = worst([exit_code(summary, result), *(report.code for report in reports)])
         except BaseException:
-            if spawner is not None and parts is not None:
-                spawner.cancel()
-                await parts.stop()
+            if releaser is not None:
+                releaser.cancel()
             raise
         finally:
             if shutdown is not None:

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import asyncpg
+import psutil
 
 from pipeline.fake_server import FakeServer
 from tests.acceptance.conftest import finish, manifest_for, start
@@ -19,6 +20,16 @@ from tests.acceptance.conftest import finish, manifest_for, start
 def jobs_body(count: int) -> str:
     """``count`` generate jobs with prompts of their own (p0, p1, ...)."""
     return f"  - {{op: generate, prompts: [{', '.join(f'p{i}' for i in range(count))}]}}\n"
+
+
+def run_parts_in(folder: Path) -> list[int]:
+    """Pids of `run-part` processes working in ``folder``."""
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if "run-part" in (process.info["cmdline"] or []) and Path(process.cwd()) == folder:
+                found.append(process.info["pid"])
+    return found
 
 
 def requests_per_prompt(server: FakeServer) -> Counter[str]:
@@ -100,6 +111,7 @@ async def test_ctrl_c_drains_every_process_and_a_resume_finishes_without_duplica
             break
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)
+    assert len(run_parts_in(tmp_path)) == 1
     process.send_signal(signal.SIGINT)
     code, out, err = await finish(process, limit_s=30)
     assert code == 3, err
@@ -108,6 +120,7 @@ async def test_ctrl_c_drains_every_process_and_a_resume_finishes_without_duplica
     assert summary["in_doubt"] == 0  # drained: every call sent was answered and recorded
     assert 0 < summary["jobs"]["succeeded"] < jobs
     assert await ledger_runs(ledger) == [("run", "interrupted"), ("run", "interrupted")]
+    assert run_parts_in(tmp_path) == []
     assert "resume with" in err
     server.set_faults(latency_ms=0)
     code, out, err = await finish(await start(*args, cwd=tmp_path), limit_s=60)
@@ -184,3 +197,18 @@ async def test_the_other_processes_drain_when_the_command_is_killed(
     resent = sum(count - 1 for count in requests_per_prompt(server).values())
     assert resent == summary["in_doubt"]
     assert set(requests_per_prompt(server)) == {f"p{i}" for i in range(jobs)}
+
+
+async def test_a_manifest_error_found_while_planning_ends_every_process(
+    tmp_path: Path, server: FakeServer
+) -> None:
+    """A bad prompts row (found when the plan validates): exit 2, file:line, the other process ends too."""
+    (tmp_path / "rows.csv").write_text("prompt,seed\na cat,11\na dog,abc\n")
+    manifest = manifest_for(tmp_path, server, "  - {op: generate, prompts: rows.csv}\n")
+    process = await start("run", str(manifest), "--processes", "3", cwd=tmp_path)
+    code, _out, err = await finish(process, limit_s=30)
+    assert code == 2, err
+    assert "rows.csv:3: seed" in err
+    assert "Traceback" not in err
+    assert server.state.log == []
+    assert run_parts_in(tmp_path) == []  # none left behind (they would run in the test's folder)
