@@ -104,6 +104,9 @@ class Parts:
         if self.ledger_retry_s is not None:
             args += ["--ledger-retry-s", repr(self.ledger_retry_s)]
         args += ["--log-format", "json" if logs.is_json() else "text"]
+        for handler in log.handlers:  # their warnings and errors go to the run's log file too
+            if isinstance(handler, logging.FileHandler):
+                args += ["--log-file", handler.baseFilename]
         return args
 
     async def spawn(self) -> None:
