@@ -152,7 +152,7 @@ class JobRunner:
         self.lease_s = lease_s
         self.base_url = base_url
         self.only = manifest.id if manifest is not None else None
-        self.batcher = WriteBatcher(ledger, owner, run_id)
+        self.batcher = WriteBatcher(ledger, owner, run_id, lease_s=lease_s)
         self.result = RunResult(progress.tally)
         self._manifests: dict[int, _Manifest] = {}
         self._accounts: dict[tuple[str, str], _Account] = {}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
@@ -19,9 +20,11 @@ from sqlalchemy import (
     update,
 )
 
+from pipeline.leases import DEFAULT_LEASE_S
 from pipeline.ledger.accounts import drop_slots, renew_slots
 from pipeline.ledger.base import LedgerBase, grouped, id_chunks, job_row_values
 from pipeline.ledger.faults import verb
+from pipeline.ledger.late_answers import EXTRA_MESSAGE, results_count, sort_answers
 from pipeline.ledger.records import (
     Claim,
     ClaimedJob,
@@ -39,12 +42,13 @@ from pipeline.ledger.tables import (
     SUCCEEDED,
     attempts,
     descriptions,
+    images,
     jobs,
     manifests,
     runs,
 )
 from pipeline.recovery import KeptAnswer
-from pipeline.results import IMAGE_DOWNLOADED, IMAGE_PENDING, IMAGE_WITHHELD, ApiResult
+from pipeline.results import IMAGE_DOWNLOADED, IMAGE_PENDING, IMAGE_WITHHELD, ApiResult, DownloadOutcome
 
 
 class _HasJobId(Protocol):
@@ -279,18 +283,136 @@ class Execution(LedgerBase):
         return await self._transact(record)
 
     @verb
-    async def record_responses(self, owner: str, responses: Sequence[Response]) -> set[int]:
-        """Record paid answers (images still to download); returns the job ids recorded."""
+    async def record_responses(
+        self, owner: str, responses: Sequence[Response], lease_s: float = DEFAULT_LEASE_S
+    ) -> dict[int, int | None]:
+        """Record paid answers (images still to download), whoever holds their jobs now.
 
-        def record(conn: Connection) -> set[int]:
-            owned, kept = self._owned_writes(conn, owner, responses)
-            # an answer already recorded (the verb run again after a commit whose reply was lost)
-            kept = [r for r in kept if owned[r.job_id].response_at is None]
-            moves = self._store_responses(conn, owned, kept, mark_paid=True)
-            self._move_money(conn, moves)
-            return {r.job_id for r in responses if r.job_id in owned}
+        Returns, per job recorded, None when the answer is the job's own (its
+        caller downloads the images and completes the job), or the index its
+        images and descriptions were numbered from when it was recorded as an
+        *extra* answer (its caller downloads them; the job is another's).
+
+        A paid answer is never refused (`pipeline.ledger.late_answers`): a job
+        whose lease ran out while its call was in flight still gets it.
+        """
+
+        def record(conn: Connection) -> dict[int, int | None]:
+            return self._record_answers(conn, owner, responses, time.time(), lease_s)
 
         return await self._transact(record)
+
+    def _record_answers(
+        self, conn: Connection, owner: str, responses: Sequence[Response], now: float, lease_s: float
+    ) -> dict[int, int | None]:
+        rows: dict[int, Any] = {}
+        for part in id_chunks(sorted({r.job_id for r in responses})):  # one lock order: no deadlocks
+            query = select(
+                jobs.c.id,
+                jobs.c.manifest_id,
+                jobs.c.state,
+                jobs.c.lease_owner,
+                jobs.c.reserved_micros,
+                jobs.c.response_at,
+            ).where(jobs.c.id.in_(part))
+            rows.update({r.id: r for r in conn.execute(self._locked(query.order_by(jobs.c.id)))})
+        answers = sort_answers(owner, responses, rows, self._answered(conn, responses))
+        moves = self._store_responses(conn, rows, [*answers.own, *answers.taken], mark_paid=True)
+        recorded: dict[int, int | None] = {r.job_id: None for r in [*answers.own, *answers.taken]}
+        for part in id_chunks([r.job_id for r in answers.taken]):
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(part))
+                .values(state=RUNNING, lease_owner=owner, lease_expires_at=now + lease_s, updated_at=now)
+            )
+        recorded.update(self._store_extras(conn, rows, answers.extra, moves, now))
+        for part in id_chunks([r.attempt_id for r in answers.extra if r.attempt_id is not None]):
+            conn.execute(update(attempts).where(attempts.c.id.in_(part)).values(message=EXTRA_MESSAGE))
+        for response in answers.again:
+            recorded[response.job_id] = self._numbered_from(conn, owner, rows[response.job_id], response)
+        self._move_money(conn, moves)
+        return recorded
+
+    def _answered(self, conn: Connection, responses: Sequence[Response]) -> set[int]:
+        """The attempts among ``responses``' whose answer is recorded already."""
+        ids = [r.attempt_id for r in responses if r.attempt_id is not None]
+        found: set[int] = set()
+        for part in id_chunks(ids):
+            query = select(attempts.c.id).where(
+                attempts.c.id.in_(part), attempts.c.http_status >= 200, attempts.c.http_status < 300
+            )
+            found.update(r.id for r in conn.execute(query))
+        return found
+
+    def _store_extras(
+        self,
+        conn: Connection,
+        rows: dict[int, Any],
+        responses: Sequence[Response],
+        moves: dict[int, tuple[int, int]],
+        now: float,
+    ) -> dict[int, int]:
+        """Add extra answers to their jobs, numbered after what each has; their first numbers."""
+        first: dict[int, int] = {}
+        following: dict[int, int] = {}
+        for response in responses:
+            job_id = response.job_id
+            start = following.get(job_id)
+            if start is None:
+                start = self._next_index(conn, job_id)
+            following[job_id] = start + results_count(response)
+            first[job_id] = start
+            result = response.result
+            shifted = replace(result, images=tuple(replace(i, index=i.index + start) for i in result.images))
+            self._insert_results(conn, [(job_id, shifted)], description_from=start)
+            if response.attempt_id is not None:
+                conn.execute(
+                    self._sql.answered,
+                    {"b_ids": [response.attempt_id], "b_status": response.http_status, "b_now": now},
+                )
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(cost_micros=jobs.c.cost_micros + response.cost_micros, updated_at=now)
+            )
+            manifest_id = rows[job_id].manifest_id
+            spent, reserved = moves.get(manifest_id, (0, 0))
+            moves[manifest_id] = (spent + response.cost_micros, reserved)
+        return first
+
+    def _next_index(self, conn: Connection, job_id: int) -> int:
+        """The number after the highest of a job's images and descriptions (0 with none)."""
+        highest = [
+            conn.execute(select(func.max(table.c.index)).where(table.c.job_id == job_id)).scalar()
+            for table in (images, descriptions)
+        ]
+        return max((int(h) for h in highest if h is not None), default=-1) + 1
+
+    def _numbered_from(self, conn: Connection, owner: str, row: Any, response: Response) -> int | None:
+        """What `record_responses` answered when it recorded ``response`` the first time."""
+        own = row.state == RUNNING and row.lease_owner == owner
+        shown = next((i for i in response.result.images if i.url), None)
+        if shown is None:
+            return None if own else 0
+        index = conn.execute(
+            select(images.c.index).where(images.c.job_id == response.job_id, images.c.remote_url == shown.url)
+        ).scalar()
+        start = 0 if index is None else int(index) - shown.index
+        return None if own and start == 0 else start
+
+    @verb
+    async def record_downloads(self, job_id: int, found: Sequence[DownloadOutcome]) -> None:
+        """Record the downloads of an extra answer's images (the job need not be leased to the caller)."""
+        rows = [
+            (o.state, o.path, o.sha256, o.bytes, o.width, o.height, o.error, job_id, o.index) for o in found
+        ]
+        if not rows:
+            return
+
+        def work(conn: Connection) -> None:
+            conn.exec_driver_sql(self._driver.downloaded, rows)
+
+        await self._transact(work)
 
     def _store_responses(
         self, conn: Connection, owned: dict[int, Any], responses: Sequence[Response], *, mark_paid: bool
@@ -321,8 +443,13 @@ class Execution(LedgerBase):
             moves[row.manifest_id] = (spent + response.cost_micros, reserved - row.reserved_micros)
         return moves
 
-    def _insert_results(self, conn: Connection, results: Sequence[tuple[int, ApiResult]]) -> None:
-        """Insert the images (as driver SQL: there are many) and descriptions of answers."""
+    def _insert_results(
+        self, conn: Connection, results: Sequence[tuple[int, ApiResult]], *, description_from: int = 0
+    ) -> None:
+        """Insert the images (as driver SQL: there are many) and descriptions of answers.
+
+        The descriptions are numbered from ``description_from`` (an extra answer's follow the job's).
+        """
         image_rows = [
             (
                 job_id,
@@ -343,7 +470,7 @@ class Execution(LedgerBase):
         text_rows = [
             {"job_id": job_id, "index": i, "text": text}
             for job_id, result in results
-            for i, text in enumerate(result.descriptions)
+            for i, text in enumerate(result.descriptions, start=description_from)
         ]
         if text_rows:
             conn.execute(insert(descriptions), text_rows)

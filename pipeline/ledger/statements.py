@@ -253,7 +253,8 @@ class Statements:
                     bindparam("b_now", type_=Float),
                     true(),
                     false(),
-                ).where(among(jobs.c.id), leased),
+                    # a job whose paid answer is recorded is never sent again (`late_answers`)
+                ).where(among(jobs.c.id), leased, jobs.c.response_at.is_(None)),
             )
             .returning(attempts.c.id, attempts.c.job_id)
         )
@@ -266,7 +267,14 @@ class Statements:
         self.answered = (
             update(attempts)
             .where(among(attempts.c.id))
-            .values(ended_at=bindparam("b_now"), http_status=bindparam("b_status"))
+            .values(
+                ended_at=bindparam("b_now"),
+                http_status=bindparam("b_status"),
+                # answered after all, though a reclaim had ended it "in doubt" (`late_answers`)
+                in_doubt=false(),
+                error_kind=None,
+                message=None,
+            )
         )
         self.paid = (
             update(jobs)

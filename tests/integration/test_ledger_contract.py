@@ -405,7 +405,7 @@ async def test_record_responses_stores_images_descriptions_and_spend(ledger: Led
             ),
         ],
     )
-    assert done == {generate.id, describe.id}
+    assert done == {generate.id: None, describe.id: None}
     stored = await ledger.images_of(generate.id)
     assert [(i.index, i.state, i.is_image_safe) for i in stored] == [
         (0, IMAGE_PENDING, True),
@@ -613,10 +613,14 @@ async def test_reclaim_expired_returns_jobs_and_counts_sent_attempts_in_doubt(le
     assert (await ledger.get_manifest_by_id(record.id)).reserved_micros == 0
 
 
-async def test_a_worker_whose_lease_was_reclaimed_cannot_write(
+async def test_a_worker_whose_lease_was_reclaimed_cannot_write_but_its_paid_answer_is_kept(
     ledger: Ledger, record: ManifestRecord
 ) -> None:
-    """After its lease is reclaimed, every write-back of the old worker is refused."""
+    """After its lease is reclaimed, the old worker's write-backs are refused, but for a paid answer.
+
+    The answer is recorded and the old worker takes the job back: the new one
+    can no longer send a request for it (`pipeline.ledger.late_answers`).
+    """
     await plan(ledger, record, many(1))
     now = time.time()
     job = await claim_one(ledger, record, owner="old", now=now)
@@ -626,15 +630,20 @@ async def test_a_worker_whose_lease_was_reclaimed_cannot_write(
     assert taken.id == job.id
     response = Response(job.id, attempt_id, images_result(True), COST)
     assert await ledger.record_attempts("old", None, [job.id]) == {}
-    assert await ledger.record_responses("old", [response]) == set()
-    assert await ledger.complete_jobs("old", [Completion(job.id, response=response)]) == set()
+    assert await ledger.complete_jobs("old", [Completion(job.id)]) == set()
     assert (
         await ledger.settle_attempts("old", [Outcome(job.id, attempt_id, "timeout", "t")], final=True)
         == set()
     )
     assert await ledger.images_of(job.id) == []
-    assert await ledger.job_states(record.id, [job.key]) == {job.key: "running"}
-    assert await ledger.complete_jobs("new", [Completion(job.id, response=response)]) == {job.id}
+    assert await ledger.record_responses("old", [response]) == {job.id: None}
+    assert await ledger.record_attempts("new", None, [job.id]) == {}
+    assert len(await ledger.images_of(job.id)) == 1
+    assert await ledger.complete_jobs("new", [Completion(job.id)]) == set()
+    assert await ledger.complete_jobs("old", [Completion(job.id, [downloaded(0)])]) == {job.id}
+    assert await ledger.job_states(record.id, [job.key]) == {job.key: "succeeded"}
+    assert (await ledger.status(record.id)).in_doubt == 0
+    assert (await ledger.get_manifest_by_id(record.id)).spent_micros == COST
 
 
 async def test_write_batcher_raises_lease_lost_for_a_reclaimed_job(

@@ -1,0 +1,109 @@
+"""Paid answers that arrive after their job's lease passed to another worker (`late_answers`).
+
+Both backends; expired leases are simulated with a ``now`` in the future.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pipeline.ledger.late_answers import EXTRA_MESSAGE
+from pipeline.ledger.records import ClaimedJob, Completion, ManifestRecord, Response
+from pipeline.ledger.repository import Ledger
+from pipeline.results import IMAGE_DOWNLOADED, IMAGE_PENDING, ApiResult, DownloadOutcome, GeneratedImage
+from tests.integration.test_ledger_contract import (
+    COST,
+    LEASE_S,
+    attempt_rows,
+    claim_one,
+    described,
+    downloaded,
+    many,
+    plan,
+    save,
+)
+
+
+def answer(job: ClaimedJob, attempt_id: int, tag: str, images: int = 1) -> Response:
+    """A paid answer whose image URLs are its own."""
+    result = ApiResult(
+        images=tuple(
+            GeneratedImage(i, f"https://cdn.example/{tag}/{i}.png", "p", "1024x1024", i, True)
+            for i in range(images)
+        )
+    )
+    return Response(job.id, attempt_id, result, COST * images)
+
+
+async def taken_over(ledger: Ledger, record: ManifestRecord) -> tuple[ClaimedJob, int, int]:
+    """A job whose lease "old" lost with its call in flight; "new" took it and sent its own call."""
+    await plan(ledger, record, many(1))
+    now = time.time()
+    job = await claim_one(ledger, record, owner="old", now=now)
+    [old_attempt] = (await ledger.record_attempts("old", None, [job.id])).values()
+    assert await ledger.reclaim_expired(now=now + LEASE_S + 1) == 1
+    assert (await claim_one(ledger, record, owner="new")).id == job.id
+    [new_attempt] = (await ledger.record_attempts("new", None, [job.id])).values()
+    return job, old_attempt, new_attempt
+
+
+@pytest.mark.parametrize("first", ["old", "new"])
+async def test_both_answers_of_a_job_paid_twice_are_recorded_and_it_completes_once(
+    ledger: Ledger, first: str
+) -> None:
+    """Whichever answer is recorded first is the job's; the other is kept as extra results."""
+    record = await save(ledger, budget_usd="10")
+    job, old_attempt, new_attempt = await taken_over(ledger, record)
+    responses = {"old": answer(job, old_attempt, "old"), "new": answer(job, new_attempt, "new", images=2)}
+    second = "new" if first == "old" else "old"
+    assert await ledger.record_responses(first, [responses[first]]) == {job.id: None}
+    extra_from = 1 if first == "old" else 2
+    assert await ledger.record_responses(second, [responses[second]]) == {job.id: extra_from}
+    # the write run again (its commit's reply lost) answers the same, records nothing twice
+    assert await ledger.record_responses(second, [responses[second]]) == {job.id: extra_from}
+    stored = await ledger.images_of(job.id)
+    assert [(i.index, i.remote_url) for i in stored] == [
+        (n, image.url)
+        for n, image in enumerate([*responses[first].result.images, *responses[second].result.images])
+    ]
+    assert {i.state for i in stored} == {IMAGE_PENDING}
+    # the first to record holds the job: the other can neither complete it nor send again
+    assert await ledger.complete_jobs(second, [Completion(job.id)]) == set()
+    assert await ledger.record_attempts(second, None, [job.id]) == {}
+    firsts = [downloaded(i.index) for i in responses[first].result.images]
+    assert await ledger.complete_jobs(first, [Completion(job.id, firsts)]) == {job.id}
+    extra = [
+        DownloadOutcome(extra_from + i.index, IMAGE_DOWNLOADED, f"out/extra-{i.index}.png", "f" * 64, 9, 1, 1)
+        for i in responses[second].result.images
+    ]
+    await ledger.record_downloads(job.id, extra)
+    assert {i.state for i in await ledger.images_of(job.id)} == {IMAGE_DOWNLOADED}
+    assert await ledger.job_states(record.id, [job.key]) == {job.key: "succeeded"}
+    money = await ledger.get_manifest_by_id(record.id)
+    assert (money.spent_micros, money.reserved_micros) == (3 * COST, 0)
+    status = await ledger.status(record.id)
+    assert status.in_doubt == 0
+    rows = {a.id: a for a in await attempt_rows(ledger, job.id)}
+    extra_attempt = new_attempt if first == "old" else old_attempt
+    assert rows[extra_attempt].http_status == 200
+    assert rows[extra_attempt].message == EXTRA_MESSAGE
+
+
+async def test_a_late_description_is_numbered_after_the_jobs_own(ledger: Ledger) -> None:
+    """A describe job answered twice keeps both descriptions, the extra one after its own."""
+    record = await save(ledger)
+    await plan(ledger, record, [described("https://cdn.example/a.jpg")])
+    now = time.time()
+    job = await claim_one(ledger, record, owner="old", now=now)
+    [old_attempt] = (await ledger.record_attempts("old", None, [job.id])).values()
+    assert await ledger.reclaim_expired(now=now + LEASE_S + 1) == 1
+    assert (await claim_one(ledger, record, owner="new")).id == job.id
+    [new_attempt] = (await ledger.record_attempts("new", None, [job.id])).values()
+    own = Response(job.id, new_attempt, ApiResult(descriptions=("a red barn",)), 10_000)
+    assert await ledger.complete_jobs("new", [Completion(job.id, response=own)]) == {job.id}
+    late = Response(job.id, old_attempt, ApiResult(descriptions=("a barn, red",)), 10_000)
+    assert await ledger.record_responses("old", [late]) == {job.id: 1}
+    assert await ledger.descriptions_of(job.id) == ["a red barn", "a barn, red"]
+    assert (await ledger.get_manifest_by_id(record.id)).spent_micros == 20_000
