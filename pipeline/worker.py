@@ -34,6 +34,7 @@ from pipeline.errors import LedgerError, OutputUnusable, UsageError
 from pipeline.executor import JobExecutor
 from pipeline.jobs import StopReason
 from pipeline.leases import DEFAULT_LEASE_S, ENDING_POLL_S, POLL_S, reclaim_dead_on_this_host
+from pipeline.ledger.accounts import account_url
 from pipeline.ledger.batcher import WriteBatcher
 from pipeline.ledger.records import ClaimedJob, ManifestRecord, to_usd
 from pipeline.ledger.repository import Ledger
@@ -481,7 +482,7 @@ class JobRunner:
         With ``limits.scope: account`` (the default) its places are held in
         the ledger, shared with every process that calls the same account.
         """
-        key = (settings.provider.url, settings.provider.key_env)
+        key = (account_url(settings.provider.url), settings.provider.key_env)
         account = self._accounts.get(key)
         if account is None:
             limits = settings.limits
