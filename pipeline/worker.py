@@ -30,6 +30,7 @@ import aiohttp
 from pipeline.account_slots import SharedSlots
 from pipeline.client import IdeogramClient
 from pipeline.downloads import Downloader, clean_temp_files
+from pipeline.durations import human_duration
 from pipeline.errors import LedgerError, OutputUnusable, UsageError
 from pipeline.executor import JobExecutor
 from pipeline.jobs import StopReason
@@ -404,11 +405,10 @@ class JobRunner:
             return
         limit = manifest.settings.retry.give_up_after
         if now - self._last_answer > limit:
-            minutes = limit / 60
             self.stop_for(
                 manifest,
                 StopReason.FATAL,
-                f"for {minutes:g} min the provider answered nothing but 429 (too many in flight): "
+                f"for {human_duration(limit)} the provider answered nothing but 429 (too many in flight): "
                 "is another client using this account's cap? (retry.give_up_after)",
             )
 
