@@ -19,6 +19,7 @@ reached, its output folder unusable) is set aside while the others go on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -165,6 +166,9 @@ class JobRunner:
             self._manifests[manifest.id] = _Manifest(manifest, settings)
             self._keys[manifest.id] = api_key
         self._tasks: set[asyncio.Task[None]] = set()
+        #: the jobs this process's tasks work on, and those of them a claim gave back meanwhile
+        self._executing: set[int] = set()
+        self._claimed_again: set[int] = set()
         self._poll_s = POLL_S
         #: when a call last got an answer other than a 429 (a run of nothing else gives up)
         self._last_answer = time.monotonic()
@@ -370,6 +374,11 @@ class JobRunner:
         return self.stop_reason is not None
 
     async def _spawn(self, job: ClaimedJob) -> None:
+        if job.id in self._executing:
+            # its lease ran out while this process still worked on it (a stalled event loop) and
+            # this claim gave it back: the task that has it goes on, and nothing is sent twice
+            self._claimed_again.add(job.id)
+            return
         manifest = await self._manifest_of(job)
         executor = manifest.executor
         if executor is None:
@@ -380,6 +389,7 @@ class JobRunner:
         self.progress.job_claimed(job.key)
         self._calling += 1
         manifest.running += 1
+        self._executing.add(job.id)
         task = asyncio.create_task(self._execute(manifest, executor, job), name=f"job-{job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._job_done)
@@ -388,7 +398,15 @@ class JobRunner:
         try:
             end: JobEnd = await executor.execute(job)
         finally:
+            self._executing.discard(job.id)
             manifest.running -= 1
+        if job.id in self._claimed_again:
+            self._claimed_again.discard(job.id)
+            if end.lease_lost:
+                # the task gave up on the job it was claimed again for: back to pending, for a
+                # claim that runs it (a job it finished, or settled, is no longer ours: no-op)
+                with contextlib.suppress(LedgerError):
+                    await self.ledger.release_jobs(self.owner, [job.id])
         self.result.tally.add(end)
         if end.retried and end.retry_reason is not None:
             self.progress.job_retrying(job.key, end.retry_reason, end.retry_in_s)

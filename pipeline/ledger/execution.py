@@ -294,7 +294,9 @@ class Execution(LedgerBase):
         *extra* answer (its caller downloads them; the job is another's).
 
         A paid answer is never refused (`pipeline.ledger.late_answers`): a job
-        whose lease ran out while its call was in flight still gets it.
+        whose lease ran out while its call was in flight still gets it. The
+        answer is per job: a process works on a job in one task at a time
+        (`pipeline.worker`), so a batch holds one answer per job.
         """
 
         def record(conn: Connection) -> dict[int, int | None]:

@@ -5,14 +5,18 @@ Both backends; expired leases are simulated with a ``now`` in the future.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
+from pipeline.fake_server import FakeServer
 from pipeline.ledger.late_answers import EXTRA_MESSAGE
 from pipeline.ledger.records import ClaimedJob, Completion, ManifestRecord, Response
-from pipeline.ledger.repository import Ledger
+from pipeline.ledger.repository import Ledger, opened_ledger
 from pipeline.results import IMAGE_DOWNLOADED, IMAGE_PENDING, ApiResult, DownloadOutcome, GeneratedImage
+from tests.integration.conftest import run, write_manifest
 from tests.integration.test_ledger_contract import (
     COST,
     LEASE_S,
@@ -107,3 +111,37 @@ async def test_a_late_description_is_numbered_after_the_jobs_own(ledger: Ledger)
     assert await ledger.record_responses("old", [late]) == {job.id: 1}
     assert await ledger.descriptions_of(job.id) == ["a red barn", "a barn, red"]
     assert (await ledger.get_manifest_by_id(record.id)).spent_micros == 20_000
+
+
+async def test_a_job_claimed_again_by_the_run_still_calling_for_it_is_not_sent_twice(
+    tmp_path: Path, fake_server: FakeServer
+) -> None:
+    """The run's lease on a job in flight ran out (forged here) and its own next claim took the job.
+
+    The task still waiting for the answer goes on with it; before, the claim
+    started a second task that paid for the job again.
+    """
+    manifest = write_manifest(tmp_path, "- op: generate\n  prompts: [one slow call]\n")
+    fake_server.state.hold()
+    running = asyncio.create_task(run(manifest, fake_server, tmp_path))
+    try:
+        await fake_server.state.wait_until(lambda s: s.inflight_images == 1, timeout_s=30)
+        async with opened_ledger(f"sqlite:///{tmp_path}/ledger.db") as ledger:
+            assert await ledger.reclaim_expired(now=time.time() + 3600) == 1
+            record = await ledger.get_manifest("t")
+            assert record is not None
+            for _ in range(600):
+                if (await ledger.pending_work(record.id))[:2] == (0, 1):  # claimed again
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the run did not claim the job again")
+        await asyncio.sleep(0.5)  # time enough for a second task to send its call
+    finally:
+        fake_server.state.release()
+    code, summary = await asyncio.wait_for(running, 30)
+    assert code == 0, summary
+    stats = fake_server.state.stats()
+    assert (stats["requests"], stats["billed"]) == (1, 1)
+    assert summary["spend_usd"] == pytest.approx(stats["billed_usd"])
+    assert summary["in_doubt"] == 0
