@@ -624,6 +624,9 @@ class Execution(LedgerBase):
         downloads it made; the job keeps its state, and the next claim finishes
         it from there without calling the API. For a job whose answer is
         recorded already, only downloads the ledger does not know are added.
+        A job answered meanwhile by another attempt (its lease had passed to
+        another worker) takes the kept answer as extra results
+        (`pipeline.ledger.late_answers`): paid for, it is never dropped.
         Returns the job keys the ledger now holds an answer for (their files
         can go); a key the manifest does not have is left out.
         """
@@ -645,10 +648,22 @@ class Execution(LedgerBase):
             fresh = [
                 Response(rows[key].id, answer.attempt_id, answer.result, answer.cost_micros)
                 for key, answer in by_key.items()
-                if key in rows and rows[key].response_at is None and rows[key].state in (PENDING, RUNNING)
+                if key in rows and _is_fresh(rows[key])
             ]
             owned = {rows[key].id: rows[key] for key in rows}
             moves = self._store_responses(conn, owned, fresh, mark_paid=True)
+            # a job answered meanwhile by another attempt (or finished): this answer was paid
+            # too, and is kept as extra results (`late_answers`); one recorded already is not
+            others = [
+                Response(rows[key].id, answer.attempt_id, answer.result, answer.cost_micros)
+                for key, answer in by_key.items()
+                if key in rows and answer.attempt_id is not None and not _is_fresh(rows[key])
+            ]
+            answered = self._answered(conn, others)
+            extras = [r for r in others if r.attempt_id not in answered]
+            first = self._store_extras(conn, owned, extras, moves, now)
+            for part in id_chunks([r.attempt_id for r in extras if r.attempt_id is not None]):
+                conn.execute(update(attempts).where(attempts.c.id.in_(part)).values(message=EXTRA_MESSAGE))
             for response in fresh:
                 if response.attempt_id is not None:
                     conn.execute(
@@ -662,11 +677,16 @@ class Execution(LedgerBase):
                             message="answer recorded from the file kept while the ledger was away",
                         )
                     )
+            extra_jobs = {r.job_id for r in extras}
             downloads = [
-                (o.state, o.path, o.sha256, o.bytes, o.width, o.height, o.error, rows[key].id, o.index)
+                (o.state, o.path, o.sha256, o.bytes, o.width, o.height, o.error, job_id, o.index + shift)
                 for key, answer in by_key.items()
-                # a job finished meanwhile (another worker paid again) keeps its own downloads
-                if key in rows and rows[key].state in (PENDING, RUNNING)
+                if key in rows
+                for job_id in [rows[key].id]
+                # an extra answer's downloads follow the job's own results; a job finished
+                # meanwhile keeps its own downloads
+                for shift in [first[job_id] if job_id in extra_jobs else 0]
+                if job_id in extra_jobs or rows[key].state in (PENDING, RUNNING)
                 for o in answer.downloads
                 if o.state == IMAGE_DOWNLOADED
             ]
@@ -676,6 +696,11 @@ class Execution(LedgerBase):
             return {key for key in by_key if key in rows}
 
         return await self._transact(work)
+
+
+def _is_fresh(row: Any) -> bool:
+    """Whether a job would take a kept answer as its own: none recorded, and not finished."""
+    return row.response_at is None and row.state in (PENDING, RUNNING)
 
 
 def _end_unanswered(conn: Connection, job_ids: Sequence[int], now: float, kind: str, message: str) -> None:

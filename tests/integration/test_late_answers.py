@@ -15,11 +15,13 @@ from pipeline.fake_server import FakeServer
 from pipeline.ledger.late_answers import EXTRA_MESSAGE
 from pipeline.ledger.records import ClaimedJob, Completion, ManifestRecord, Response
 from pipeline.ledger.repository import Ledger, opened_ledger
+from pipeline.recovery import KeptAnswer
 from pipeline.results import IMAGE_DOWNLOADED, IMAGE_PENDING, ApiResult, DownloadOutcome, GeneratedImage
 from tests.integration.conftest import run, write_manifest
 from tests.integration.test_ledger_contract import (
     COST,
     LEASE_S,
+    NAME,
     attempt_rows,
     claim_one,
     described,
@@ -145,3 +147,25 @@ async def test_a_job_claimed_again_by_the_run_still_calling_for_it_is_not_sent_t
     assert (stats["requests"], stats["billed"]) == (1, 1)
     assert summary["spend_usd"] == pytest.approx(stats["billed_usd"])
     assert summary["in_doubt"] == 0
+
+
+async def test_an_answer_kept_on_disk_for_a_job_another_worker_finished_is_added_once(ledger: Ledger) -> None:
+    """A kept answer (the ledger was away) whose job another worker answered and finished meanwhile.
+
+    Before, the kept answer's cost and images were dropped on import.
+    """
+    record = await save(ledger)
+    job, old_attempt, new_attempt = await taken_over(ledger, record)
+    own = answer(job, new_attempt, "new")
+    assert await ledger.complete_jobs("new", [Completion(job.id, [downloaded(0)], response=own)]) == {job.id}
+    late = answer(job, old_attempt, "old")
+    kept = KeptAnswer(NAME, job.key, old_attempt, COST, late.result, (downloaded(0),))
+    for _ in range(2):  # a file that could not be deleted is imported again: nothing twice
+        assert await ledger.import_answers(record.id, [kept]) == {job.key}
+    stored = await ledger.images_of(job.id)
+    assert [(i.index, i.remote_url, i.state) for i in stored] == [
+        (0, own.result.images[0].url, IMAGE_DOWNLOADED),
+        (1, late.result.images[0].url, IMAGE_DOWNLOADED),
+    ]
+    assert (await ledger.get_manifest_by_id(record.id)).spent_micros == 2 * COST
+    assert (await ledger.status(record.id)).in_doubt == 0
