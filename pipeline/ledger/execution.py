@@ -556,8 +556,8 @@ class Execution(LedgerBase):
 
         def work(conn: Connection) -> set[int]:
             owned, kept = self._owned_writes(conn, owner, outcomes)
-            if not kept:
-                return set()
+            # an attempt ends as it did even when its job passed to another worker meanwhile
+            # (one that may have been billed is counted in doubt); the job is that worker's
             ended = [
                 {
                     "b_id": o.attempt_id,
@@ -567,11 +567,13 @@ class Execution(LedgerBase):
                     "b_doubt": o.in_doubt,
                     "b_now": now,
                 }
-                for o in kept
+                for o in [*kept, *(o for o in outcomes if o.job_id not in owned)]
                 if o.attempt_id is not None
             ]
             if ended:
                 conn.execute(self._sql.attempt_failed, ended)
+            if not kept:
+                return set()
             conn.execute(
                 self._sql.failed if final else self._sql.rescheduled,
                 [

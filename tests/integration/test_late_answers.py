@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.fake_server import FakeServer
 from pipeline.ledger.late_answers import EXTRA_MESSAGE
-from pipeline.ledger.records import ClaimedJob, Completion, ManifestRecord, Response
+from pipeline.ledger.records import ClaimedJob, Completion, ManifestRecord, Outcome, Response
 from pipeline.ledger.repository import Ledger, opened_ledger
 from pipeline.recovery import KeptAnswer
 from pipeline.results import IMAGE_DOWNLOADED, IMAGE_PENDING, ApiResult, DownloadOutcome, GeneratedImage
@@ -169,3 +169,15 @@ async def test_an_answer_kept_on_disk_for_a_job_another_worker_finished_is_added
     ]
     assert (await ledger.get_manifest_by_id(record.id)).spent_micros == 2 * COST
     assert (await ledger.status(record.id)).in_doubt == 0
+
+
+async def test_a_failed_call_of_a_worker_that_lost_the_job_still_ends_its_attempt(ledger: Ledger) -> None:
+    """A 502 after the job passed to another worker: the job is untouched, the attempt in doubt."""
+    record = await save(ledger)
+    job, old_attempt, _new_attempt = await taken_over(ledger, record)
+    failed = Outcome(job.id, old_attempt, "server_error", "502 Bad Gateway", 502, None, True)
+    assert await ledger.settle_attempts("old", [failed], final=False) == set()
+    rows = {a.id: a for a in await attempt_rows(ledger, job.id)}
+    assert (rows[old_attempt].http_status, rows[old_attempt].in_doubt) == (502, True)
+    assert await ledger.job_states(record.id, [job.key]) == {job.key: "running"}
+    assert (await ledger.status(record.id)).in_doubt == 1
