@@ -318,7 +318,10 @@ class Execution(LedgerBase):
                 jobs.c.response_at,
             ).where(jobs.c.id.in_(part))
             rows.update({r.id: r for r in conn.execute(self._locked(query.order_by(jobs.c.id)))})
-        answers = sort_answers(owner, responses, rows, self._answered(conn, responses))
+        # was it recorded already? only a job with an answer, or finished, can tell (the common
+        # case, a job of ours still waiting for its answer, costs no look)
+        answered = [r for r in responses if r.job_id in rows and not _is_fresh(rows[r.job_id])]
+        answers = sort_answers(owner, responses, rows, self._answered(conn, answered))
         moves = self._store_responses(conn, rows, [*answers.own, *answers.taken], mark_paid=True)
         recorded: dict[int, int | None] = {r.job_id: None for r in [*answers.own, *answers.taken]}
         for part in id_chunks([r.job_id for r in answers.taken]):
