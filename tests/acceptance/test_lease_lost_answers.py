@@ -37,10 +37,26 @@ async def stalled_after_its_call(
     server.state.hold()
     stalled = await start("run", str(manifest), "--ledger", ledger_of(tmp_path), "--lease", "1", cwd=tmp_path)
     await server.state.wait_until(lambda s: s.inflight_images == 1, timeout_s=30)
-    stalled.send_signal(signal.SIGSTOP)
+    await stop_outside_a_transaction(stalled, tmp_path)
     server.state.release()
     await server.state.wait_until(lambda s: s.stats()["billed"] == 1, timeout_s=30)
     return stalled, manifest
+
+
+async def stop_outside_a_transaction(process: asyncio.subprocess.Process, folder: Path) -> None:
+    """SIGSTOP ``process``, at a moment it holds no write lock on the SQLite ledger (it renews
+    its lease every third of a second: stopped inside that transaction, it would block the others)."""
+    for _ in range(100):
+        process.send_signal(signal.SIGSTOP)
+        try:
+            with sqlite3.connect(folder / "ledger.db", timeout=0.5, isolation_level=None) as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # stopped holding the lock: let it go on, try again
+            process.send_signal(signal.SIGCONT)
+            await asyncio.sleep(0.05)
+    raise AssertionError("the run never let go of the ledger's write lock")
 
 
 def ledger_of(folder: Path) -> str:
