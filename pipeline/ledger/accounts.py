@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from pipeline.ledger.base import LedgerBase
@@ -67,15 +68,15 @@ class Accounts(LedgerBase):
     async def account_id(self, base_url: str, key_env: str, cap: int) -> int:
         """The account of ``base_url`` and ``key_env`` (created if new), its cap set to ``cap``."""
         now = time.time()
+        dialect = postgresql if not self.is_sqlite else sqlite
 
         def work(conn: Connection) -> int:
+            # Processes starting together may both find no row: the insert leaves
+            # the first one's row alone, and the locked select then reads it.
+            new = {"base_url": base_url, "key_env": key_env, "cap": cap, "updated_at": now}
+            conn.execute(dialect.insert(accounts).values(**new).on_conflict_do_nothing())
             where = (accounts.c.base_url == base_url, accounts.c.key_env == key_env)
-            found = conn.execute(self._locked(select(accounts.c.id, accounts.c.cap).where(*where))).first()
-            if found is None:
-                values = {"base_url": base_url, "key_env": key_env, "cap": cap, "updated_at": now}
-                return int(
-                    conn.execute(insert(accounts).values(**values).returning(accounts.c.id)).scalar_one()
-                )
+            found = conn.execute(self._locked(select(accounts.c.id, accounts.c.cap).where(*where))).one()
             if found.cap != cap:
                 _set(conn, found.id, cap=cap, updated_at=now)
             return int(found.id)
