@@ -43,6 +43,7 @@ from pipeline.ledger.tables import (
     manifests,
     runs,
 )
+from pipeline.ledger.withdrawals import withdraw_returned
 from pipeline.recovery import KeptAnswer
 from pipeline.results import IMAGE_DOWNLOADED, IMAGE_PENDING, IMAGE_WITHHELD, ApiResult
 
@@ -212,7 +213,8 @@ class Execution(LedgerBase):
         """Running jobs back to pending, untouched: their reservations released, lease cleared.
 
         Their attempts without an outcome end with ``kind``; those that were
-        sent become in doubt (the request may have reached the server).
+        sent become in doubt (the request may have reached the server). One
+        that a complete plan dropped meanwhile is withdrawn instead (never sent again).
         """
         if not rows:
             return
@@ -220,6 +222,7 @@ class Execution(LedgerBase):
         for part in id_chunks([r.id for r in rows]):
             _end_unanswered(conn, part, now, kind, message)
             conn.execute(update(jobs).where(jobs.c.id.in_(part)).values(state=PENDING, **unleased(now)))
+            withdraw_returned(conn, part, now)
 
     def _release_reservations(self, conn: Connection, rows: Sequence[Any]) -> None:
         moves: dict[int, tuple[int, int]] = {}
@@ -457,6 +460,8 @@ class Execution(LedgerBase):
                     for o in kept
                 ],
             )
+            if not final:
+                withdraw_returned(conn, [o.job_id for o in kept], now)
             self._release_reservations(conn, [owned[o.job_id] for o in kept])
             return {o.job_id for o in kept}
 

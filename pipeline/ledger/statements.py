@@ -45,7 +45,17 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 
-from pipeline.ledger.tables import FAILED, PENDING, RUNNING, Id, attempts, images, jobs, manifests
+from pipeline.ledger.tables import (
+    FAILED,
+    PENDING,
+    RUNNING,
+    WITHDRAWN,
+    Id,
+    attempts,
+    images,
+    jobs,
+    manifests,
+)
 
 #: the columns a planned job is inserted with, in the order of `DriverSql.insert_job`'s values
 JOB_COLUMNS = (
@@ -71,6 +81,7 @@ JOB_COLUMNS = (
     "cost_micros",
     "created_at",
     "updated_at",
+    "plan_seq",
 )
 
 
@@ -109,9 +120,17 @@ class DriverSql:
             names = ", ".join(quote(c) for c in columns)
             return f"INSERT INTO {quote(table)} ({names}) VALUES ({', '.join(marks(len(columns)))})"
 
-        conflict = f"ON CONFLICT ({quote('manifest_id')}, {quote('key')}) DO NOTHING"
-        #: a planned job (`JOB_COLUMNS`); a key the manifest already has is left alone
-        self.insert_job = f"{insert_sql(jobs.name, JOB_COLUMNS)} {conflict}"
+        conflict = f"ON CONFLICT ({quote('manifest_id')}, {quote('key')})"
+        #: a new job (`JOB_COLUMNS`: a child, a reroll); a key the manifest already has is left alone
+        self.insert_job = f"{insert_sql(jobs.name, JOB_COLUMNS)} {conflict} DO NOTHING"
+        seq, state = quote("plan_seq"), quote("state")
+        #: a job a plan makes (`JOB_COLUMNS`): a key the manifest already has keeps its row, now of
+        #: this plan; one withdrawn by an earlier plan is pending again (`pipeline.ledger.withdrawals`)
+        self.plan_job = (
+            f"{insert_sql(jobs.name, JOB_COLUMNS)} {conflict} DO UPDATE SET {seq} = excluded.{seq}, "
+            f"{state} = CASE WHEN {quote(jobs.name)}.{state} = '{WITHDRAWN}' THEN '{PENDING}' "
+            f"ELSE {quote(jobs.name)}.{state} END"
+        )
         #: an image of an answer (`IMAGE_COLUMNS`)
         self.insert_image = insert_sql(images.name, IMAGE_COLUMNS)
         sets = ", ".join(f"{quote(c)} = {m}" for c, m in zip(DOWNLOAD_COLUMNS, marks(7), strict=True))

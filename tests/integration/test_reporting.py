@@ -73,7 +73,7 @@ def test_status_json_has_the_shared_shape(produced: Produced) -> None:
     assert code == 0
     status = json.loads(out)
     assert status["manifest"] == "report"
-    assert status["jobs"] == {"pending": 0, "running": 0, "succeeded": 6, "failed": 1}
+    assert status["jobs"] == {"pending": 0, "running": 0, "succeeded": 6, "failed": 1, "withdrawn": 0}
     assert status["images"]["downloaded"] == 7
     assert status["images"]["withheld"] == 2
     assert status["failures"] == {"unsafe": 1}

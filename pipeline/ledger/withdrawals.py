@@ -1,0 +1,101 @@
+"""Jobs taken out of a manifest: withdrawn, never claimed, their history kept (SPEC §4, §6).
+
+Every plan has a number (`manifests.plan_seq`, one more at each re-plan) and
+marks each job it expands with it (`jobs.plan_seq`). Once a plan is complete
+(every batch written), a root job still marked with an older number is one
+the manifest no longer has: if it is pending and no paid answer of it is
+recorded, it becomes ``withdrawn`` — never claimed, so never paid for — and
+so do the pending chained jobs under it. A job already answered, finished or
+in flight keeps its state and its history (attempts, images, cost); one in
+flight that comes back to pending later is withdrawn then (`withdraw_returned`).
+
+Jobs no plan makes (chained children, rerolls) have no plan number; a plan
+that has a withdrawn job again makes it pending again (`DriverSql.plan_job`).
+Only the manifest's own jobs are touched: the ledger ties jobs to a manifest
+by its name (`manifests.id`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import ColumnElement, Connection, and_, func, select, update
+
+from pipeline.ledger.base import LedgerBase, id_chunks
+from pipeline.ledger.faults import verb
+from pipeline.ledger.tables import PENDING, WITHDRAWN, jobs, manifests
+
+
+def _last_complete_plan() -> ColumnElement[int]:
+    """The number of the manifest's plan when it is complete, else 0 (a job's row, correlated)."""
+    current = (
+        select(manifests.c.plan_seq)
+        .where(manifests.c.id == jobs.c.manifest_id, manifests.c.plan_complete.is_(True))
+        .scalar_subquery()
+    )
+    return func.coalesce(current, 0)
+
+
+def dropped_by_plan() -> ColumnElement[bool]:
+    """A root job that the manifest's last complete plan no longer has."""
+    return and_(jobs.c.plan_seq.is_not(None), jobs.c.plan_seq < _last_complete_plan())
+
+
+def _withdrawable() -> list[ColumnElement[bool]]:
+    """A job that may be withdrawn: pending, and no paid answer of it recorded (it would be lost)."""
+    return [jobs.c.state == PENDING, jobs.c.response_at.is_(None)]
+
+
+def withdraw_returned(conn: Connection, job_ids: Sequence[int], now: float) -> None:
+    """Withdraw those of these jobs, just back to pending, that a complete plan has dropped meanwhile."""
+    for part in id_chunks(list(job_ids)):
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(part), *_withdrawable(), dropped_by_plan())
+            .values(state=WITHDRAWN, updated_at=now)
+        )
+
+
+class Withdrawals(LedgerBase):
+    """The part of the `Ledger` that withdraws the jobs a manifest no longer has."""
+
+    @verb
+    async def withdraw_unplanned(self, manifest_id: int, plan_seq: int) -> int:
+        """After plan ``plan_seq`` of the manifest is complete, withdraw the jobs it dropped.
+
+        Pending root jobs of an older plan, and pending chained jobs under any
+        job of an older plan, are withdrawn unless a paid answer of theirs is
+        recorded. Returns how many were withdrawn. Call it only once every
+        batch of the plan is written: a job a plan has not reached yet still
+        carries the older number.
+        """
+        now = time.time()
+        older = and_(
+            jobs.c.manifest_id == manifest_id, jobs.c.plan_seq.is_not(None), jobs.c.plan_seq < plan_seq
+        )
+
+        def work(conn: Connection) -> int:
+            roots = conn.execute(
+                update(jobs).where(older, *_withdrawable()).values(state=WITHDRAWN, updated_at=now)
+            ).rowcount
+            # the chained jobs under a dropped job (at any depth), made before it was dropped
+            dropped = select(jobs.c.id).where(older).cte("dropped", recursive=True)
+            child = jobs.alias("child")
+            dropped = dropped.union_all(select(child.c.id).join(dropped, child.c.parent_id == dropped.c.id))
+            under = conn.execute(
+                select(jobs.c.id).where(
+                    jobs.c.manifest_id == manifest_id,
+                    jobs.c.parent_id.is_not(None),
+                    jobs.c.id.in_(select(dropped.c.id)),
+                    *_withdrawable(),
+                )
+            )
+            children = 0
+            for part in id_chunks([row.id for row in under]):
+                children += conn.execute(
+                    update(jobs).where(jobs.c.id.in_(part)).values(state=WITHDRAWN, updated_at=now)
+                ).rowcount
+            return int(roots) + children
+
+        return await self._transact(work)
