@@ -43,7 +43,7 @@ from pipeline.ledger.tables import (
     manifests,
     runs,
 )
-from pipeline.ledger.withdrawals import withdraw_returned
+from pipeline.ledger.withdrawals import withdraw_children_of_dropped, withdraw_returned
 from pipeline.recovery import KeptAnswer
 from pipeline.results import IMAGE_DOWNLOADED, IMAGE_PENDING, IMAGE_WITHHELD, ApiResult
 
@@ -388,6 +388,7 @@ class Execution(LedgerBase):
             ]
             if children:
                 self._insert_rows(conn, children)
+                withdraw_children_of_dropped(conn, [c.job_id for c in done if c.children], now)
             endings = grouped(
                 (
                     (

@@ -123,13 +123,14 @@ class DriverSql:
         conflict = f"ON CONFLICT ({quote('manifest_id')}, {quote('key')})"
         #: a new job (`JOB_COLUMNS`: a child, a reroll); a key the manifest already has is left alone
         self.insert_job = f"{insert_sql(jobs.name, JOB_COLUMNS)} {conflict} DO NOTHING"
-        seq, state = quote("plan_seq"), quote("state")
+        state, table = quote("state"), quote(jobs.name)
+        moved = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in ("plan_seq", "stage", "rank"))
         #: a job a plan makes (`JOB_COLUMNS`): a key the manifest already has keeps its row, now of
-        #: this plan; one withdrawn by an earlier plan is pending again (`pipeline.ledger.withdrawals`)
+        #: this plan and at its place in the manifest as it is now (an entry above it may have gone);
+        #: one withdrawn by an earlier plan is pending again (`pipeline.ledger.withdrawals`)
         self.plan_job = (
-            f"{insert_sql(jobs.name, JOB_COLUMNS)} {conflict} DO UPDATE SET {seq} = excluded.{seq}, "
-            f"{state} = CASE WHEN {quote(jobs.name)}.{state} = '{WITHDRAWN}' THEN '{PENDING}' "
-            f"ELSE {quote(jobs.name)}.{state} END"
+            f"{insert_sql(jobs.name, JOB_COLUMNS)} {conflict} DO UPDATE SET {moved}, "
+            f"{state} = CASE WHEN {table}.{state} = '{WITHDRAWN}' THEN '{PENDING}' ELSE {table}.{state} END"
         )
         #: an image of an answer (`IMAGE_COLUMNS`)
         self.insert_image = insert_sql(images.name, IMAGE_COLUMNS)

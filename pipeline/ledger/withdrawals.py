@@ -20,26 +20,22 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, Connection, and_, func, select, update
+from sqlalchemy import ColumnElement, Connection, FromClause, and_, func, select, update
 
 from pipeline.ledger.base import LedgerBase, id_chunks
 from pipeline.ledger.faults import verb
 from pipeline.ledger.tables import PENDING, WITHDRAWN, jobs, manifests
 
 
-def _last_complete_plan() -> ColumnElement[int]:
-    """The number of the manifest's plan when it is complete, else 0 (a job's row, correlated)."""
-    current = (
+def dropped_by_plan(table: FromClause = jobs) -> ColumnElement[bool]:
+    """A root job (of ``table``, `jobs` or an alias) that its manifest's last complete plan no longer has."""
+    complete = (
         select(manifests.c.plan_seq)
-        .where(manifests.c.id == jobs.c.manifest_id, manifests.c.plan_complete.is_(True))
+        .where(manifests.c.id == table.c.manifest_id, manifests.c.plan_complete.is_(True))
         .scalar_subquery()
     )
-    return func.coalesce(current, 0)
-
-
-def dropped_by_plan() -> ColumnElement[bool]:
-    """A root job that the manifest's last complete plan no longer has."""
-    return and_(jobs.c.plan_seq.is_not(None), jobs.c.plan_seq < _last_complete_plan())
+    # an incomplete plan drops nothing (coalesce: no plan number is below 0)
+    return and_(table.c.plan_seq.is_not(None), table.c.plan_seq < func.coalesce(complete, 0))
 
 
 def _withdrawable() -> list[ColumnElement[bool]]:
@@ -57,6 +53,22 @@ def withdraw_returned(conn: Connection, job_ids: Sequence[int], now: float) -> N
         )
 
 
+def withdraw_children_of_dropped(conn: Connection, parent_ids: Sequence[int], now: float) -> None:
+    """Withdraw the chained jobs just made for these parents where a complete plan dropped the parent.
+
+    A job in flight when its plan dropped it still records its answer; the
+    jobs of its `then:` stages are not run (the manifest no longer has them).
+    """
+    parent = jobs.alias("parent")
+    for part in id_chunks(list(dict.fromkeys(parent_ids))):
+        dropped = select(parent.c.id).where(parent.c.id.in_(part), dropped_by_plan(parent))
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.parent_id.in_(dropped), *_withdrawable())
+            .values(state=WITHDRAWN, updated_at=now)
+        )
+
+
 class Withdrawals(LedgerBase):
     """The part of the `Ledger` that withdraws the jobs a manifest no longer has."""
 
@@ -66,9 +78,10 @@ class Withdrawals(LedgerBase):
 
         Pending root jobs of an older plan, and pending chained jobs under any
         job of an older plan, are withdrawn unless a paid answer of theirs is
-        recorded. Returns how many were withdrawn. Call it only once every
-        batch of the plan is written: a job a plan has not reached yet still
-        carries the older number.
+        recorded; chained jobs withdrawn earlier whose root this plan has again
+        are pending again. Returns how many were withdrawn. Call it only once
+        every batch of the plan is written: a job a plan has not reached yet
+        still carries the older number.
         """
         now = time.time()
         older = and_(
@@ -76,26 +89,33 @@ class Withdrawals(LedgerBase):
         )
 
         def work(conn: Connection) -> int:
-            roots = conn.execute(
-                update(jobs).where(older, *_withdrawable()).values(state=WITHDRAWN, updated_at=now)
-            ).rowcount
+            roots = int(
+                conn.execute(
+                    update(jobs).where(older, *_withdrawable()).values(state=WITHDRAWN, updated_at=now)
+                ).rowcount
+            )
             # the chained jobs under a dropped job (at any depth), made before it was dropped
             dropped = select(jobs.c.id).where(older).cte("dropped", recursive=True)
             child = jobs.alias("child")
             dropped = dropped.union_all(select(child.c.id).join(dropped, child.c.parent_id == dropped.c.id))
-            under = conn.execute(
-                select(jobs.c.id).where(
+            chained = conn.execute(
+                select(jobs.c.id, jobs.c.state, jobs.c.id.in_(select(dropped.c.id)).label("dropped")).where(
                     jobs.c.manifest_id == manifest_id,
                     jobs.c.parent_id.is_not(None),
-                    jobs.c.id.in_(select(dropped.c.id)),
-                    *_withdrawable(),
+                    jobs.c.state.in_((PENDING, WITHDRAWN)),
+                    jobs.c.response_at.is_(None),
                 )
-            )
-            children = 0
-            for part in id_chunks([row.id for row in under]):
-                children += conn.execute(
-                    update(jobs).where(jobs.c.id.in_(part)).values(state=WITHDRAWN, updated_at=now)
-                ).rowcount
-            return int(roots) + children
+            ).all()
+            # (one statement per batch: SQLite counts no rows for an UPDATE that starts WITH)
+            withdraw = [r.id for r in chained if r.dropped and r.state == PENDING]
+            revive = [r.id for r in chained if not r.dropped and r.state == WITHDRAWN]
+            for ids, before, after in ((withdraw, PENDING, WITHDRAWN), (revive, WITHDRAWN, PENDING)):
+                for part in id_chunks(ids):
+                    conn.execute(
+                        update(jobs)
+                        .where(jobs.c.id.in_(part), jobs.c.state == before)
+                        .values(state=after, updated_at=now)
+                    )
+            return roots + len(withdraw)
 
         return await self._transact(work)

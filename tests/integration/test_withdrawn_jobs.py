@@ -246,3 +246,74 @@ async def test_an_interrupted_plan_withdraws_nothing(
     assert code == 0, summary
     assert (summary["jobs"]["succeeded"], summary["jobs"]["withdrawn"]) == (3, 17)
     assert fake_server.state.stats()["billed"] == 3
+
+
+async def test_chained_jobs_of_a_removed_entry_are_withdrawn_and_come_back_with_it(
+    tmp_path: Path, fake_server: FakeServer
+) -> None:
+    """A describe ran, its generate children wait; the entry is removed: the children are never billed.
+
+    Put back, the entry's children are pending again and run.
+    """
+    fake_server.set_faults(descriptions_per_image=2)
+    Image.new("RGB", (32, 32), (10, 120, 30)).save(tmp_path / "forest.png")
+    chained = (
+        "- op: describe\n  images: [forest.png]\n  then:\n    - op: generate\n"
+        '      prompt: "{description}, studio lighting"\n      model: V_2_TURBO\n'
+    )
+    manifest = write_manifest(tmp_path, chained + generate(PROMPTS[:1]))
+    code, summary = await run(manifest, fake_server, tmp_path, max_jobs=1)
+    assert summary["by_op"]["describe"]["succeeded"] == 1
+    assert summary["by_op"]["generate"]["pending"] == 3  # two children and the plain job
+    write_manifest(tmp_path, generate(PROMPTS[:1]))
+
+    code, summary = await run(manifest, fake_server, tmp_path)
+    assert code == 0, summary
+    assert [e.op for e in fake_server.state.log if e.billed] == ["describe", "generate"]
+    assert summary["by_op"]["generate"] == {
+        "pending": 0,
+        "running": 0,
+        "succeeded": 1,
+        "failed": 0,
+        "withdrawn": 2,
+    }
+    assert summary["by_op"]["describe"]["succeeded"] == 1  # paid, kept
+
+    write_manifest(tmp_path, chained + generate(PROMPTS[:1]))
+    code, summary = await run(manifest, fake_server, tmp_path)
+    assert code == 0, summary
+    assert summary["jobs"] == {"pending": 0, "running": 0, "succeeded": 4, "failed": 0, "withdrawn": 0}
+    assert [e.op for e in fake_server.state.log if e.billed].count("describe") == 1
+
+
+async def test_a_job_in_flight_when_its_plan_dropped_it_records_its_answer_and_is_not_retried(
+    tmp_path: Path,
+) -> None:
+    """Jobs claimed before a re-plan that drops them: one answered is kept, one to retry is withdrawn.
+
+    A failed job the manifest no longer has is not put back by `retry`.
+    """
+    ledger = ledger_of(tmp_path)
+    manifest = write_manifest(tmp_path, generate(PROMPTS[:4]))
+    await save_plan(str(manifest), ledger, None)
+    async with opened_ledger(ledger) as opened:
+        record = await opened.get_manifest("t")
+        assert record is not None
+        owner = "elsewhere:1:a"
+        claimed = (await opened.claim_jobs(record.id, owner, 2, 600)).jobs
+        attempts = await opened.record_attempts(owner, None, [job.id for job in claimed])
+        write_manifest(tmp_path, generate(PROMPTS[2:4]))
+        await save_plan(str(manifest), ledger, None)
+        states = await opened.job_states(record.id, [job.key for job in claimed])
+        assert set(states.values()) == {"running"}  # in flight: left to its worker
+        first, second = claimed
+        await opened.settle_attempts(
+            owner, [Outcome(first.id, attempts[first.id], "http_503", "busy", 503)], final=False
+        )
+        await opened.settle_attempts(
+            owner, [Outcome(second.id, attempts[second.id], "bad_request", "no", 400)], final=True
+        )
+        states = await opened.job_states(record.id, [job.key for job in claimed])
+        assert states == {first.key: "withdrawn", second.key: "failed"}
+        assert await opened.reset_jobs(record.id, states=("failed",), reason=None) == 0
+        assert (await opened.job_counts(record.id)) == {"pending": 2, "withdrawn": 1, "failed": 1}
