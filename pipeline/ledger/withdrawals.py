@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, Connection, FromClause, and_, func, select, update
+from sqlalchemy import ColumnElement, Connection, FromClause, and_, bindparam, func, select, update
 
 from pipeline.ledger.base import LedgerBase, id_chunks
 from pipeline.ledger.faults import verb
@@ -69,6 +69,35 @@ def withdraw_children_of_dropped(conn: Connection, parent_ids: Sequence[int], no
         )
 
 
+def _restage_chained(conn: Connection, manifest_id: int, now: float) -> None:
+    """Give chained jobs the stage of their parent as the plan has it now.
+
+    A chained job's stage is its parent's and its own place in the parent's
+    `then:` (``"2.0"``: jobs[2].then[0]); a re-plan moves a kept job whose
+    entry moved (one above it removed), and its chained jobs follow here, one
+    generation per pass, so that the `then:` stage they make their own
+    children from is theirs.
+    """
+    parent = jobs.alias("parent")
+    while True:
+        stale = conn.execute(
+            select(jobs.c.id, jobs.c.stage, parent.c.stage.label("parent_stage"))
+            .join(parent, parent.c.id == jobs.c.parent_id)
+            .where(jobs.c.manifest_id == manifest_id, ~jobs.c.stage.like(parent.c.stage.concat(".%")))
+        ).all()
+        if not stale:
+            return
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == bindparam("b_id"))
+            .values(stage=bindparam("b_stage"), updated_at=now),
+            [
+                {"b_id": row.id, "b_stage": f"{row.parent_stage}.{row.stage.rsplit('.', 1)[-1]}"}
+                for row in stale
+            ],
+        )
+
+
 class Withdrawals(LedgerBase):
     """The part of the `Ledger` that withdraws the jobs a manifest no longer has."""
 
@@ -79,7 +108,8 @@ class Withdrawals(LedgerBase):
         Pending root jobs of an older plan, and pending chained jobs under any
         job of an older plan, are withdrawn unless a paid answer of theirs is
         recorded; chained jobs withdrawn earlier whose root this plan has again
-        are pending again. Returns how many were withdrawn. Call it only once
+        are pending again; chained jobs take their parent's stage as this plan
+        has it. Returns how many were withdrawn. Call it only once
         every batch of the plan is written: a job a plan has not reached yet
         still carries the older number.
         """
@@ -89,6 +119,7 @@ class Withdrawals(LedgerBase):
         )
 
         def work(conn: Connection) -> int:
+            _restage_chained(conn, manifest_id, now)
             roots = int(
                 conn.execute(
                     update(jobs).where(older, *_withdrawable()).values(state=WITHDRAWN, updated_at=now)

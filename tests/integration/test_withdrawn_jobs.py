@@ -317,3 +317,25 @@ async def test_a_job_in_flight_when_its_plan_dropped_it_records_its_answer_and_i
         assert states == {first.key: "withdrawn", second.key: "failed"}
         assert await opened.reset_jobs(record.id, states=("failed",), reason=None) == 0
         assert (await opened.job_counts(record.id)) == {"pending": 2, "withdrawn": 1, "failed": 1}
+
+
+async def test_chained_jobs_follow_their_entry_when_an_entry_above_it_is_removed(
+    tmp_path: Path, fake_server: FakeServer
+) -> None:
+    """The entry above a describe → generate chain is removed while the chain's children wait: they run."""
+    fake_server.set_faults(descriptions_per_image=2)
+    Image.new("RGB", (32, 32), (10, 120, 30)).save(tmp_path / "forest.png")
+    chained = (
+        "- op: describe\n  images: [forest.png]\n  then:\n    - op: generate\n"
+        '      prompt: "{description}, studio lighting"\n      model: V_2_TURBO\n'
+    )
+    manifest = write_manifest(tmp_path, generate(PROMPTS[:1]) + chained)
+    _code, summary = await run(manifest, fake_server, tmp_path, max_jobs=2)
+    assert summary["jobs"]["succeeded"] == 2
+    assert summary["jobs"]["pending"] == 2  # the describe's children
+    write_manifest(tmp_path, chained)
+
+    code, summary = await run(manifest, fake_server, tmp_path)
+    assert code == 0, summary
+    assert summary["jobs"] == {"pending": 0, "running": 0, "succeeded": 4, "failed": 0, "withdrawn": 0}
+    assert fake_server.state.stats()["billed"] == 4
