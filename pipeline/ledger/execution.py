@@ -37,6 +37,7 @@ from pipeline.ledger.tables import (
     PENDING,
     RUNNING,
     SUCCEEDED,
+    WITHDRAWN,
     attempts,
     descriptions,
     jobs,
@@ -499,7 +500,8 @@ class Execution(LedgerBase):
         An answer whose job has none recorded yet is recorded as if it had just
         arrived (paid, its attempt answered and no longer in doubt), with the
         downloads it made; the job keeps its state, and the next claim finishes
-        it from there without calling the API. For a job whose answer is
+        it from there without calling the API (a job withdrawn meanwhile is
+        pending again, to download what it paid for). For a job whose answer is
         recorded already, only downloads the ledger does not know are added.
         Returns the job keys the ledger now holds an answer for (their files
         can go); a key the manifest does not have is left out.
@@ -519,13 +521,22 @@ class Execution(LedgerBase):
                     jobs.c.response_at,
                 ).where(jobs.c.manifest_id == manifest_id, jobs.c.key.in_(part))
                 rows.update({r.key: r for r in conn.execute(self._locked(query))})
+            # a job withdrawn since (a plan dropped it) is paid for: it finishes its downloads
+            unfinished = (PENDING, RUNNING, WITHDRAWN)
             fresh = [
                 Response(rows[key].id, answer.attempt_id, answer.result, answer.cost_micros)
                 for key, answer in by_key.items()
-                if key in rows and rows[key].response_at is None and rows[key].state in (PENDING, RUNNING)
+                if key in rows and rows[key].response_at is None and rows[key].state in unfinished
             ]
             owned = {rows[key].id: rows[key] for key in rows}
             moves = self._store_responses(conn, owned, fresh, mark_paid=True)
+            revived = [r.job_id for r in fresh if owned[r.job_id].state == WITHDRAWN]
+            for part in id_chunks(revived):
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id.in_(part))
+                    .values(state=PENDING, next_attempt_at=now, updated_at=now)
+                )
             for response in fresh:
                 if response.attempt_id is not None:
                     conn.execute(
@@ -543,7 +554,7 @@ class Execution(LedgerBase):
                 (o.state, o.path, o.sha256, o.bytes, o.width, o.height, o.error, rows[key].id, o.index)
                 for key, answer in by_key.items()
                 # a job finished meanwhile (another worker paid again) keeps its own downloads
-                if key in rows and rows[key].state in (PENDING, RUNNING)
+                if key in rows and rows[key].state in unfinished
                 for o in answer.downloads
                 if o.state == IMAGE_DOWNLOADED
             ]

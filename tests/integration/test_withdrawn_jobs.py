@@ -11,6 +11,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,9 @@ from pipeline.leases import HOST
 from pipeline.ledger.records import Outcome
 from pipeline.ledger.repository import opened_ledger
 from pipeline.planning import plan_report, save_plan
+from pipeline.recovery import KeptAnswer
 from pipeline.reporting import status_summary
+from pipeline.results import ApiResult, GeneratedImage
 from pipeline.running import run_worker
 from tests.integration.conftest import run, write_manifest
 
@@ -339,3 +342,30 @@ async def test_chained_jobs_follow_their_entry_when_an_entry_above_it_is_removed
     assert code == 0, summary
     assert summary["jobs"] == {"pending": 0, "running": 0, "succeeded": 4, "failed": 0, "withdrawn": 0}
     assert fake_server.state.stats()["billed"] == 4
+
+
+async def test_a_paid_answer_kept_on_disk_for_a_job_withdrawn_since_is_recorded(tmp_path: Path) -> None:
+    """An answer kept while the ledger was away, for a job a later plan withdrew: recorded, not lost.
+
+    The job is pending again, with its answer, so that a run downloads its images without calling.
+    """
+    ledger = ledger_of(tmp_path)
+    manifest = write_manifest(tmp_path, generate(PROMPTS[:2]))
+    await save_plan(str(manifest), ledger, None)
+    async with opened_ledger(ledger) as opened:
+        record = await opened.get_manifest("t")
+        assert record is not None
+        owner = "elsewhere:1:a"
+        (job,) = (await opened.claim_jobs(record.id, owner, 1, 600)).jobs
+        attempt = (await opened.record_attempts(owner, None, [job.id]))[job.id]
+        await opened.reclaim_expired(now=time.time() + 3600)  # its worker died with the answer on disk
+        write_manifest(tmp_path, generate([p for p in PROMPTS[:2] if p != job.request["prompt"]]))
+        await save_plan(str(manifest), ledger, None)
+        assert await opened.job_states(record.id, [job.key]) == {job.key: "withdrawn"}
+        image = GeneratedImage(0, "https://example.test/a.png", "p", "1024x1024", 1, is_image_safe=True)
+        answer = KeptAnswer("t", job.key, attempt, 80_000, ApiResult(images=(image,)))
+        assert await opened.import_answers(record.id, [answer]) == {job.key}
+        assert await opened.job_states(record.id, [job.key]) == {job.key: "pending"}
+        assert (await opened.get_manifest_by_id(record.id)).spent_micros == 80_000
+        claimed = {j.key: j for j in (await opened.claim_jobs(record.id, owner, 2, 600)).jobs}
+        assert claimed[job.key].response_recorded
