@@ -71,16 +71,21 @@ class Execution(LedgerBase):
         now: float | None = None,
         *,
         skip: Sequence[int] = (),
+        plan_floor: int = 0,
     ) -> Claim:
         """Lease up to ``limit`` due pending jobs, lowest rank first, within their budgets.
 
         ``manifest_id`` None claims from every manifest but those in ``skip``.
+        ``plan_floor`` (with a ``manifest_id``): leave the jobs an older plan
+        wrote than this one — a run that claims while its own plan is still
+        being written passes that plan's number, so that a job the plan will
+        withdraw once complete (`pipeline.ledger.withdrawals`) is not run first.
         """
         now = time.time() if now is None else now
         if limit <= 0:
             return Claim([])
         claim = await self._transact(
-            lambda conn: self._claim(conn, manifest_id, owner, limit, lease_s, now, list(skip))
+            lambda conn: self._claim(conn, manifest_id, owner, limit, lease_s, now, list(skip), plan_floor)
         )
         claim.jobs.sort(key=lambda j: (j.rank, j.id))
         return claim
@@ -94,11 +99,12 @@ class Execution(LedgerBase):
         lease_s: float,
         now: float,
         skip: list[int],
+        plan_floor: int = 0,
     ) -> Claim:
         sql = self._sql
         params: dict[str, Any] = {"b_now": now, "b_limit": limit}
         if manifest_id is not None:
-            query, params["b_manifest"] = sql.due, manifest_id
+            query, params["b_manifest"], params["b_floor"] = sql.due, manifest_id, plan_floor
         else:
             query, params["b_skip"] = sql.due_any, skip
         candidates = conn.execute(query, params).all()

@@ -38,6 +38,7 @@ from sqlalchemy import (
     false,
     func,
     insert,
+    or_,
     select,
     true,
     update,
@@ -205,6 +206,8 @@ class Statements:
                 jobs.c.manifest_id == bindparam("b_manifest"),
                 jobs.c.state == PENDING,
                 jobs.c.next_attempt_at <= bindparam("b_now", type_=Float),
+                # while a plan is written, the jobs it has not reached (an older plan's) wait for it
+                or_(jobs.c.plan_seq.is_(None), jobs.c.plan_seq >= bindparam("b_floor", type_=BigInteger)),
             )
             .order_by(jobs.c.rank, jobs.c.id)
             .limit(bindparam("b_limit", type_=BigInteger))

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ from PIL import Image
 
 from pipeline.cli import main
 from pipeline.fake_server import FakeServer
+from pipeline.jobs import PlannedJob
+from pipeline.keys import job_key
 from pipeline.leases import HOST
-from pipeline.ledger.records import Outcome
+from pipeline.ledger.records import ManifestRecord, Outcome
 from pipeline.ledger.repository import opened_ledger
 from pipeline.planning import plan_report, save_plan
 from pipeline.recovery import KeptAnswer
@@ -369,3 +372,42 @@ async def test_a_paid_answer_kept_on_disk_for_a_job_withdrawn_since_is_recorded(
         assert (await opened.get_manifest_by_id(record.id)).spent_micros == 80_000
         claimed = {j.key: j for j in (await opened.claim_jobs(record.id, owner, 2, 600)).jobs}
         assert claimed[job.key].response_recorded
+
+
+def planned(prompts: list[str]) -> list[PlannedJob]:
+    """Generate jobs as a plan writes them."""
+    jobs = []
+    for rank, prompt in enumerate(prompts):
+        request = {"prompt": prompt, "model": "V_2", "num_images": 1}
+        jobs.append(
+            PlannedJob(
+                job_key("generate", request, None, 0),
+                "generate",
+                request,
+                "0",
+                rank,
+                0,
+                "V_2",
+                1,
+                Decimal("0.08"),
+            )
+        )
+    return jobs
+
+
+async def test_a_claim_during_a_plan_leaves_the_jobs_it_has_not_reached(ledger_url: str) -> None:
+    """While plan 2 is written, a claim with its number takes only plan 2's jobs; the rest wait for it."""
+    async with opened_ledger(ledger_url) as opened:
+
+        async def begin_plan() -> ManifestRecord:
+            return await opened.save_manifest(
+                name="floor", sha256="0" * 64, path=None, base_dir=".", config={}, budget_micros=None
+            )
+
+        await opened.plan_jobs((await begin_plan()).id, planned(["a", "b", "c"]))
+        record = await begin_plan()
+        await opened.plan_jobs(record.id, planned(["c"]), plan_seq=record.plan_seq)  # part way
+        during = await opened.claim_jobs(record.id, "w:1:a", 10, 60, plan_floor=record.plan_seq)
+        assert [j.request["prompt"] for j in during.jobs] == ["c"]
+        later = await opened.claim_jobs(record.id, "w:1:a", 10, 60)
+        assert sorted(j.request["prompt"] for j in later.jobs) == ["a", "b"]
