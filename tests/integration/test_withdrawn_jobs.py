@@ -25,7 +25,7 @@ from pipeline.fake_server import FakeServer
 from pipeline.jobs import PlannedJob
 from pipeline.keys import job_key
 from pipeline.leases import HOST
-from pipeline.ledger.records import ManifestRecord, Outcome
+from pipeline.ledger.records import Completion, ManifestRecord, Outcome, Response
 from pipeline.ledger.repository import opened_ledger
 from pipeline.planning import plan_report, save_plan
 from pipeline.recovery import KeptAnswer
@@ -411,3 +411,29 @@ async def test_a_claim_during_a_plan_leaves_the_jobs_it_has_not_reached(ledger_u
         assert [j.request["prompt"] for j in during.jobs] == ["c"]
         later = await opened.claim_jobs(record.id, "w:1:a", 10, 60)
         assert sorted(j.request["prompt"] for j in later.jobs) == ["a", "b"]
+
+
+async def test_a_job_dropped_while_in_flight_records_its_answer_and_its_children_are_withdrawn(
+    ledger_url: str,
+) -> None:
+    """A parent answered after the plan that dropped it completes; the chained jobs it makes never run."""
+    async with opened_ledger(ledger_url) as opened:
+        record = await opened.save_manifest(
+            name="inflight", sha256="0" * 64, path=None, base_dir=".", config={}, budget_micros=None
+        )
+        await opened.plan_jobs(record.id, planned(["parent", "other"]))
+        owner = "w:1:a"
+        parent = next(j for j in (await opened.claim_jobs(record.id, owner, 2, 60)).jobs if j.rank == 0)
+        attempt = (await opened.record_attempts(owner, None, [parent.id]))[parent.id]
+        record = await opened.save_manifest(
+            name="inflight", sha256="1" * 64, path=None, base_dir=".", config={}, budget_micros=None
+        )
+        await opened.plan_jobs(record.id, planned(["other"]), plan_seq=record.plan_seq)
+        assert await opened.withdraw_unplanned(record.id, record.plan_seq) == 0  # the parent is in flight
+        answer = Response(parent.id, attempt, ApiResult(descriptions=("a fox",)), 10_000)
+        child = planned(["a fox, studio lighting"])[0]
+        done = await opened.complete_jobs(owner, [Completion(parent.id, response=answer, children=[child])])
+        assert done == {parent.id}
+        states = await opened.job_states(record.id, [parent.key, child.key])
+        assert states == {parent.key: "succeeded", child.key: "withdrawn"}
+        assert (await opened.get_manifest_by_id(record.id)).spent_micros == 10_000
