@@ -163,9 +163,19 @@ async def plan_into(
     )
     if unchanged:
         return record, None
-    counts = await ledger.plan_jobs(record.id, expand(loaded))
+    counts = await ledger.plan_jobs(record.id, expand(loaded), plan_seq=record.plan_seq)
+    counts.withdrawn = await withdraw_unplanned(ledger, record)
     await ledger.mark_planned(record.id, config)
     return record, counts
+
+
+async def withdraw_unplanned(ledger: Ledger, record: ManifestRecord) -> int:
+    """Withdraw the jobs the manifest no longer has; call it once, when its plan is complete.
+
+    A job an edit took out of the manifest is never run (nor paid for); what
+    was already sent keeps its history (`pipeline.ledger.withdrawals`).
+    """
+    return await ledger.withdraw_unplanned(record.id, record.plan_seq)
 
 
 def load_structure(path: str) -> LoadedManifest:
@@ -191,7 +201,8 @@ def log_plan(name: str, counts: PlanCounts | None) -> None:
     if counts is None:
         log.info("%s: nothing changed since the last plan", name)
     else:
-        log.info("planned %s: %d job(s), %d new", name, counts.total, counts.new)
+        withdrawn = f", {counts.withdrawn} no longer in it withdrawn" if counts.withdrawn else ""
+        log.info("planned %s: %d job(s), %d new%s", name, counts.total, counts.new, withdrawn)
 
 
 def _count_stages(stages: Any) -> int:

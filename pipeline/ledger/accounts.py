@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from yarl import URL
 
@@ -93,15 +94,15 @@ class Accounts(LedgerBase):
         """
         now = time.time()
         base_url = account_url(base_url)
+        dialect = postgresql if not self.is_sqlite else sqlite
 
         def work(conn: Connection) -> int:
+            # Processes starting together may both find no row: the insert leaves
+            # the first one's row alone, and the locked select then reads it.
+            new = {"base_url": base_url, "key_env": key_env, "cap": cap, "updated_at": now}
+            conn.execute(dialect.insert(accounts).values(**new).on_conflict_do_nothing())
             where = (accounts.c.base_url == base_url, accounts.c.key_env == key_env)
-            found = conn.execute(self._locked(select(accounts.c.id, accounts.c.cap).where(*where))).first()
-            if found is None:
-                values = {"base_url": base_url, "key_env": key_env, "cap": cap, "updated_at": now}
-                return int(
-                    conn.execute(insert(accounts).values(**values).returning(accounts.c.id)).scalar_one()
-                )
+            found = conn.execute(self._locked(select(accounts.c.id, accounts.c.cap).where(*where))).one()
             if found.cap != cap:
                 _set(conn, found.id, cap=cap, updated_at=now)
             return int(found.id)

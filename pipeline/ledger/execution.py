@@ -40,6 +40,7 @@ from pipeline.ledger.tables import (
     PENDING,
     RUNNING,
     SUCCEEDED,
+    WITHDRAWN,
     attempts,
     descriptions,
     images,
@@ -47,6 +48,7 @@ from pipeline.ledger.tables import (
     manifests,
     runs,
 )
+from pipeline.ledger.withdrawals import withdraw_children_of_dropped, withdraw_returned
 from pipeline.recovery import KeptAnswer
 from pipeline.results import IMAGE_DOWNLOADED, IMAGE_PENDING, IMAGE_WITHHELD, ApiResult, DownloadOutcome
 
@@ -73,16 +75,21 @@ class Execution(LedgerBase):
         now: float | None = None,
         *,
         skip: Sequence[int] = (),
+        plan_floor: int = 0,
     ) -> Claim:
         """Lease up to ``limit`` due pending jobs, lowest rank first, within their budgets.
 
         ``manifest_id`` None claims from every manifest but those in ``skip``.
+        ``plan_floor`` (with a ``manifest_id``): leave the jobs an older plan
+        wrote than this one — a run that claims while its own plan is still
+        being written passes that plan's number, so that a job the plan will
+        withdraw once complete (`pipeline.ledger.withdrawals`) is not run first.
         """
         now = time.time() if now is None else now
         if limit <= 0:
             return Claim([])
         claim = await self._transact(
-            lambda conn: self._claim(conn, manifest_id, owner, limit, lease_s, now, list(skip))
+            lambda conn: self._claim(conn, manifest_id, owner, limit, lease_s, now, list(skip), plan_floor)
         )
         claim.jobs.sort(key=lambda j: (j.rank, j.id))
         return claim
@@ -96,11 +103,12 @@ class Execution(LedgerBase):
         lease_s: float,
         now: float,
         skip: list[int],
+        plan_floor: int = 0,
     ) -> Claim:
         sql = self._sql
         params: dict[str, Any] = {"b_now": now, "b_limit": limit}
         if manifest_id is not None:
-            query, params["b_manifest"] = sql.due, manifest_id
+            query, params["b_manifest"], params["b_floor"] = sql.due, manifest_id, plan_floor
         else:
             query, params["b_skip"] = sql.due_any, skip
         candidates = conn.execute(query, params).all()
@@ -216,7 +224,8 @@ class Execution(LedgerBase):
         """Running jobs back to pending, untouched: their reservations released, lease cleared.
 
         Their attempts without an outcome end with ``kind``; those that were
-        sent become in doubt (the request may have reached the server).
+        sent become in doubt (the request may have reached the server). One
+        that a complete plan dropped meanwhile is withdrawn instead (never sent again).
         """
         if not rows:
             return
@@ -224,6 +233,7 @@ class Execution(LedgerBase):
         for part in id_chunks([r.id for r in rows]):
             _end_unanswered(conn, part, now, kind, message)
             conn.execute(update(jobs).where(jobs.c.id.in_(part)).values(state=PENDING, **unleased(now)))
+            withdraw_returned(conn, part, now)
 
     def _release_reservations(self, conn: Connection, rows: Sequence[Any]) -> None:
         moves: dict[int, tuple[int, int]] = {}
@@ -517,6 +527,7 @@ class Execution(LedgerBase):
             ]
             if children:
                 self._insert_rows(conn, children)
+                withdraw_children_of_dropped(conn, [c.job_id for c in done if c.children], now)
             endings = grouped(
                 (
                     (
@@ -591,6 +602,8 @@ class Execution(LedgerBase):
                     for o in kept
                 ],
             )
+            if not final:
+                withdraw_returned(conn, [o.job_id for o in kept], now)
             self._release_reservations(conn, [owned[o.job_id] for o in kept])
             return {o.job_id for o in kept}
 
@@ -627,7 +640,8 @@ class Execution(LedgerBase):
         An answer whose job has none recorded yet is recorded as if it had just
         arrived (paid, its attempt answered and no longer in doubt), with the
         downloads it made; the job keeps its state, and the next claim finishes
-        it from there without calling the API. For a job whose answer is
+        it from there without calling the API (a job withdrawn meanwhile is
+        pending again, to download what it paid for). For a job whose answer is
         recorded already, only downloads the ledger does not know are added.
         A job answered meanwhile by another attempt (its lease had passed to
         another worker) takes the kept answer as extra results
@@ -650,6 +664,8 @@ class Execution(LedgerBase):
                     jobs.c.response_at,
                 ).where(jobs.c.manifest_id == manifest_id, jobs.c.key.in_(part))
                 rows.update({r.key: r for r in conn.execute(self._locked(query))})
+            # a job withdrawn since (a plan dropped it) is paid for: it finishes its downloads
+            unfinished = (PENDING, RUNNING, WITHDRAWN)
             fresh = [
                 Response(rows[key].id, answer.attempt_id, answer.result, answer.cost_micros)
                 for key, answer in by_key.items()
@@ -657,6 +673,13 @@ class Execution(LedgerBase):
             ]
             owned = {rows[key].id: rows[key] for key in rows}
             moves = self._store_responses(conn, owned, fresh, mark_paid=True)
+            revived = [r.job_id for r in fresh if owned[r.job_id].state == WITHDRAWN]
+            for part in id_chunks(revived):
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id.in_(part))
+                    .values(state=PENDING, next_attempt_at=now, updated_at=now)
+                )
             # a job answered meanwhile by another attempt (or finished): this answer was paid
             # too, and is kept as extra results (`late_answers`); one recorded already is not
             others = [
@@ -689,9 +712,9 @@ class Execution(LedgerBase):
                 if key in rows
                 for job_id in [rows[key].id]
                 # an extra answer's downloads follow the job's own results; a job finished
-                # meanwhile keeps its own downloads
+                # meanwhile (another worker paid again) keeps its own downloads
                 for shift in [first[job_id] if job_id in extra_jobs else 0]
-                if job_id in extra_jobs or rows[key].state in (PENDING, RUNNING)
+                if job_id in extra_jobs or rows[key].state in unfinished
                 for o in answer.downloads
                 if o.state == IMAGE_DOWNLOADED
             ]
@@ -705,7 +728,7 @@ class Execution(LedgerBase):
 
 def _is_fresh(row: Any) -> bool:
     """Whether a job would take a kept answer as its own: none recorded, and not finished."""
-    return row.response_at is None and row.state in (PENDING, RUNNING)
+    return row.response_at is None and row.state in (PENDING, RUNNING, WITHDRAWN)
 
 
 def _end_unanswered(conn: Connection, job_ids: Sequence[int], now: float, kind: str, message: str) -> None:

@@ -5,8 +5,9 @@ call, a stalled event loop, a ledger outage); another worker may then take
 the job over and pay for it again. The first answer, when it arrives, has
 been paid for: it is recorded all the same, never thrown away.
 
-- The job has no answer yet and is not finished: the answer becomes the
-  job's, and its caller takes the job back (the worker that held it can no
+- The job has no answer yet and is not finished (pending, running, or
+  withdrawn from its manifest since): the answer becomes the job's, and its
+  caller takes the job back (the worker that held it can no
   longer send a request for it; one already sent is paid, and its answer
   comes here as an extra).
 - The job has an answer already (another attempt's), or is finished: both
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pipeline.ledger.records import Response
-from pipeline.ledger.tables import PENDING, RUNNING
+from pipeline.ledger.tables import PENDING, RUNNING, WITHDRAWN
 
 #: the attempt's message when its answer was added to a job that had one
 EXTRA_MESSAGE = (
@@ -77,7 +78,7 @@ def sort_answers(
             continue
         if response.attempt_id is not None and response.attempt_id in answered_attempts:
             answers.again.append(response)
-        elif has_answer[response.job_id] or row.state not in (PENDING, RUNNING):
+        elif has_answer[response.job_id] or row.state not in (PENDING, RUNNING, WITHDRAWN):
             answers.extra.append(response)
         elif row.state == RUNNING and row.lease_owner == owner:
             answers.own.append(response)

@@ -38,6 +38,7 @@ from sqlalchemy import (
     false,
     func,
     insert,
+    or_,
     select,
     true,
     update,
@@ -45,7 +46,17 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 
-from pipeline.ledger.tables import FAILED, PENDING, RUNNING, Id, attempts, images, jobs, manifests
+from pipeline.ledger.tables import (
+    FAILED,
+    PENDING,
+    RUNNING,
+    WITHDRAWN,
+    Id,
+    attempts,
+    images,
+    jobs,
+    manifests,
+)
 
 #: the columns a planned job is inserted with, in the order of `DriverSql.insert_job`'s values
 JOB_COLUMNS = (
@@ -71,6 +82,7 @@ JOB_COLUMNS = (
     "cost_micros",
     "created_at",
     "updated_at",
+    "plan_seq",
 )
 
 
@@ -109,9 +121,18 @@ class DriverSql:
             names = ", ".join(quote(c) for c in columns)
             return f"INSERT INTO {quote(table)} ({names}) VALUES ({', '.join(marks(len(columns)))})"
 
-        conflict = f"ON CONFLICT ({quote('manifest_id')}, {quote('key')}) DO NOTHING"
-        #: a planned job (`JOB_COLUMNS`); a key the manifest already has is left alone
-        self.insert_job = f"{insert_sql(jobs.name, JOB_COLUMNS)} {conflict}"
+        conflict = f"ON CONFLICT ({quote('manifest_id')}, {quote('key')})"
+        #: a new job (`JOB_COLUMNS`: a child, a reroll); a key the manifest already has is left alone
+        self.insert_job = f"{insert_sql(jobs.name, JOB_COLUMNS)} {conflict} DO NOTHING"
+        state, table = quote("state"), quote(jobs.name)
+        moved = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in ("plan_seq", "stage", "rank"))
+        #: a job a plan makes (`JOB_COLUMNS`): a key the manifest already has keeps its row, now of
+        #: this plan and at its place in the manifest as it is now (an entry above it may have gone);
+        #: one withdrawn by an earlier plan is pending again (`pipeline.ledger.withdrawals`)
+        self.plan_job = (
+            f"{insert_sql(jobs.name, JOB_COLUMNS)} {conflict} DO UPDATE SET {moved}, "
+            f"{state} = CASE WHEN {table}.{state} = '{WITHDRAWN}' THEN '{PENDING}' ELSE {table}.{state} END"
+        )
         #: an image of an answer (`IMAGE_COLUMNS`)
         self.insert_image = insert_sql(images.name, IMAGE_COLUMNS)
         sets = ", ".join(f"{quote(c)} = {m}" for c, m in zip(DOWNLOAD_COLUMNS, marks(7), strict=True))
@@ -185,6 +206,8 @@ class Statements:
                 jobs.c.manifest_id == bindparam("b_manifest"),
                 jobs.c.state == PENDING,
                 jobs.c.next_attempt_at <= bindparam("b_now", type_=Float),
+                # while a plan is written, the jobs it has not reached (an older plan's) wait for it
+                or_(jobs.c.plan_seq.is_(None), jobs.c.plan_seq >= bindparam("b_floor", type_=BigInteger)),
             )
             .order_by(jobs.c.rank, jobs.c.id)
             .limit(bindparam("b_limit", type_=BigInteger))

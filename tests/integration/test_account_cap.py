@@ -148,3 +148,15 @@ async def test_limits_scope_decides_whether_runs_share_the_cap(
     assert fake_server.state.stats()["billed"] == 30
     if scope == "process":
         assert most > 3, "two processes of their own cap of 3 had more than 3 in flight together"
+
+
+async def test_processes_starting_together_share_one_account(ledger_url: str) -> None:
+    """Eight processes register the same account at the same moment: one account, none fails."""
+    opened = [await Ledger.open(ledger_url) for _ in range(8)]
+    try:
+        ids = await asyncio.gather(*(led.account_id("http://127.0.0.1:1", "KEY", 4) for led in opened))
+        assert len(set(ids)) == 1
+        assert len(await opened[0].account_statuses()) == 1
+    finally:
+        for led in opened:
+            await led.close()
