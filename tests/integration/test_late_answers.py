@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 
 from pipeline.fake_server import FakeServer
 from pipeline.ledger.late_answers import EXTRA_MESSAGE
 from pipeline.ledger.records import ClaimedJob, Completion, ManifestRecord, Outcome, Response
 from pipeline.ledger.repository import Ledger, opened_ledger
+from pipeline.ledger.tables import jobs
 from pipeline.recovery import KeptAnswer
 from pipeline.results import IMAGE_DOWNLOADED, IMAGE_PENDING, ApiResult, DownloadOutcome, GeneratedImage
 from tests.integration.conftest import run, write_manifest
@@ -181,3 +183,19 @@ async def test_a_failed_call_of_a_worker_that_lost_the_job_still_ends_its_attemp
     assert (rows[old_attempt].http_status, rows[old_attempt].in_doubt) == (502, True)
     assert await ledger.job_states(record.id, [job.key]) == {job.key: "running"}
     assert (await ledger.status(record.id)).in_doubt == 1
+
+
+async def test_a_late_answer_for_a_job_withdrawn_meanwhile_takes_it_back(ledger: Ledger) -> None:
+    """Reclaimed, then withdrawn by a re-plan before the answer came: paid, so the job is finished."""
+    record = await save(ledger)
+    await plan(ledger, record, many(1))
+    now = time.time()
+    job = await claim_one(ledger, record, owner="old", now=now)
+    [attempt] = (await ledger.record_attempts("old", None, [job.id])).values()
+    assert await ledger.reclaim_expired(now=now + LEASE_S + 1) == 1
+    async with ledger.engine.begin() as conn:  # as a plan that no longer has the job leaves it
+        await conn.execute(update(jobs).where(jobs.c.id == job.id).values(state="withdrawn"))
+    assert await ledger.record_responses("old", [answer(job, attempt, "old")]) == {job.id: None}
+    assert await ledger.complete_jobs("old", [Completion(job.id, [downloaded(0)])]) == {job.id}
+    assert await ledger.job_states(record.id, [job.key]) == {job.key: "succeeded"}
+    assert (await ledger.get_manifest_by_id(record.id)).spent_micros == COST
