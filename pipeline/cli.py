@@ -22,6 +22,7 @@ import click
 from click.core import ParameterSource
 
 from pipeline import __version__, logs
+from pipeline.cli_types import FiniteRange
 from pipeline.errors import (
     IdeobatchError,
     LedgerError,
@@ -32,6 +33,7 @@ from pipeline.errors import (
 )
 from pipeline.exit_codes import EXIT_ABORTED, EXIT_LOCKED, EXIT_UNUSABLE, EXIT_USAGE
 from pipeline.leases import DEFAULT_LEASE_S
+from pipeline.manifest import MAX_BUDGET_USD
 
 if TYPE_CHECKING:
     from pipeline.ledger_location import LedgerPlace
@@ -49,7 +51,7 @@ ledger_option = click.option(
 lease_option = click.option(
     "--lease",
     "lease_s",
-    type=click.FloatRange(1),
+    type=FiniteRange(1),
     default=DEFAULT_LEASE_S,
     show_default=True,
     help="Seconds a claimed job stays leased without a heartbeat.",
@@ -305,7 +307,7 @@ def main() -> None:
 @click.option(
     "--budget",
     "budget_usd",
-    type=click.FloatRange(0),
+    type=FiniteRange(0, MAX_BUDGET_USD),
     help="Stop claiming jobs before spend passes USD.",
 )
 @click.option(
@@ -426,7 +428,10 @@ def validate(manifest: str) -> None:
 @json_option
 @click.option("--save", is_flag=True, help="Also store the manifest and its jobs in the ledger, for workers.")
 @click.option(
-    "--budget", "budget_usd", type=click.FloatRange(0), help="With --save: the budget workers share."
+    "--budget",
+    "budget_usd",
+    type=FiniteRange(0, MAX_BUDGET_USD),
+    help="With --save: the budget workers share.",
 )
 @logging_options
 def plan(manifest: str, ledger_url: str | None, as_json: bool, save: bool, budget_usd: float | None) -> None:

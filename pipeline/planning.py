@@ -168,7 +168,10 @@ class Plan:
         """Write the jobs left, then mark the plan complete; the whole plan's counts (None: unchanged)."""
         if self.rest is None:
             return self.counts
-        rest = await ledger.plan_jobs(self.record.id, self.rest, beside_a_run=self.beside_a_run)
+        rest = await ledger.plan_jobs(
+            self.record.id, self.rest, beside_a_run=self.beside_a_run, plan_seq=self.record.plan_seq
+        )
+        rest.withdrawn = await withdraw_unplanned(ledger, self.record)
         await ledger.mark_planned(self.record.id, self.config)
         self.rest = None
         self.later_new = rest.new
@@ -217,14 +220,31 @@ async def start_plan(
     )
     if unchanged:
         return Plan(record, None, config)
-    planned = expand(loaded)
+    plan = Plan(record, PlanCounts(), config, expand(loaded))
     if first is None:
-        return Plan(record, PlanCounts(), config, planned)
-    counts = await ledger.plan_jobs(record.id, itertools.islice(planned, first), complete=False)
-    plan = Plan(record, counts, config, planned, later_new=0, beside_a_run=True)
-    if counts.total < first:  # that was every job
+        return plan
+    if stored is not None:
+        # a re-plan: the jobs an edit removed are withdrawn once it is complete, and none of them
+        # may be claimed before; so this plan is written whole before the run claims anything
+        await plan.finish(ledger)
+        return plan
+    assert plan.rest is not None
+    plan.counts = await ledger.plan_jobs(
+        record.id, itertools.islice(plan.rest, first), complete=False, plan_seq=record.plan_seq
+    )
+    plan.beside_a_run = True
+    if plan.counts.total < first:  # that was every job
         await plan.finish(ledger)
     return plan
+
+
+async def withdraw_unplanned(ledger: Ledger, record: ManifestRecord) -> int:
+    """Withdraw the jobs the manifest no longer has; call it once, when its plan is complete.
+
+    A job an edit took out of the manifest is never run (nor paid for); what
+    was already sent keeps its history (`pipeline.ledger.withdrawals`).
+    """
+    return await ledger.withdraw_unplanned(record.id, record.plan_seq)
 
 
 def load_structure(path: str) -> LoadedManifest:
@@ -250,7 +270,8 @@ def log_plan(name: str, counts: PlanCounts | None) -> None:
     if counts is None:
         log.info("%s: nothing changed since the last plan", name)
     else:
-        log.info("planned %s: %d job(s), %d new", name, counts.total, counts.new)
+        withdrawn = f", {counts.withdrawn} no longer in it withdrawn" if counts.withdrawn else ""
+        log.info("planned %s: %d job(s), %d new%s", name, counts.total, counts.new, withdrawn)
 
 
 def _count_stages(stages: Any) -> int:

@@ -19,7 +19,7 @@ from pipeline.leases import DEFAULT_LEASE_S, HOST, reclaim_dead_on_this_host
 from pipeline.ledger.records import ManifestRecord
 from pipeline.ledger.reports import LedgerStatus
 from pipeline.ledger.repository import Ledger, opened_ledger
-from pipeline.ledger.tables import FAILED, SUCCEEDED
+from pipeline.ledger.tables import FAILED, SUCCEEDED, WITHDRAWN
 from pipeline.manifest import LoadedManifest, TimeoutsConfig
 from pipeline.parts import Parts, merge, worst
 from pipeline.planning import FIRST_BATCH, Plan, load_structure, log_plan, start_plan
@@ -377,7 +377,7 @@ async def baseline_of(ledger: Ledger, manifest_id: int | None) -> Baseline:
         spent = sum(record.spent_micros for record in await ledger.list_manifests())
     failed = counts.get(FAILED, 0)
     return Baseline(
-        total=sum(counts.values()),
+        total=sum(counts.values()) - counts.get(WITHDRAWN, 0),
         done=counts.get(SUCCEEDED, 0) + failed,
         failed=failed,
         spend_micros=spent,

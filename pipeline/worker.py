@@ -19,6 +19,7 @@ reached, its output folder unusable) is set aside while the others go on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -31,10 +32,12 @@ import aiohttp
 from pipeline.account_slots import SharedSlots
 from pipeline.client import IdeogramClient
 from pipeline.downloads import Downloader, clean_temp_files
+from pipeline.durations import human_duration
 from pipeline.errors import LedgerError, OutputUnusable, UsageError
 from pipeline.executor import JobExecutor
 from pipeline.jobs import StopReason
 from pipeline.leases import DEFAULT_LEASE_S, ENDING_POLL_S, POLL_S, reclaim_dead_on_this_host
+from pipeline.ledger.accounts import account_url
 from pipeline.ledger.batcher import WriteBatcher
 from pipeline.ledger.records import ClaimedJob, ManifestRecord, to_usd
 from pipeline.ledger.repository import Ledger
@@ -158,7 +161,7 @@ class JobRunner:
         self.lease_s = lease_s
         self.base_url = base_url
         self.only = manifest.id if manifest is not None else None
-        self.batcher = WriteBatcher(ledger, owner, run_id)
+        self.batcher = WriteBatcher(ledger, owner, run_id, lease_s=lease_s)
         self.result = RunResult(progress.tally)
         self._manifests: dict[int, _Manifest] = {}
         self._accounts: dict[tuple[str, str], _Account] = {}
@@ -169,6 +172,9 @@ class JobRunner:
             self._manifests[manifest.id] = _Manifest(manifest, settings)
             self._keys[manifest.id] = api_key
         self._tasks: set[asyncio.Task[None]] = set()
+        #: the jobs this process's tasks work on, and those of them a claim gave back meanwhile
+        self._executing: set[int] = set()
+        self._claimed_again: set[int] = set()
         self._poll_s = POLL_S
         #: when a call last got an answer other than a 429 (a run of nothing else gives up)
         self._last_answer = time.monotonic()
@@ -390,6 +396,11 @@ class JobRunner:
         return self.stop_reason is not None
 
     async def _spawn(self, job: ClaimedJob) -> None:
+        if job.id in self._executing:
+            # its lease ran out while this process still worked on it (a stalled event loop) and
+            # this claim gave it back: the task that has it goes on, and nothing is sent twice
+            self._claimed_again.add(job.id)
+            return
         manifest = await self._manifest_of(job)
         executor = manifest.executor
         if executor is None:
@@ -400,6 +411,7 @@ class JobRunner:
         self.progress.job_claimed(job.key)
         self._calling += 1
         manifest.running += 1
+        self._executing.add(job.id)
         task = asyncio.create_task(self._execute(manifest, executor, job), name=f"job-{job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._job_done)
@@ -408,7 +420,15 @@ class JobRunner:
         try:
             end: JobEnd = await executor.execute(job)
         finally:
+            self._executing.discard(job.id)
             manifest.running -= 1
+        if job.id in self._claimed_again:
+            self._claimed_again.discard(job.id)
+            if end.lease_lost:
+                # the task gave up on the job it was claimed again for: back to pending, for a
+                # claim that runs it (a job it finished, or settled, is no longer ours: no-op)
+                with contextlib.suppress(LedgerError):
+                    await self.ledger.release_jobs(self.owner, [job.id])
         self.result.tally.add(end)
         if end.retried and end.retry_reason is not None:
             self.progress.job_retrying(job.key, end.retry_reason, end.retry_in_s)
@@ -425,11 +445,10 @@ class JobRunner:
             return
         limit = manifest.settings.retry.give_up_after
         if now - self._last_answer > limit:
-            minutes = limit / 60
             self.stop_for(
                 manifest,
                 StopReason.FATAL,
-                f"for {minutes:g} min the provider answered nothing but 429 (too many in flight): "
+                f"for {human_duration(limit)} the provider answered nothing but 429 (too many in flight): "
                 "is another client using this account's cap? (retry.give_up_after)",
             )
 
@@ -503,7 +522,7 @@ class JobRunner:
         With ``limits.scope: account`` (the default) its places are held in
         the ledger, shared with every process that calls the same account.
         """
-        key = (settings.provider.url, settings.provider.key_env)
+        key = (account_url(settings.provider.url), settings.provider.key_env)
         account = self._accounts.get(key)
         if account is None:
             limits = settings.limits

@@ -246,7 +246,7 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 #: the newest revision in migrations/versions (a test checks it against Alembic's head);
 #: knowing it lets a ledger already at head open without importing Alembic at all
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 
 async def stored_revision(engine: AsyncEngine) -> str | None:

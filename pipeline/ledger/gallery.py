@@ -17,9 +17,11 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, String, bindparam, cast, func, select, type_coerce
 
+from pipeline.endpoints import CATALOG
 from pipeline.ledger.base import LedgerBase
 from pipeline.ledger.faults import verb
 from pipeline.ledger.tables import images, jobs, picks
+from pipeline.structured import summary_of
 
 #: request field names a filter may use (they become part of a JSON path)
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -86,9 +88,12 @@ class GalleryRow:
 
     @property
     def prompt(self) -> str | None:
-        """The prompt as written in the manifest (the request's)."""
+        """The prompt as written in the manifest (the request's); a JSON prompt's summary."""
         value = self.request.get("prompt")
-        return value if isinstance(value, str) else None
+        if isinstance(value, str):
+            return value
+        ep = CATALOG.get(self.op)
+        return summary_of(ep, self.request) or None if ep is not None else None
 
     @property
     def cost_per_image_micros(self) -> int:

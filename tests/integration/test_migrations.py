@@ -178,6 +178,58 @@ async def test_a_ledger_at_0001_is_upgraded_with_its_jobs_kept(empty_url: str) -
         await ledger.close()
 
 
+async def test_a_ledger_at_0004_is_upgraded_with_its_planned_jobs_in_plan_0(empty_url: str) -> None:
+    """0005: jobs a plan made are of plan 0, which a later plan withdraws; children and rerolls of none."""
+    engine = engines.create_engine(empty_url)
+    try:
+        await in_transaction(
+            engine, lambda connection: command.upgrade(engines.alembic_config(connection), "0004")
+        )
+
+        def seed(connection: Connection) -> None:
+            connection.exec_driver_sql(
+                "INSERT INTO manifests (id, name, sha256, base_dir, config, planned_at, plan_complete, "
+                "spent_micros, reserved_micros) VALUES (1, 'old', 'x', '.', '{}', 0, true, 0, 0)"
+            )
+            # 1 succeeded with an image, 2 its pending child, 3 the reroll of that image, 4 pending
+            for job_id, parent, state in (
+                (1, None, "succeeded"),
+                (2, 1, "pending"),
+                (3, None, "pending"),
+                (4, None, "pending"),
+            ):
+                connection.exec_driver_sql(
+                    "INSERT INTO jobs (id, manifest_id, key, op, stage, rank, replica, request, num_images, "
+                    "parent_id, state, attempts, next_attempt_at, estimate_micros, reserved_micros, "
+                    "cost_micros, created_at, updated_at) "
+                    f"VALUES ({job_id}, 1, 'k{job_id}', 'generate', '0', {job_id}, 0, '{{}}', 1, "
+                    f"{parent or 'NULL'}, '{state}', 0, 0, 0, 0, 0, 0, 0)"
+                )
+            connection.exec_driver_sql(
+                'INSERT INTO images (id, job_id, "index", is_image_safe, state) '
+                "VALUES (1, 1, 0, true, 'downloaded')"
+            )
+            connection.exec_driver_sql(
+                "INSERT INTO picks (image_id, verdict, decided_at, reroll_job_id) "
+                "VALUES (1, 'rejected', 0, 3)"
+            )
+
+        await in_transaction(engine, seed)
+    finally:
+        await engine.dispose()
+    ledger = await Ledger.open(empty_url, upgrade=True)
+    try:
+        assert await engines.current_revision(ledger.engine) == engines.HEAD_REVISION
+        record = await ledger.get_manifest("old")
+        assert record is not None
+        assert record.plan_seq == 0
+        assert await ledger.withdraw_unplanned(record.id, 1) == 2
+        states = await ledger.job_states(record.id, ["k1", "k2", "k3", "k4"])
+        assert states == {"k1": "succeeded", "k2": "withdrawn", "k3": "pending", "k4": "withdrawn"}
+    finally:
+        await ledger.close()
+
+
 def declared_type(column: Any) -> str:
     """A column's type as SQLite keeps it, less a string's length (SQLite ignores it)."""
     kind = column["type"]

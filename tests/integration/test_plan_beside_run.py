@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -75,3 +76,25 @@ async def test_a_plan_cut_short_is_finished_by_the_next_run(
     assert summary["jobs"]["succeeded"] == JOBS
     assert plan_complete(tmp_path) == [("t", 1)]
     one_request_per_job(fake_server)
+
+
+async def test_a_re_plan_is_complete_before_a_claim_so_removed_jobs_are_never_sent(
+    tmp_path: Path, fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs an edit removed are withdrawn when the plan completes: a re-plan is not run beside claims."""
+    monkeypatch.setattr("pipeline.running.FIRST_BATCH", 2)
+    finish = planning.Plan.finish
+
+    async def slowly(plan: planning.Plan, ledger: object) -> object:
+        await asyncio.sleep(0.5)  # time enough for a run beside it to claim
+        return await finish(plan, ledger)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(planning.Plan, "finish", slowly)
+    first = write_manifest(tmp_path, "- {op: generate, prompts: [gone0, gone1, gone2, kept0, kept1, kept2]}")
+    await planning.save_plan(str(first), f"sqlite:///{tmp_path}/ledger.db", None)
+    edited = write_manifest(tmp_path, "- {op: generate, prompts: [kept0, kept1, kept2, new0, new1]}")
+    code, summary = await run(edited, fake_server, tmp_path)
+    assert code == 0
+    sent = Counter(entry.fields["prompt"] for entry in fake_server.state.log if entry.fields)
+    assert sent == Counter({"kept0": 1, "kept1": 1, "kept2": 1, "new0": 1, "new1": 1})
+    assert summary["jobs"]["succeeded"] == 5
