@@ -148,7 +148,11 @@ async def test_a_second_ctrl_c_cancels_the_calls_of_every_process(tmp_path: Path
     code, out, err = await finish(process, limit_s=15)
     assert code == 3, err
     summary = json.loads(out)
-    assert summary["jobs"] == {"pending": 20, "running": 0, "succeeded": 0, "failed": 0}
+    assert (summary["jobs"]["pending"], summary["jobs"]["running"], summary["jobs"]["succeeded"]) == (
+        20,
+        0,
+        0,
+    )
     assert summary["in_doubt"] == 6  # the calls in flight, in both processes
     assert await ledger_runs(ledger) == [("run", "interrupted"), ("run", "interrupted")]
 
