@@ -19,14 +19,16 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError as SchemaError
 from pydantic import StrictBool, StrictInt, StrictStr
 
 from pipeline.shipped_schema import ShippedSchema, StrictRequest
 from pipeline.suggestions import did_you_mean
+
+if TYPE_CHECKING:  # jsonschema is imported when a JSON prompt is checked (a run needs none)
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError as SchemaError
 
 Problems = list[tuple[str, str]]
 
@@ -149,6 +151,8 @@ def tier(params: Mapping[str, Any], _files: Mapping[str, int]) -> str:
 @cache
 def _validator() -> Draft202012Validator:
     """A validator of ``V4JsonPrompt`` that also refuses keys the schema does not name."""
+    from jsonschema import Draft202012Validator
+
     schema = _closed(copy.deepcopy(schema_data()["json_prompt"]["schema"]))
     return Draft202012Validator(schema)
 

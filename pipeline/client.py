@@ -33,6 +33,7 @@ import aiohttp
 from pipeline import endpoints
 from pipeline.api_schema import MAX_SOURCE_BYTES
 from pipeline.bodies import BodyError, BodyIncomplete, BodyTooLarge, read_body, read_prefix
+from pipeline.durations import human_duration
 from pipeline.endpoints import Encoding, Endpoint
 from pipeline.errors import ApiError, FatalError, PermanentError, TransientError
 from pipeline.file_checks import FileFacts, bytes_facts, file_problems, local_facts
@@ -314,7 +315,7 @@ def _source_error(url: str, name: str, exc: BaseException, expired: bool, deadli
     if isinstance(exc, BodyTooLarge):
         return PermanentError(f"source image {name} is over 10 MB", reason="bad_source")
     if expired:
-        message = f"source image {url}: the download deadline of {deadline_s:g} s passed"
+        message = f"source image {url}: the download deadline of {human_duration(deadline_s)} passed"
         return TransientError(message, reason="source_unavailable")
     return TransientError(f"source image {url}: {_describe(exc)}", reason="source_unavailable")
 

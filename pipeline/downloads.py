@@ -30,6 +30,7 @@ from pathlib import Path
 import aiohttp
 
 from pipeline.bodies import BodyIncomplete, BodyTooLarge, iter_body
+from pipeline.durations import human_duration
 from pipeline.errors import BadImage, DownloadRetryable, UrlExpired
 from pipeline.images import EXTENSIONS, image_size_from_bytes, png_has_rgba, sniff_image_type
 from pipeline.leases import pid_alive
@@ -213,7 +214,8 @@ class Downloader:
         except TimeoutError as exc:
             if deadline.expired():
                 raise DownloadRetryable(
-                    f"{_safe(url)}: the download deadline of {self.deadline_s:g} s passed after {size} bytes"
+                    f"{_safe(url)}: the download deadline of {human_duration(self.deadline_s)} passed "
+                    f"after {size} bytes"
                 ) from exc
             raise DownloadRetryable(f"{_safe(url)}: read timeout") from exc
         except (aiohttp.ClientError, BodyIncomplete, OSError) as exc:

@@ -94,8 +94,12 @@ class Writes(Protocol):
         """Record that a request is being sent; the attempt's id."""
         ...
 
-    async def response(self, response: Response) -> None:
-        """Record a paid answer before its images are downloaded."""
+    async def response(self, response: Response) -> int | None:
+        """Record a paid answer before its images are downloaded (a number: as an extra answer)."""
+        ...
+
+    async def extra_downloads(self, job_id: int, downloads: Sequence[DownloadOutcome]) -> None:
+        """Record the downloads of an extra answer's images."""
         ...
 
     async def complete(self, completion: Completion) -> None:
@@ -294,18 +298,32 @@ class JobExecutor:
         end.spend_micros = cost
         to_fetch = [image for image in result.images if not image.withheld]
         outcomes: list[DownloadOutcome] | None = None
-        recorded = False
+        recorded = extra = False
         try:
             if to_fetch:
                 # the paid answer is durable before the (slow, retryable) downloads start
-                await self.writes.response(response)
+                extra_from = await self.writes.response(response)
                 recorded = True
+                if extra := extra_from is not None:
+                    await self._keep_extra(job, result, extra_from, end)
+                    return
                 outcomes = await self._download_all(job, result.images)
                 await self._complete(job, outcomes, result.descriptions, None, end)
             else:
                 outcomes = [DownloadOutcome(i.index, IMAGE_WITHHELD) for i in result.images]
-                await self._complete(job, outcomes, result.descriptions, response, end)
+                try:
+                    await self._complete(job, outcomes, result.descriptions, response, end)
+                except LeaseLost:
+                    # its lease ran out while the call was in flight: the paid answer is kept all the same
+                    extra_from = await self.writes.response(response)
+                    recorded = True
+                    if extra := extra_from is not None:
+                        await self._keep_extra(job, result, extra_from, end)
+                        return
+                    await self._complete(job, outcomes, result.descriptions, None, end)
         except LedgerError:
+            if extra:  # recorded: only its downloads are missing (the images stay pending in the ledger)
+                raise
             if outcomes is None:
                 # the image URLs expire, and downloading needs no ledger
                 outcomes = await self._download_all(job, result.images)
@@ -317,6 +335,22 @@ class JobExecutor:
             if not recorded:
                 end.kept_answer = self._keep_answer(job, response, outcomes or ())
             raise
+
+    async def _keep_extra(self, job: ClaimedJob, result: ApiResult, first: int, end: JobEnd) -> None:
+        """Download an extra answer's images (numbered from ``first``); the job is another's to complete."""
+        log.warning(
+            "job %s: its lease passed to another worker while its call was in flight; the paid answer "
+            "is kept as extra results of the job",
+            job.key[:12],
+        )
+        images = [replace(image, index=image.index + first) for image in result.images]
+        # numbered past the job's own: their file names carry their number
+        outcomes = await self._download_all(job, images, total=first + len(images))
+        await self.writes.extra_downloads(job.id, outcomes)
+        end.lease_lost = True
+        end.images = sum(1 for o in outcomes if o.state == IMAGE_DOWNLOADED)
+        end.withheld = sum(1 for o in outcomes if o.state == IMAGE_WITHHELD)
+        end.expired = sum(1 for o in outcomes if o.state == IMAGE_EXPIRED)
 
     def _keep_answer(
         self, job: ClaimedJob, response: Response, outcomes: Sequence[DownloadOutcome]

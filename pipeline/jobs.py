@@ -15,12 +15,18 @@ from typing import Any
 
 
 class JobState(StrEnum):
-    """Where a job is: ``pending`` → ``running`` (leased) → ``succeeded`` | ``failed``."""
+    """Where a job is: ``pending`` → ``running`` (leased) → ``succeeded`` | ``failed``.
+
+    ``withdrawn``: a job taken out of the manifest before it was paid for (a
+    later complete plan no longer has it); it is never claimed, and a plan
+    that has it again puts it back to ``pending`` (`pipeline.ledger.withdrawals`).
+    """
 
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    WITHDRAWN = "withdrawn"
 
 
 class StopReason(StrEnum):

@@ -18,8 +18,6 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from tqdm import tqdm
-
 LOGGER_NAME = "ideobatch"
 FORMATS = ("text", "json")
 REDACTED = "***"
@@ -71,7 +69,13 @@ class _ConsoleHandler(logging.StreamHandler[TextIO]):
     """Writes a line above a progress bar on the same stream instead of through it."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        with tqdm.external_write_mode(file=self.stream):
+        progress_bars = sys.modules.get(
+            "tqdm"
+        )  # imported by a progress bar only: none, no bar to write above
+        if progress_bars is None:
+            super().emit(record)
+            return
+        with progress_bars.tqdm.external_write_mode(file=self.stream):
             super().emit(record)
 
 

@@ -44,6 +44,10 @@ DEFAULT_GIVE_UP_AFTER_S = 30 * 60.0
 #: the deadline of one image download (a produced image, or a URL source fetched to upload it)
 DEFAULT_DOWNLOAD_TIMEOUT_S = 120.0
 DEFAULT_NAME_TEMPLATE = "{op}/{slug}-{key}-{index}.{ext}"
+#: the largest budget (USD) and price per image (USD) taken: beyond, a typo (the ledger keeps
+#: money as 64-bit micro-dollars)
+MAX_BUDGET_USD = 1_000_000_000.0
+MAX_PRICE_USD = 1_000_000.0
 #: a manifest text larger than this is refused (jobs belong in prompts/catalog files)
 MAX_MANIFEST_BYTES = 5 * 1024 * 1024
 
@@ -115,8 +119,8 @@ class LimitsConfig(_Section):
     """How hard to push: images in flight, requests per minute, money."""
 
     concurrency: Annotated[StrictInt, Field(ge=1, le=10_000)] = DEFAULT_CONCURRENCY
-    requests_per_minute: Annotated[float, Field(gt=0)] | None = None
-    budget_usd: Annotated[float, Field(ge=0)] | None = None
+    requests_per_minute: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    budget_usd: Annotated[float, Field(ge=0, le=MAX_BUDGET_USD, allow_inf_nan=False)] | None = None
     #: `account`: `concurrency` is the provider account's cap, shared through the ledger by every
     #: process with the same base_url and key variable; `process`: each process's own
     scope: Literal["account", "process"] = "account"
@@ -191,7 +195,9 @@ class Manifest(BaseModel):
     limits: LimitsConfig = LimitsConfig()
     retry: RetryConfig = RetryConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
-    prices: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+    prices: dict[str, Annotated[float, Field(ge=0, le=MAX_PRICE_USD, allow_inf_nan=False)]] = Field(
+        default_factory=dict
+    )
     lock: StrictBool = False
     jobs: Annotated[list[JobSpec], Field(min_length=1)]
 

@@ -7,7 +7,10 @@ which prices are estimates the provider has not confirmed.
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import endpoints
@@ -25,6 +28,8 @@ from pipeline.settings import RunSettings
 from pipeline.validation import load_valid
 
 LOOKUP_BATCH = 5000
+#: jobs `ideobatch run` plans before its first claim; the others are planned while these run
+FIRST_BATCH = 256
 log = logging.getLogger("ideobatch")
 
 
@@ -135,6 +140,45 @@ async def plan_report(
     }
 
 
+@dataclass
+class Plan:
+    """A manifest's plan as it is written: its record, the counts so far, the jobs still to write.
+
+    The plan is marked complete in the ledger (``plan_complete``, with the
+    fingerprint it came from) only by `finish`, after its last job: a run
+    killed before that plans again, and a plan the ledger calls complete
+    holds every job of the manifest.
+    """
+
+    record: ManifestRecord
+    #: jobs written so far (None: nothing had changed, nothing is written)
+    counts: PlanCounts | None
+    config: dict[str, Any]
+    rest: Iterator[PlannedJob] | None = None
+    #: jobs `finish` added that the ledger did not have
+    later_new: int = 0
+    beside_a_run: bool = field(default=False)
+
+    @property
+    def complete(self) -> bool:
+        """Whether every job is written and the plan marked complete."""
+        return self.rest is None
+
+    async def finish(self, ledger: Ledger) -> PlanCounts | None:
+        """Write the jobs left, then mark the plan complete; the whole plan's counts (None: unchanged)."""
+        if self.rest is None:
+            return self.counts
+        rest = await ledger.plan_jobs(
+            self.record.id, self.rest, beside_a_run=self.beside_a_run, plan_seq=self.record.plan_seq
+        )
+        rest.withdrawn = await withdraw_unplanned(ledger, self.record)
+        await ledger.mark_planned(self.record.id, self.config)
+        self.rest = None
+        self.later_new = rest.new
+        self.counts = (self.counts or PlanCounts()) + rest
+        return self.counts
+
+
 async def plan_into(
     ledger: Ledger, loaded: LoadedManifest, settings: RunSettings
 ) -> tuple[ManifestRecord, PlanCounts | None]:
@@ -144,6 +188,19 @@ async def plan_into(
     (`pipeline.fingerprint`), only the settings are stored: validation and
     expansion are skipped, and the counts are None. Otherwise the manifest is
     validated in full (``loaded`` may be structure-only) and re-planned.
+    """
+    plan = await start_plan(ledger, loaded, settings)
+    return plan.record, await plan.finish(ledger)
+
+
+async def start_plan(
+    ledger: Ledger, loaded: LoadedManifest, settings: RunSettings, *, first: int | None = None
+) -> Plan:
+    """`plan_into`'s first part: the settings stored and, with ``first``, that many jobs committed.
+
+    The jobs are claimable as soon as this returns; `Plan.finish` writes the
+    others (a run does it while the first ones run) and only then marks the
+    plan complete. A manifest of no more than ``first`` jobs is complete on return.
     """
     fingerprint = plan_fingerprint(loaded)
     config = {**settings.to_config(), "plan_fingerprint": fingerprint}
@@ -162,10 +219,32 @@ async def plan_into(
         replanning=not unchanged,
     )
     if unchanged:
-        return record, None
-    counts = await ledger.plan_jobs(record.id, expand(loaded))
-    await ledger.mark_planned(record.id, config)
-    return record, counts
+        return Plan(record, None, config)
+    plan = Plan(record, PlanCounts(), config, expand(loaded))
+    if first is None:
+        return plan
+    if stored is not None:
+        # a re-plan: the jobs an edit removed are withdrawn once it is complete, and none of them
+        # may be claimed before; so this plan is written whole before the run claims anything
+        await plan.finish(ledger)
+        return plan
+    assert plan.rest is not None
+    plan.counts = await ledger.plan_jobs(
+        record.id, itertools.islice(plan.rest, first), complete=False, plan_seq=record.plan_seq
+    )
+    plan.beside_a_run = True
+    if plan.counts.total < first:  # that was every job
+        await plan.finish(ledger)
+    return plan
+
+
+async def withdraw_unplanned(ledger: Ledger, record: ManifestRecord) -> int:
+    """Withdraw the jobs the manifest no longer has; call it once, when its plan is complete.
+
+    A job an edit took out of the manifest is never run (nor paid for); what
+    was already sent keeps its history (`pipeline.ledger.withdrawals`).
+    """
+    return await ledger.withdraw_unplanned(record.id, record.plan_seq)
 
 
 def load_structure(path: str) -> LoadedManifest:
@@ -191,7 +270,8 @@ def log_plan(name: str, counts: PlanCounts | None) -> None:
     if counts is None:
         log.info("%s: nothing changed since the last plan", name)
     else:
-        log.info("planned %s: %d job(s), %d new", name, counts.total, counts.new)
+        withdrawn = f", {counts.withdrawn} no longer in it withdrawn" if counts.withdrawn else ""
+        log.info("planned %s: %d job(s), %d new%s", name, counts.total, counts.new, withdrawn)
 
 
 def _count_stages(stages: Any) -> int:

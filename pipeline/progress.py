@@ -15,9 +15,10 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from tqdm import tqdm
+if TYPE_CHECKING:  # imported when a bar is shown (not with --quiet, nor off a terminal)
+    from tqdm import tqdm
 
 from pipeline.ledger.records import to_usd
 from pipeline.results import RunTally
@@ -63,11 +64,15 @@ class Progress:
         self._started = time.monotonic()
         self._last_log = self._started
         self._bar: tqdm[Any] | None = None
+        #: what the run's other processes (`run --processes N`) finished, as the ledger says
+        self.others = Baseline()
         #: job key -> (reason shown, monotonic time its wait ends)
         self._waiting: dict[str, tuple[str, float]] = {}
         self._idle_until: float | None = None
         show_bar = (not quiet and self.stream.isatty()) if bar is None else bar
         if show_bar:
+            from tqdm import tqdm
+
             self._bar = tqdm(
                 total=self.total,
                 initial=self.baseline.done,
@@ -86,13 +91,27 @@ class Progress:
 
     @property
     def done_overall(self) -> int:
-        """Jobs of the manifest finished, before and during this run."""
-        return self.baseline.done + self.done
+        """Jobs of the manifest finished, before and during this run (by all its processes)."""
+        return self.baseline.done + self.done + self.others.done
+
+    @property
+    def failed_overall(self) -> int:
+        """Jobs of the manifest failed, before and during this run (by all its processes)."""
+        return self.baseline.failed + self.tally.failed + self.others.failed
 
     @property
     def spend_micros(self) -> int:
         """The manifest's spend: the ledger's before this run plus this run's."""
-        return self.baseline.spend_micros + self.tally.spend_micros
+        return self.baseline.spend_micros + self.tally.spend_micros + self.others.spend_micros
+
+    def note_ledger(self, done: int, failed: int, spend_micros: int) -> None:
+        """The ledger's figures now: what is not this process's nor from before was done by the others."""
+        self.others = Baseline(
+            done=max(0, done - self.baseline.done - self.done),
+            failed=max(0, failed - self.baseline.failed - self.tally.failed),
+            spend_micros=max(0, spend_micros - self.baseline.spend_micros - self.tally.spend_micros),
+        )
+        self.update()
 
     def add_total(self, extra: int) -> None:
         """More jobs appeared (chained stages)."""
@@ -132,7 +151,7 @@ class Progress:
             "done": self.done_overall,
             "total": self.total,
             "succeeded": self.tally.succeeded,
-            "failed": self.baseline.failed + self.tally.failed,
+            "failed": self.failed_overall,
             "retried": self.tally.retried,
             "waiting": count,
             "waiting_reason": reason,
@@ -143,7 +162,7 @@ class Progress:
     def _postfix(self) -> dict[str, str | int]:
         count, reason, longest = self.waiting()
         postfix: dict[str, str | int] = {
-            "failed": self.baseline.failed + self.tally.failed,
+            "failed": self.failed_overall,
             "retried": self.tally.retried,
         }
         if count:
@@ -172,14 +191,14 @@ class Progress:
     def line(self) -> str:
         """One progress line: counts, rate, ETA and spend."""
         elapsed = max(1e-9, time.monotonic() - self._started)
-        rate = self.done / elapsed
+        rate = (self.done + self.others.done) / elapsed
         left = max(0, self.total - self.done_overall)
         eta = f"{left / rate:.0f}s" if rate > 0 else "?"
         count, reason, longest = self.waiting()
         waiting = f", {count} waiting ({reason}, {math.ceil(longest)}s)" if count else ""
         return (
             f"{self.label}: {self.done_overall}/{self.total} done, "
-            f"{self.baseline.failed + self.tally.failed} failed, "
+            f"{self.failed_overall} failed, "
             f"{self.tally.retried} retried{waiting}, {rate:.1f} jobs/s, ETA {eta}, "
             f"spend ${to_usd(self.spend_micros):.2f}"
         )

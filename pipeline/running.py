@@ -19,9 +19,10 @@ from pipeline.leases import DEFAULT_LEASE_S, HOST, reclaim_dead_on_this_host
 from pipeline.ledger.records import ManifestRecord
 from pipeline.ledger.reports import LedgerStatus
 from pipeline.ledger.repository import Ledger, opened_ledger
-from pipeline.ledger.tables import FAILED, SUCCEEDED
+from pipeline.ledger.tables import FAILED, SUCCEEDED, WITHDRAWN
 from pipeline.manifest import LoadedManifest, TimeoutsConfig
-from pipeline.planning import load_structure, log_plan, plan_into
+from pipeline.parts import Parts, merge, worst
+from pipeline.planning import FIRST_BATCH, Plan, load_structure, log_plan, start_plan
 from pipeline.progress import Baseline, Progress
 from pipeline.recovery import forget, kept_answers, recovery_dirs
 from pipeline.settings import RunSettings
@@ -54,6 +55,8 @@ class RunOptions:
     base_url: str | None = None
     #: seconds to wait for a ledger that does not answer (None: the manifest's, else the default)
     ledger_retry_s: float | None = None
+    #: processes of this machine the run is spread over (`pipeline.parts`)
+    processes: int = 1
 
 
 async def run_manifest(options: RunOptions) -> tuple[int, dict[str, Any]]:
@@ -68,28 +71,99 @@ async def run_manifest(options: RunOptions) -> tuple[int, dict[str, Any]]:
     api_key = settings.api_key()
     logs.redact(api_key)
     window = options.ledger_retry_s if options.ledger_retry_s is not None else settings.retry.ledger_retry
-    with logs.manifest_context(settings.name):
-        return await _plan_and_execute(loaded, settings, api_key, window, options)
+    parts = None
+    if options.processes > 1:
+        # started now, to load while this process plans; they work once the plan is complete
+        parts = Parts(options.processes - 1, options.ledger_url, settings.name, options.lease_s, window)
+        await parts.spawn()
+    try:
+        with logs.manifest_context(settings.name):
+            return await _plan_and_execute(loaded, settings, api_key, window, options, parts)
+    except BaseException:
+        if parts is not None:
+            await parts.stop()
+        raise
 
 
 async def _plan_and_execute(
-    loaded: LoadedManifest, settings: RunSettings, api_key: str, window: float | None, options: RunOptions
+    loaded: LoadedManifest,
+    settings: RunSettings,
+    api_key: str,
+    window: float | None,
+    options: RunOptions,
+    parts: Parts | None,
 ) -> tuple[int, dict[str, Any]]:
     async with opened_ledger(options.ledger_url, retry_window_s=window) as ledger:
-        record, counts = await plan_into(ledger, loaded, settings)
-        log_plan(settings.name, counts)
+        # the first jobs are claimable at once; the others are planned while they run
+        plan = await start_plan(ledger, loaded, settings, first=FIRST_BATCH)
+        if plan.complete:
+            log_plan(settings.name, plan.counts)
+        record = plan.record
         await warn_of_strays(ledger, settings)
         owner = new_owner()
         lock = options.lock or loaded.manifest.lock
         if lock and not await ledger.acquire_lock(record.id, owner, options.lease_s):
             raise LockHeld(f"another run holds the lock of manifest {settings.name}")
+        planning = None if plan.complete else asyncio.create_task(_finish(plan, ledger), name="planning")
+        shutdown = None
+        if parts is not None:
+            shutdown = Shutdown()
+            shutdown.install()
+            shutdown.on_request(parts.forward)
+        releaser = asyncio.create_task(parts.release_when_planned(planning)) if parts else None
         try:
-            result = await execute(ledger, owner, options, record=record, settings=settings, api_key=api_key)
+            result, summary = await execute_and_summarize(
+                ledger,
+                owner,
+                options,
+                record=record,
+                settings=settings,
+                api_key=api_key,
+                planning=planning,
+                shutdown=shutdown,
+                others=parts is not None,
+            )
+            code = exit_code(summary, result)
+            if parts is not None and releaser is not None:
+                await releaser
+                reports = await parts.wait()
+                for report in reports:
+                    if report.tally is not None:
+                        merge(result.tally, report.tally)
+                summary = await closing_summary(ledger, record, result)
+                code = worst([exit_code(summary, result), *(report.code for report in reports)])
+        except BaseException:
+            if releaser is not None:
+                releaser.cancel()
+            raise
         finally:
+            if shutdown is not None:
+                shutdown.uninstall()
+            if planning is not None and not planning.done():  # the run failed before it could end
+                await _settle(planning, interrupted=True)
             if lock:
                 await ledger.release_lock(record.id, owner)
-        summary = await closing_summary(ledger, record, result)
-        return exit_code(summary, result), summary
+        if planning is not None and not planning.cancelled() and (error := planning.exception()):
+            raise error
+        return code, summary
+
+
+async def _finish(plan: Plan, ledger: Ledger) -> int:
+    """Write the rest of a run's plan and log it; returns the jobs it added."""
+    counts = await plan.finish(ledger)
+    log_plan(plan.record.name, counts)
+    return plan.later_new
+
+
+async def _settle(planning: asyncio.Task[int], interrupted: bool) -> None:
+    """Let the planning beside a run end: cancelled if the run was interrupted, else finished.
+
+    Cancelled, the plan stays incomplete in the ledger and the next run plans
+    again (jobs already written are kept). Its error, if any, is raised later.
+    """
+    if interrupted:
+        planning.cancel()
+    await asyncio.wait({planning})
 
 
 async def warn_of_strays(ledger: Ledger, settings: RunSettings) -> None:
@@ -153,6 +227,39 @@ async def execute(
     shutdown: Shutdown | None = None,
 ) -> RunResult:
     """Run due jobs under a registered run: of ``record`` (with its settings and key), or of all."""
+    result, _summary = await execute_and_summarize(
+        ledger,
+        owner,
+        options,
+        record=record,
+        settings=settings,
+        api_key=api_key,
+        kind=kind,
+        shutdown=shutdown,
+    )
+    return result
+
+
+async def execute_and_summarize(
+    ledger: Ledger,
+    owner: str,
+    options: RunOptions,
+    *,
+    record: ManifestRecord | None = None,
+    settings: RunSettings | None = None,
+    api_key: str | None = None,
+    kind: str = "run",
+    shutdown: Shutdown | None = None,
+    planning: asyncio.Task[int] | None = None,
+    others: bool = False,
+) -> tuple[RunResult, dict[str, Any]]:
+    """`execute`, with the summary it records as the run's end (read once, after the last job).
+
+    ``planning``: the rest of ``record``'s plan, being written (it returns the
+    jobs it added): the run does not end before it, and counts its jobs in.
+    ``others``: other processes work on ``record`` for this run; the progress
+    display counts their jobs in, from the ledger.
+    """
     records = [record] if record is not None else await ledger.list_manifests()
     every = [settings] if settings is not None else [RunSettings.from_config(r.config) for r in records]
 
@@ -183,6 +290,15 @@ async def execute(
     if own_shutdown:
         shutdown.install()
     ticker = asyncio.create_task(progress.run(), name="progress")
+    if planning is not None:
+        planning.add_done_callback(
+            lambda task: None if task.cancelled() or task.exception() else progress.add_total(task.result())
+        )
+    watcher = (
+        asyncio.create_task(_watch_others(ledger, manifest_id, progress), name="others")
+        if others and manifest_id is not None
+        else None
+    )
     outcome = "crashed"
     try:
         connections = max([8, *(2 * s.limits.concurrency for s in every)])
@@ -201,11 +317,17 @@ async def execute(
                 base_url=options.base_url if record is None else None,
                 max_jobs=options.max_jobs,
                 lease_s=options.lease_s,
+                planning=planning,
             )
             result = await runner.run()
         outcome = result.stop_reason or "finished"
-        return result
     finally:
+        if planning is not None:
+            await _settle(planning, interrupted=shutdown.requested)
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(LedgerError):
+                await _look_at_others(ledger, manifest_id, progress)  # for the closing progress line
         ticker.cancel()
         progress.close()
         if own_shutdown:
@@ -222,6 +344,28 @@ async def execute(
         except LedgerError as exc:
             # left unended: the next run on this host marks it crashed and takes its jobs back
             log.warning("could not record how this run ended: %s", exc)
+    return result, summary
+
+
+#: seconds between two looks at the ledger for what a run's other processes did
+OTHERS_POLL_S = 0.5
+
+
+async def _watch_others(ledger: Ledger, manifest_id: int, progress: Progress) -> None:
+    """Keep the progress display up to date with the jobs the run's other processes finish."""
+    while True:
+        await asyncio.sleep(OTHERS_POLL_S)
+        with contextlib.suppress(LedgerError):  # the run itself finds out and says so
+            await _look_at_others(ledger, manifest_id, progress)
+
+
+async def _look_at_others(ledger: Ledger, manifest_id: int | None, progress: Progress) -> None:
+    if manifest_id is None:
+        return
+    counts = await ledger.job_counts(manifest_id)
+    spent = (await ledger.get_manifest_by_id(manifest_id)).spent_micros
+    failed = counts.get(FAILED, 0)
+    progress.note_ledger(counts.get(SUCCEEDED, 0) + failed, failed, spent)
 
 
 async def baseline_of(ledger: Ledger, manifest_id: int | None) -> Baseline:
@@ -233,7 +377,7 @@ async def baseline_of(ledger: Ledger, manifest_id: int | None) -> Baseline:
         spent = sum(record.spent_micros for record in await ledger.list_manifests())
     failed = counts.get(FAILED, 0)
     return Baseline(
-        total=sum(counts.values()),
+        total=sum(counts.values()) - counts.get(WITHDRAWN, 0),
         done=counts.get(SUCCEEDED, 0) + failed,
         failed=failed,
         spend_micros=spent,

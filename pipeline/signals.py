@@ -25,6 +25,7 @@ class Shutdown:
         self.cancel = asyncio.Event()
         self.signal_name: str | None = None
         self._on_cancel: list[Callable[[], None]] = []
+        self._on_request: list[Callable[[str], None]] = []
 
     @property
     def requested(self) -> bool:
@@ -35,8 +36,14 @@ class Shutdown:
         """Call ``callback`` when the second stage (cancel) is reached."""
         self._on_cancel.append(callback)
 
+    def on_request(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback`` with the signal's name on every request (both stages)."""
+        self._on_request.append(callback)
+
     def request(self, name: str = "stop") -> None:
         """First call: stop claiming; second call: cancel in-flight work."""
+        for forward in self._on_request:
+            forward(name)
         if not self.stop.is_set():
             self.signal_name = name
             self.stop.set()

@@ -12,7 +12,10 @@ from pipeline.ledger.reports import LedgerStatus
 if TYPE_CHECKING:
     from pipeline.worker import RunResult
 
-JOB_STATES = ("pending", "running", "succeeded", "failed")
+#: job states as the summary counts them; ``withdrawn``: taken out of the manifest, never run
+JOB_STATES = ("pending", "running", "succeeded", "failed", "withdrawn")
+#: the states that are work of the manifest (a withdrawn job is not)
+WORK_STATES = JOB_STATES[:4]
 IMAGE_STATES = ("downloaded", "withheld", "expired")
 
 
@@ -92,9 +95,10 @@ def render_text(summary: dict[str, Any]) -> str:
     if summary.get("ledger_unavailable"):
         lines.append(f"ledger: {summary['ledger_unavailable']}")
         lines.append("(the ledger could not be read: the counts below are this run's only)")
-    lines.append(
-        "jobs:   " + ", ".join(f"{jobs[s]} {s}" for s in JOB_STATES) + f"  (total {sum(jobs.values())})"
-    )
+    work = sum(jobs[s] for s in WORK_STATES)
+    lines.append("jobs:   " + ", ".join(f"{jobs[s]} {s}" for s in WORK_STATES) + f"  (total {work})")
+    if jobs["withdrawn"]:
+        lines.append(f"        {jobs['withdrawn']} withdrawn: no longer in the manifest, never run")
     width = max([9, *(len(op) for op in summary["by_op"])])
     for op, states in summary["by_op"].items():
         lines.append(f"  {op:<{width}} " + ", ".join(f"{states[s]} {s}" for s in JOB_STATES if states[s]))

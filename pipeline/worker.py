@@ -19,22 +19,26 @@ reached, its output folder unusable) is set aside while the others go on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from pipeline.account_slots import SharedSlots
 from pipeline.client import IdeogramClient
 from pipeline.downloads import Downloader, clean_temp_files
+from pipeline.durations import human_duration
 from pipeline.errors import LedgerError, OutputUnusable, UsageError
 from pipeline.executor import JobExecutor
 from pipeline.jobs import StopReason
 from pipeline.leases import DEFAULT_LEASE_S, ENDING_POLL_S, POLL_S, reclaim_dead_on_this_host
+from pipeline.ledger.accounts import account_url
 from pipeline.ledger.batcher import WriteBatcher
 from pipeline.ledger.records import ClaimedJob, ManifestRecord, to_usd
 from pipeline.ledger.repository import Ledger
@@ -142,8 +146,13 @@ class JobRunner:
         base_url: str | None = None,
         max_jobs: int | None = None,
         lease_s: float = DEFAULT_LEASE_S,
+        planning: asyncio.Task[Any] | None = None,
     ) -> None:
-        """``manifest`` (with its ``settings`` and ``api_key``): serve that one; None: every one."""
+        """``manifest`` (with its ``settings`` and ``api_key``): serve that one; None: every one.
+
+        ``planning``: the rest of the manifest's plan, being written meanwhile:
+        the run does not end before it does, and stops if it fails.
+        """
         self.ledger = ledger
         self.owner = owner
         self.session = session
@@ -153,7 +162,7 @@ class JobRunner:
         self.lease_s = lease_s
         self.base_url = base_url
         self.only = manifest.id if manifest is not None else None
-        self.batcher = WriteBatcher(ledger, owner, run_id)
+        self.batcher = WriteBatcher(ledger, owner, run_id, lease_s=lease_s)
         self.result = RunResult(progress.tally)
         self._manifests: dict[int, _Manifest] = {}
         self._accounts: dict[tuple[str, str], _Account] = {}
@@ -164,12 +173,18 @@ class JobRunner:
             self._manifests[manifest.id] = _Manifest(manifest, settings)
             self._keys[manifest.id] = api_key
         self._tasks: set[asyncio.Task[None]] = set()
+        #: the jobs this process's tasks work on, and those of them a claim gave back meanwhile
+        self._executing: set[int] = set()
+        self._claimed_again: set[int] = set()
         self._poll_s = POLL_S
         #: when a call last got an answer other than a 429 (a run of nothing else gives up)
         self._last_answer = time.monotonic()
         self._calling = 0
         self._wake = asyncio.Event()
         self.stop_reason: StopReason | None = None
+        self._planning = planning
+        if planning is not None:
+            planning.add_done_callback(self._planned)
 
     # --- the loop --------------------------------------------------------------------
 
@@ -315,11 +330,24 @@ class JobRunner:
                     if claim.budget_blocked:
                         if await self._budget_reached(claim.blocked_manifests):
                             continue
-                    elif not self._tasks and await self._nothing_left():
+                    elif not self._tasks and not self._planning_on and await self._nothing_left():
                         return
                 await self._wait(stop_waiter)
         finally:
             stop_waiter.cancel()
+
+    def _planned(self, task: asyncio.Task[Any]) -> None:
+        """The plan beside the run is written (its jobs may be claimed), or it failed (stop)."""
+        error = None if task.cancelled() else task.exception()
+        if isinstance(error, LedgerError):
+            self.stop(StopReason.LEDGER, str(error))
+        elif error is not None:
+            self.stop(StopReason.FATAL, f"planning failed: {error}")
+        self._wake.set()
+
+    @property
+    def _planning_on(self) -> bool:
+        return self._planning is not None and not self._planning.done()
 
     def _skipped(self) -> list[int]:
         return [m.record.id for m in self._manifests.values() if m.set_aside is not None]
@@ -379,6 +407,11 @@ class JobRunner:
         return self.stop_reason is not None
 
     async def _spawn(self, job: ClaimedJob) -> None:
+        if job.id in self._executing:
+            # its lease ran out while this process still worked on it (a stalled event loop) and
+            # this claim gave it back: the task that has it goes on, and nothing is sent twice
+            self._claimed_again.add(job.id)
+            return
         manifest = await self._manifest_of(job)
         executor = manifest.executor
         if executor is None:
@@ -389,6 +422,7 @@ class JobRunner:
         self.progress.job_claimed(job.key)
         self._calling += 1
         manifest.running += 1
+        self._executing.add(job.id)
         task = asyncio.create_task(self._execute(manifest, executor, job), name=f"job-{job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._job_done)
@@ -397,7 +431,15 @@ class JobRunner:
         try:
             end: JobEnd = await executor.execute(job)
         finally:
+            self._executing.discard(job.id)
             manifest.running -= 1
+        if job.id in self._claimed_again:
+            self._claimed_again.discard(job.id)
+            if end.lease_lost:
+                # the task gave up on the job it was claimed again for: back to pending, for a
+                # claim that runs it (a job it finished, or settled, is no longer ours: no-op)
+                with contextlib.suppress(LedgerError):
+                    await self.ledger.release_jobs(self.owner, [job.id])
         self.result.tally.add(end)
         if end.retried and end.retry_reason is not None:
             self.progress.job_retrying(job.key, end.retry_reason, end.retry_in_s)
@@ -414,11 +456,10 @@ class JobRunner:
             return
         limit = manifest.settings.retry.give_up_after
         if now - self._last_answer > limit:
-            minutes = limit / 60
             self.stop_for(
                 manifest,
                 StopReason.FATAL,
-                f"for {minutes:g} min the provider answered nothing but 429 (too many in flight): "
+                f"for {human_duration(limit)} the provider answered nothing but 429 (too many in flight): "
                 "is another client using this account's cap? (retry.give_up_after)",
             )
 
@@ -492,7 +533,7 @@ class JobRunner:
         With ``limits.scope: account`` (the default) its places are held in
         the ledger, shared with every process that calls the same account.
         """
-        key = (settings.provider.url, settings.provider.key_env)
+        key = (account_url(settings.provider.url), settings.provider.key_env)
         account = self._accounts.get(key)
         if account is None:
             limits = settings.limits

@@ -20,6 +20,7 @@ transaction that locks it first.
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,11 +28,33 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from yarl import URL
 
 from pipeline.ledger.base import LedgerBase
 from pipeline.ledger.faults import verb
 from pipeline.ledger.listening import Listener, listen
 from pipeline.ledger.tables import accounts, slot_holds, slot_waiters
+
+
+def account_url(base_url: str) -> str:
+    """The spelling of a provider base URL that names its account.
+
+    ``https://API.ideogram.ai/``, ``https://api.ideogram.ai:443`` and
+    ``https://api.ideogram.ai`` are one account: scheme and host in lower case
+    (an international host in its ASCII form), the scheme's default port
+    dropped, no trailing slash. A path is kept (``/v1`` may be another
+    service). Text that is no URL is kept as it is.
+    """
+    try:
+        url = URL(base_url.strip())
+        if not url.absolute:
+            return base_url
+        normal = url.with_path(url.path.rstrip("/")).with_query(None).with_fragment(None)
+        if url.is_default_port():
+            normal = normal.with_port(None)
+        return str(normal)
+    except ValueError:
+        return base_url
 
 
 @dataclass(frozen=True)
@@ -65,17 +88,24 @@ class Accounts(LedgerBase):
 
     @verb
     async def account_id(self, base_url: str, key_env: str, cap: int) -> int:
-        """The account of ``base_url`` and ``key_env`` (created if new), its cap set to ``cap``."""
+        """The account of ``base_url`` and ``key_env`` (created if new), its cap set to ``cap``.
+
+        The URL is compared as `account_url` spells it.
+        """
+        # each backend's upsert, its dialect imported when used (a run on SQLite loads no PostgreSQL)
+        dialect: Any = importlib.import_module(
+            "sqlalchemy.dialects.sqlite" if self.is_sqlite else "sqlalchemy.dialects.postgresql"
+        )
         now = time.time()
+        base_url = account_url(base_url)
 
         def work(conn: Connection) -> int:
+            # Processes starting together may both find no row: the insert leaves
+            # the first one's row alone, and the locked select then reads it.
+            new = {"base_url": base_url, "key_env": key_env, "cap": cap, "updated_at": now}
+            conn.execute(dialect.insert(accounts).values(**new).on_conflict_do_nothing())
             where = (accounts.c.base_url == base_url, accounts.c.key_env == key_env)
-            found = conn.execute(self._locked(select(accounts.c.id, accounts.c.cap).where(*where))).first()
-            if found is None:
-                values = {"base_url": base_url, "key_env": key_env, "cap": cap, "updated_at": now}
-                return int(
-                    conn.execute(insert(accounts).values(**values).returning(accounts.c.id)).scalar_one()
-                )
+            found = conn.execute(self._locked(select(accounts.c.id, accounts.c.cap).where(*where))).one()
             if found.cap != cap:
                 _set(conn, found.id, cap=cap, updated_at=now)
             return int(found.id)

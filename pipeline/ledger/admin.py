@@ -11,6 +11,7 @@ from pipeline.ledger.base import LedgerBase, id_chunks
 from pipeline.ledger.faults import verb
 from pipeline.ledger.statements import unleased
 from pipeline.ledger.tables import PENDING, descriptions, images, jobs
+from pipeline.ledger.withdrawals import dropped_by_plan
 
 
 class Admin(LedgerBase):
@@ -18,8 +19,11 @@ class Admin(LedgerBase):
 
     @verb
     async def reset_jobs(self, manifest_id: int | None, *, states: Sequence[str], reason: str | None) -> int:
-        """Put matching jobs back to pending (``retry``); expired results are regenerated."""
-        conditions: list[ColumnElement[bool]] = [jobs.c.state.in_(states)]
+        """Put matching jobs back to pending (``retry``); expired results are regenerated.
+
+        A job the manifest no longer has (`pipeline.ledger.withdrawals`) is left as it is.
+        """
+        conditions: list[ColumnElement[bool]] = [jobs.c.state.in_(states), ~dropped_by_plan()]
         if manifest_id is not None:
             conditions.append(jobs.c.manifest_id == manifest_id)
         if reason is not None:

@@ -172,11 +172,15 @@ class LedgerBase:
         """Insert job rows (`job_row_values`); keys the manifest already has are left alone."""
         conn.exec_driver_sql(self._driver.insert_job, rows)
 
+    def _plan_rows(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        """Insert a plan's job rows; those the manifest already has are marked as of this plan."""
+        conn.exec_driver_sql(self._driver.plan_job, rows)
+
 
 def job_row_values(
-    manifest_id: int, job: PlannedJob, estimate: int, parent_id: int | None
+    manifest_id: int, job: PlannedJob, estimate: int, parent_id: int | None, plan_seq: int | None = None
 ) -> tuple[Any, ...]:
-    """A new job's row, in the order of `JOB_COLUMNS`."""
+    """A new job's row, in the order of `JOB_COLUMNS` (``plan_seq``: the plan that makes it, if one does)."""
     now = time.time()
     return (
         manifest_id,
@@ -201,4 +205,5 @@ def job_row_values(
         0,  # cost_micros
         now,  # created_at
         now,  # updated_at
+        plan_seq,
     )

@@ -20,8 +20,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from pipeline.errors import LeaseLost, LedgerError
+from pipeline.leases import DEFAULT_LEASE_S
 from pipeline.ledger.records import Completion, Outcome, Response
 from pipeline.ledger.repository import Ledger
+from pipeline.results import DownloadOutcome
 
 log = logging.getLogger("ideobatch")
 
@@ -101,15 +103,18 @@ def _fail(batch: Sequence[tuple[Any, asyncio.Future[Any]]], exc: BaseException) 
 class WriteBatcher:
     """Coalesces a worker's ledger writes; one background task commits them."""
 
-    def __init__(self, ledger: Ledger, owner: str, run_id: int | None) -> None:
+    def __init__(
+        self, ledger: Ledger, owner: str, run_id: int | None, *, lease_s: float = DEFAULT_LEASE_S
+    ) -> None:
         self._ledger = ledger
         self._owner = owner
         self._run_id = run_id
+        self._lease_s = lease_s
         self._wake = asyncio.Event()
         self._attempts_wake = asyncio.Event()
         self._closed = False
         self._attempts: _Queue[int, int] = _Queue("attempts", self._write_attempts, lambda i: i)
-        self._responses: _Queue[Response, bool] = _Queue(
+        self._responses: _Queue[Response, int | None] = _Queue(
             "responses", self._write_responses, lambda r: r.job_id
         )
         self._completions: _Queue[Completion, bool] = _Queue(
@@ -141,9 +146,20 @@ class WriteBatcher:
         """Record that a request for ``job_id`` is being sent; returns the attempt id."""
         return await self._enqueue(self._attempts, job_id)
 
-    async def response(self, response: Response) -> None:
-        """Record a paid response before its images are downloaded."""
-        await self._enqueue(self._responses, response)
+    async def response(self, response: Response) -> int | None:
+        """Record a paid response before its images are downloaded.
+
+        None: the answer is the job's; a number: it was recorded as an extra
+        answer (the job's lease had passed to another worker), its images
+        numbered from there (`pipeline.ledger.late_answers`).
+        """
+        return await self._enqueue(self._responses, response)
+
+    async def extra_downloads(self, job_id: int, downloads: Sequence[DownloadOutcome]) -> None:
+        """Record the downloads of an extra answer (rare: not batched)."""
+        if self._broken is not None:
+            raise LedgerError(str(self._broken))
+        await self._ledger.record_downloads(job_id, downloads)
 
     async def complete(self, completion: Completion) -> None:
         """Finish a job."""
@@ -211,8 +227,8 @@ class WriteBatcher:
     async def _write_attempts(self, job_ids: list[int]) -> dict[int, int]:
         return await self._ledger.record_attempts(self._owner, self._run_id, job_ids)
 
-    async def _write_responses(self, responses: list[Response]) -> dict[int, bool]:
-        return dict.fromkeys(await self._ledger.record_responses(self._owner, responses), True)
+    async def _write_responses(self, responses: list[Response]) -> dict[int, int | None]:
+        return await self._ledger.record_responses(self._owner, responses, self._lease_s)
 
     async def _write_completions(self, completions: list[Completion]) -> dict[int, bool]:
         return dict.fromkeys(await self._ledger.complete_jobs(self._owner, completions), True)

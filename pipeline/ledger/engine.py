@@ -204,6 +204,40 @@ async def upgrade(engine: AsyncEngine) -> None:
             await conn.run_sync(run)
 
 
+#: Alembic's version table as `alembic stamp` creates it on SQLite
+_VERSION_TABLE = (
+    "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+    "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+)
+
+
+async def create_fresh_sqlite(engine: AsyncEngine) -> bool:
+    """Give an empty SQLite ledger the newest schema from the tables, stamped at head; False if not empty.
+
+    What a first run costs instead of Alembic (imported, then every migration
+    replayed): `metadata.create_all` and the version row, in one write
+    transaction, so a second process opening the same new file waits for it
+    and then finds the ledger made. A file that holds any table (an older
+    ledger, one made meanwhile) is left alone for `upgrade`. A test checks
+    that the result equals a migrated ledger.
+    """
+    from pipeline.ledger.tables import metadata
+
+    def run(connection: Connection) -> bool:
+        found = connection.exec_driver_sql("SELECT count(*) FROM sqlite_master WHERE type = 'table'").scalar()
+        if found:
+            return False
+        metadata.create_all(connection)
+        connection.exec_driver_sql(_VERSION_TABLE)
+        connection.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES (?)", (HEAD_REVISION,))
+        return True
+
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(**WRITE)
+        async with conn.begin():
+            return await conn.run_sync(run)
+
+
 async def current_revision(engine: AsyncEngine) -> str | None:
     """The ledger's schema revision (None for an empty database)."""
     async with engine.connect() as conn:
@@ -212,7 +246,7 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 #: the newest revision in migrations/versions (a test checks it against Alembic's head);
 #: knowing it lets a ledger already at head open without importing Alembic at all
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 
 async def stored_revision(engine: AsyncEngine) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
@@ -19,9 +20,11 @@ from sqlalchemy import (
     update,
 )
 
+from pipeline.leases import DEFAULT_LEASE_S
 from pipeline.ledger.accounts import drop_slots, renew_slots
 from pipeline.ledger.base import LedgerBase, grouped, id_chunks, job_row_values
 from pipeline.ledger.faults import verb
+from pipeline.ledger.late_answers import EXTRA_MESSAGE, results_count, sort_answers
 from pipeline.ledger.records import (
     Claim,
     ClaimedJob,
@@ -37,14 +40,17 @@ from pipeline.ledger.tables import (
     PENDING,
     RUNNING,
     SUCCEEDED,
+    WITHDRAWN,
     attempts,
     descriptions,
+    images,
     jobs,
     manifests,
     runs,
 )
+from pipeline.ledger.withdrawals import withdraw_children_of_dropped, withdraw_returned
 from pipeline.recovery import KeptAnswer
-from pipeline.results import IMAGE_DOWNLOADED, IMAGE_PENDING, IMAGE_WITHHELD, ApiResult
+from pipeline.results import IMAGE_DOWNLOADED, IMAGE_PENDING, IMAGE_WITHHELD, ApiResult, DownloadOutcome
 
 
 class _HasJobId(Protocol):
@@ -69,16 +75,21 @@ class Execution(LedgerBase):
         now: float | None = None,
         *,
         skip: Sequence[int] = (),
+        plan_floor: int = 0,
     ) -> Claim:
         """Lease up to ``limit`` due pending jobs, lowest rank first, within their budgets.
 
         ``manifest_id`` None claims from every manifest but those in ``skip``.
+        ``plan_floor`` (with a ``manifest_id``): leave the jobs an older plan
+        wrote than this one — a run that claims while its own plan is still
+        being written passes that plan's number, so that a job the plan will
+        withdraw once complete (`pipeline.ledger.withdrawals`) is not run first.
         """
         now = time.time() if now is None else now
         if limit <= 0:
             return Claim([])
         claim = await self._transact(
-            lambda conn: self._claim(conn, manifest_id, owner, limit, lease_s, now, list(skip))
+            lambda conn: self._claim(conn, manifest_id, owner, limit, lease_s, now, list(skip), plan_floor)
         )
         claim.jobs.sort(key=lambda j: (j.rank, j.id))
         return claim
@@ -92,11 +103,12 @@ class Execution(LedgerBase):
         lease_s: float,
         now: float,
         skip: list[int],
+        plan_floor: int = 0,
     ) -> Claim:
         sql = self._sql
         params: dict[str, Any] = {"b_now": now, "b_limit": limit}
         if manifest_id is not None:
-            query, params["b_manifest"] = sql.due, manifest_id
+            query, params["b_manifest"], params["b_floor"] = sql.due, manifest_id, plan_floor
         else:
             query, params["b_skip"] = sql.due_any, skip
         candidates = conn.execute(query, params).all()
@@ -212,7 +224,8 @@ class Execution(LedgerBase):
         """Running jobs back to pending, untouched: their reservations released, lease cleared.
 
         Their attempts without an outcome end with ``kind``; those that were
-        sent become in doubt (the request may have reached the server).
+        sent become in doubt (the request may have reached the server). One
+        that a complete plan dropped meanwhile is withdrawn instead (never sent again).
         """
         if not rows:
             return
@@ -220,6 +233,7 @@ class Execution(LedgerBase):
         for part in id_chunks([r.id for r in rows]):
             _end_unanswered(conn, part, now, kind, message)
             conn.execute(update(jobs).where(jobs.c.id.in_(part)).values(state=PENDING, **unleased(now)))
+            withdraw_returned(conn, part, now)
 
     def _release_reservations(self, conn: Connection, rows: Sequence[Any]) -> None:
         moves: dict[int, tuple[int, int]] = {}
@@ -279,18 +293,141 @@ class Execution(LedgerBase):
         return await self._transact(record, urgent=True)
 
     @verb
-    async def record_responses(self, owner: str, responses: Sequence[Response]) -> set[int]:
-        """Record paid answers (images still to download); returns the job ids recorded."""
+    async def record_responses(
+        self, owner: str, responses: Sequence[Response], lease_s: float = DEFAULT_LEASE_S
+    ) -> dict[int, int | None]:
+        """Record paid answers (images still to download), whoever holds their jobs now.
 
-        def record(conn: Connection) -> set[int]:
-            owned, kept = self._owned_writes(conn, owner, responses)
-            # an answer already recorded (the verb run again after a commit whose reply was lost)
-            kept = [r for r in kept if owned[r.job_id].response_at is None]
-            moves = self._store_responses(conn, owned, kept, mark_paid=True)
-            self._move_money(conn, moves)
-            return {r.job_id for r in responses if r.job_id in owned}
+        Returns, per job recorded, None when the answer is the job's own (its
+        caller downloads the images and completes the job), or the index its
+        images and descriptions were numbered from when it was recorded as an
+        *extra* answer (its caller downloads them; the job is another's).
+
+        A paid answer is never refused (`pipeline.ledger.late_answers`): a job
+        whose lease ran out while its call was in flight still gets it. The
+        answer is per job: a process works on a job in one task at a time
+        (`pipeline.worker`), so a batch holds one answer per job.
+        """
+
+        def record(conn: Connection) -> dict[int, int | None]:
+            return self._record_answers(conn, owner, responses, time.time(), lease_s)
 
         return await self._transact(record)
+
+    def _record_answers(
+        self, conn: Connection, owner: str, responses: Sequence[Response], now: float, lease_s: float
+    ) -> dict[int, int | None]:
+        rows: dict[int, Any] = {}
+        for part in id_chunks(sorted({r.job_id for r in responses})):  # one lock order: no deadlocks
+            query = select(
+                jobs.c.id,
+                jobs.c.manifest_id,
+                jobs.c.state,
+                jobs.c.lease_owner,
+                jobs.c.reserved_micros,
+                jobs.c.response_at,
+            ).where(jobs.c.id.in_(part))
+            rows.update({r.id: r for r in conn.execute(self._locked(query.order_by(jobs.c.id)))})
+        # was it recorded already? only a job with an answer, or finished, can tell (the common
+        # case, a job of ours still waiting for its answer, costs no look)
+        answered = [r for r in responses if r.job_id in rows and not _is_fresh(rows[r.job_id])]
+        answers = sort_answers(owner, responses, rows, self._answered(conn, answered))
+        moves = self._store_responses(conn, rows, [*answers.own, *answers.taken], mark_paid=True)
+        recorded: dict[int, int | None] = {r.job_id: None for r in [*answers.own, *answers.taken]}
+        for part in id_chunks([r.job_id for r in answers.taken]):
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id.in_(part))
+                .values(state=RUNNING, lease_owner=owner, lease_expires_at=now + lease_s, updated_at=now)
+            )
+        recorded.update(self._store_extras(conn, rows, answers.extra, moves, now))
+        for part in id_chunks([r.attempt_id for r in answers.extra if r.attempt_id is not None]):
+            conn.execute(update(attempts).where(attempts.c.id.in_(part)).values(message=EXTRA_MESSAGE))
+        for response in answers.again:
+            recorded[response.job_id] = self._numbered_from(conn, owner, rows[response.job_id], response)
+        self._move_money(conn, moves)
+        return recorded
+
+    def _answered(self, conn: Connection, responses: Sequence[Response]) -> set[int]:
+        """The attempts among ``responses``' whose answer is recorded already."""
+        ids = [r.attempt_id for r in responses if r.attempt_id is not None]
+        found: set[int] = set()
+        for part in id_chunks(ids):
+            query = select(attempts.c.id).where(
+                attempts.c.id.in_(part), attempts.c.http_status >= 200, attempts.c.http_status < 300
+            )
+            found.update(r.id for r in conn.execute(query))
+        return found
+
+    def _store_extras(
+        self,
+        conn: Connection,
+        rows: dict[int, Any],
+        responses: Sequence[Response],
+        moves: dict[int, tuple[int, int]],
+        now: float,
+    ) -> dict[int, int]:
+        """Add extra answers to their jobs, numbered after what each has; their first numbers."""
+        first: dict[int, int] = {}
+        following: dict[int, int] = {}
+        for response in responses:
+            job_id = response.job_id
+            start = following.get(job_id)
+            if start is None:
+                start = self._next_index(conn, job_id)
+            following[job_id] = start + results_count(response)
+            first[job_id] = start
+            result = response.result
+            shifted = replace(result, images=tuple(replace(i, index=i.index + start) for i in result.images))
+            self._insert_results(conn, [(job_id, shifted)], description_from=start)
+            if response.attempt_id is not None:
+                conn.execute(
+                    self._sql.answered,
+                    {"b_ids": [response.attempt_id], "b_status": response.http_status, "b_now": now},
+                )
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(cost_micros=jobs.c.cost_micros + response.cost_micros, updated_at=now)
+            )
+            manifest_id = rows[job_id].manifest_id
+            spent, reserved = moves.get(manifest_id, (0, 0))
+            moves[manifest_id] = (spent + response.cost_micros, reserved)
+        return first
+
+    def _next_index(self, conn: Connection, job_id: int) -> int:
+        """The number after the highest of a job's images and descriptions (0 with none)."""
+        highest = [
+            conn.execute(select(func.max(table.c.index)).where(table.c.job_id == job_id)).scalar()
+            for table in (images, descriptions)
+        ]
+        return max((int(h) for h in highest if h is not None), default=-1) + 1
+
+    def _numbered_from(self, conn: Connection, owner: str, row: Any, response: Response) -> int | None:
+        """What `record_responses` answered when it recorded ``response`` the first time."""
+        own = row.state == RUNNING and row.lease_owner == owner
+        shown = next((i for i in response.result.images if i.url), None)
+        if shown is None:
+            return None if own else 0
+        index = conn.execute(
+            select(images.c.index).where(images.c.job_id == response.job_id, images.c.remote_url == shown.url)
+        ).scalar()
+        start = 0 if index is None else int(index) - shown.index
+        return None if own and start == 0 else start
+
+    @verb
+    async def record_downloads(self, job_id: int, found: Sequence[DownloadOutcome]) -> None:
+        """Record the downloads of an extra answer's images (the job need not be leased to the caller)."""
+        rows = [
+            (o.state, o.path, o.sha256, o.bytes, o.width, o.height, o.error, job_id, o.index) for o in found
+        ]
+        if not rows:
+            return
+
+        def work(conn: Connection) -> None:
+            conn.exec_driver_sql(self._driver.downloaded, rows)
+
+        await self._transact(work)
 
     def _store_responses(
         self, conn: Connection, owned: dict[int, Any], responses: Sequence[Response], *, mark_paid: bool
@@ -321,8 +458,13 @@ class Execution(LedgerBase):
             moves[row.manifest_id] = (spent + response.cost_micros, reserved - row.reserved_micros)
         return moves
 
-    def _insert_results(self, conn: Connection, results: Sequence[tuple[int, ApiResult]]) -> None:
-        """Insert the images (as driver SQL: there are many) and descriptions of answers."""
+    def _insert_results(
+        self, conn: Connection, results: Sequence[tuple[int, ApiResult]], *, description_from: int = 0
+    ) -> None:
+        """Insert the images (as driver SQL: there are many) and descriptions of answers.
+
+        The descriptions are numbered from ``description_from`` (an extra answer's follow the job's).
+        """
         image_rows = [
             (
                 job_id,
@@ -343,7 +485,7 @@ class Execution(LedgerBase):
         text_rows = [
             {"job_id": job_id, "index": i, "text": text}
             for job_id, result in results
-            for i, text in enumerate(result.descriptions)
+            for i, text in enumerate(result.descriptions, start=description_from)
         ]
         if text_rows:
             conn.execute(insert(descriptions), text_rows)
@@ -385,6 +527,7 @@ class Execution(LedgerBase):
             ]
             if children:
                 self._insert_rows(conn, children)
+                withdraw_children_of_dropped(conn, [c.job_id for c in done if c.children], now)
             endings = grouped(
                 (
                     (
@@ -427,8 +570,8 @@ class Execution(LedgerBase):
 
         def work(conn: Connection) -> set[int]:
             owned, kept = self._owned_writes(conn, owner, outcomes)
-            if not kept:
-                return set()
+            # an attempt ends as it did even when its job passed to another worker meanwhile
+            # (one that may have been billed is counted in doubt); the job is that worker's
             ended = [
                 {
                     "b_id": o.attempt_id,
@@ -438,11 +581,13 @@ class Execution(LedgerBase):
                     "b_doubt": o.in_doubt,
                     "b_now": now,
                 }
-                for o in kept
+                for o in [*kept, *(o for o in outcomes if o.job_id not in owned)]
                 if o.attempt_id is not None
             ]
             if ended:
                 conn.execute(self._sql.attempt_failed, ended)
+            if not kept:
+                return set()
             conn.execute(
                 self._sql.failed if final else self._sql.rescheduled,
                 [
@@ -457,6 +602,8 @@ class Execution(LedgerBase):
                     for o in kept
                 ],
             )
+            if not final:
+                withdraw_returned(conn, [o.job_id for o in kept], now)
             self._release_reservations(conn, [owned[o.job_id] for o in kept])
             return {o.job_id for o in kept}
 
@@ -493,8 +640,12 @@ class Execution(LedgerBase):
         An answer whose job has none recorded yet is recorded as if it had just
         arrived (paid, its attempt answered and no longer in doubt), with the
         downloads it made; the job keeps its state, and the next claim finishes
-        it from there without calling the API. For a job whose answer is
+        it from there without calling the API (a job withdrawn meanwhile is
+        pending again, to download what it paid for). For a job whose answer is
         recorded already, only downloads the ledger does not know are added.
+        A job answered meanwhile by another attempt (its lease had passed to
+        another worker) takes the kept answer as extra results
+        (`pipeline.ledger.late_answers`): paid for, it is never dropped.
         Returns the job keys the ledger now holds an answer for (their files
         can go); a key the manifest does not have is left out.
         """
@@ -513,13 +664,34 @@ class Execution(LedgerBase):
                     jobs.c.response_at,
                 ).where(jobs.c.manifest_id == manifest_id, jobs.c.key.in_(part))
                 rows.update({r.key: r for r in conn.execute(self._locked(query))})
+            # a job withdrawn since (a plan dropped it) is paid for: it finishes its downloads
+            unfinished = (PENDING, RUNNING, WITHDRAWN)
             fresh = [
                 Response(rows[key].id, answer.attempt_id, answer.result, answer.cost_micros)
                 for key, answer in by_key.items()
-                if key in rows and rows[key].response_at is None and rows[key].state in (PENDING, RUNNING)
+                if key in rows and _is_fresh(rows[key])
             ]
             owned = {rows[key].id: rows[key] for key in rows}
             moves = self._store_responses(conn, owned, fresh, mark_paid=True)
+            revived = [r.job_id for r in fresh if owned[r.job_id].state == WITHDRAWN]
+            for part in id_chunks(revived):
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id.in_(part))
+                    .values(state=PENDING, next_attempt_at=now, updated_at=now)
+                )
+            # a job answered meanwhile by another attempt (or finished): this answer was paid
+            # too, and is kept as extra results (`late_answers`); one recorded already is not
+            others = [
+                Response(rows[key].id, answer.attempt_id, answer.result, answer.cost_micros)
+                for key, answer in by_key.items()
+                if key in rows and answer.attempt_id is not None and not _is_fresh(rows[key])
+            ]
+            answered = self._answered(conn, others)
+            extras = [r for r in others if r.attempt_id not in answered]
+            first = self._store_extras(conn, owned, extras, moves, now)
+            for part in id_chunks([r.attempt_id for r in extras if r.attempt_id is not None]):
+                conn.execute(update(attempts).where(attempts.c.id.in_(part)).values(message=EXTRA_MESSAGE))
             for response in fresh:
                 if response.attempt_id is not None:
                     conn.execute(
@@ -533,11 +705,16 @@ class Execution(LedgerBase):
                             message="answer recorded from the file kept while the ledger was away",
                         )
                     )
+            extra_jobs = {r.job_id for r in extras}
             downloads = [
-                (o.state, o.path, o.sha256, o.bytes, o.width, o.height, o.error, rows[key].id, o.index)
+                (o.state, o.path, o.sha256, o.bytes, o.width, o.height, o.error, job_id, o.index + shift)
                 for key, answer in by_key.items()
-                # a job finished meanwhile (another worker paid again) keeps its own downloads
-                if key in rows and rows[key].state in (PENDING, RUNNING)
+                if key in rows
+                for job_id in [rows[key].id]
+                # an extra answer's downloads follow the job's own results; a job finished
+                # meanwhile (another worker paid again) keeps its own downloads
+                for shift in [first[job_id] if job_id in extra_jobs else 0]
+                if job_id in extra_jobs or rows[key].state in unfinished
                 for o in answer.downloads
                 if o.state == IMAGE_DOWNLOADED
             ]
@@ -547,6 +724,11 @@ class Execution(LedgerBase):
             return {key for key in by_key if key in rows}
 
         return await self._transact(work)
+
+
+def _is_fresh(row: Any) -> bool:
+    """Whether a job would take a kept answer as its own: none recorded, and not finished."""
+    return row.response_at is None and row.state in (PENDING, RUNNING, WITHDRAWN)
 
 
 def _end_unanswered(conn: Connection, job_ids: Sequence[int], now: float, kind: str, message: str) -> None:

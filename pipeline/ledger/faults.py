@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from pipeline.durations import parse_duration
+from pipeline.durations import human_duration, parse_duration
 from pipeline.errors import LedgerError, LedgerUnavailable, UsageError
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def translated(exc: BaseException, url: str, window_s: float) -> LedgerError | N
             "away and run again (finished jobs would then be paid for again)"
         )
     if is_transient(exc):
-        waited = f"for {window_s:g} s" if window_s > 0 else "and the retry window is used up"
+        waited = f"for {human_duration(window_s)}" if window_s > 0 else "and the retry window is used up"
         return LedgerUnavailable(
             f"the ledger {where} did not answer {waited} ({describe(exc)}); nothing recorded is "
             "lost: run the same command again once it is back"

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, String, bindparam, cast, func, select, type_coerce
-from sqlalchemy.dialects.postgresql import JSONB
 
+from pipeline.endpoints import CATALOG
 from pipeline.ledger.base import LedgerBase
 from pipeline.ledger.faults import verb
 from pipeline.ledger.tables import images, jobs, picks
+from pipeline.structured import summary_of
 
 #: request field names a filter may use (they become part of a JSON path)
 FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -87,9 +88,12 @@ class GalleryRow:
 
     @property
     def prompt(self) -> str | None:
-        """The prompt as written in the manifest (the request's)."""
+        """The prompt as written in the manifest (the request's); a JSON prompt's summary."""
         value = self.request.get("prompt")
-        return value if isinstance(value, str) else None
+        if isinstance(value, str):
+            return value
+        ep = CATALOG.get(self.op)
+        return summary_of(ep, self.request) or None if ep is not None else None
 
     @property
     def cost_per_image_micros(self) -> int:
@@ -136,6 +140,13 @@ class JobFields:
     num_images: int
 
 
+def _jsonb() -> Any:
+    """PostgreSQL's JSONB type (its dialect imported on first use)."""
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    return JSONB
+
+
 class GalleryReads(LedgerBase):
     """The part of the `Ledger` the gallery pages read from."""
 
@@ -145,12 +156,12 @@ class GalleryReads(LedgerBase):
             raise ValueError(f"not a request field name: {name!r}")
         if self.is_sqlite:
             return func.json_extract(jobs.c.request, f'$."{name}"')
-        return cast(jobs.c.request, JSONB).op("->")(name)
+        return cast(jobs.c.request, _jsonb()).op("->")(name)
 
     def _field_text(self, name: str) -> ColumnElement[str]:
         if self.is_sqlite:
             return type_coerce(self._field(name), String)
-        return cast(jobs.c.request, JSONB).op("->>", return_type=String)(name)
+        return cast(jobs.c.request, _jsonb()).op("->>", return_type=String)(name)
 
     def _field_is(self, name: str, value: Any) -> ColumnElement[bool]:
         column = self._field(name)
@@ -160,7 +171,7 @@ class GalleryReads(LedgerBase):
         if self.is_sqlite:
             # json_extract gives SQL values (text, integer, real) and minified JSON for objects
             return column.is_(func.json_extract(bindparam(None, text, type_=String), "$"))
-        return column == cast(bindparam(None, text, type_=String), JSONB)
+        return column == cast(bindparam(None, text, type_=String), _jsonb())
 
     def _conditions(self, manifest_id: int, wanted: GalleryFilter) -> list[ColumnElement[bool]]:
         where: list[ColumnElement[bool]] = [jobs.c.manifest_id == manifest_id]

@@ -16,7 +16,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import asyncpg
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger("ideobatch")
@@ -52,6 +51,8 @@ async def listen(url: str, channel: str, payload: str, wake: Callable[[], None])
     def on_notify(_connection: Any, _pid: int, _channel: str, notified: str) -> None:
         if notified == payload:
             wake()
+
+    import asyncpg  # PostgreSQL ledgers only
 
     try:
         connection = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT_S)

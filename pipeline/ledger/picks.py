@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from pipeline.jobs import PlannedJob
 from pipeline.ledger.base import LedgerBase, job_row_values
@@ -35,6 +34,8 @@ class Picks(LedgerBase):
         """Record a verdict on an image (``picked``/``rejected``; None forgets it); False: no such image."""
         if verdict is not None and verdict not in VERDICTS:
             raise ValueError(f"not a verdict: {verdict!r}")
+        from sqlalchemy.dialects import postgresql, sqlite  # the review server's, not a run's
+
         now = time.time()
         dialect = postgresql if not self.is_sqlite else sqlite
 

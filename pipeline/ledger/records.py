@@ -37,6 +37,8 @@ class ManifestRecord:
     spent_micros: int
     reserved_micros: int
     plan_complete: bool = False
+    #: the number of the latest plan begun (`Ledger.save_manifest`)
+    plan_seq: int = 0
 
     @property
     def plan_fingerprint(self) -> str | None:
@@ -220,5 +222,20 @@ class PlanCounts:
 
     total: int = 0
     new: int = 0
+    #: jobs of earlier plans that this one no longer has (`Ledger.withdraw_unplanned`)
+    withdrawn: int = 0
     by_op_model: dict[tuple[str, str | None], int] = field(default_factory=dict)
     estimate_micros: int = 0
+
+    def __add__(self, other: PlanCounts) -> PlanCounts:
+        """The counts of two parts of one plan, together."""
+        by_op_model = dict(self.by_op_model)
+        for bucket, count in other.by_op_model.items():
+            by_op_model[bucket] = by_op_model.get(bucket, 0) + count
+        return PlanCounts(
+            total=self.total + other.total,
+            new=self.new + other.new,
+            withdrawn=self.withdrawn + other.withdrawn,
+            by_op_model=by_op_model,
+            estimate_micros=self.estimate_micros + other.estimate_micros,
+        )

@@ -52,6 +52,7 @@ from pipeline.ledger.tables import (
     manifests,
     runs,
 )
+from pipeline.ledger.withdrawals import Withdrawals
 
 #: jobs per planning transaction: large, because each batch rewrites the pages of the
 #: (random) job-key index it touches; two batches are in memory at a time
@@ -60,7 +61,7 @@ PLAN_BATCH = 50_000
 PLAN_YIELD_EVERY = 100
 
 
-class Ledger(Execution, Reports, Exports, Admin, Accounts, ReviewReads, GalleryReads, Picks):
+class Ledger(Execution, Reports, Exports, Admin, Accounts, ReviewReads, GalleryReads, Picks, Withdrawals):
     """The job store of one ledger URL (SQLite file or PostgreSQL database)."""
 
     # --- lifecycle -----------------------------------------------------------------
@@ -115,7 +116,8 @@ class Ledger(Execution, Reports, Exports, Admin, Accounts, ReviewReads, GalleryR
                 f"knows: upgrade ideobatch (pip install -U ideobatch) to use it"
             )
         if upgrade:
-            if stored != engines.HEAD_REVISION:
+            fresh = stored is None and self.is_sqlite and await engines.create_fresh_sqlite(self.engine)
+            if stored != engines.HEAD_REVISION and not fresh:
                 await engines.upgrade(self.engine)
             return
         current = await engines.current_revision(self.engine)
@@ -147,7 +149,8 @@ class Ledger(Execution, Reports, Exports, Admin, Accounts, ReviewReads, GalleryR
         """Create or update the manifest of this name (a re-plan keeps its jobs).
 
         ``replanning`` marks the plan incomplete until `plan_jobs` finishes, so
-        that an interrupted plan is never taken for a complete one.
+        that an interrupted plan is never taken for a complete one, and begins
+        a new plan (its number, ``plan_seq``, one more than the last).
         """
         now = time.time()
         values: dict[str, Any] = {
@@ -160,6 +163,7 @@ class Ledger(Execution, Reports, Exports, Admin, Accounts, ReviewReads, GalleryR
         }
         if replanning:
             values["plan_complete"] = False
+            values["plan_seq"] = manifests.c.plan_seq + 1
         async with self._write() as conn:
             row = (
                 await conn.execute(self._locked(select(manifests.c.id).where(manifests.c.name == name)))
@@ -167,7 +171,10 @@ class Ledger(Execution, Reports, Exports, Admin, Accounts, ReviewReads, GalleryR
             if row is None:
                 await conn.execute(
                     insert(manifests).values(
-                        name=name, spent_micros=0, reserved_micros=0, **{"plan_complete": False, **values}
+                        name=name,
+                        spent_micros=0,
+                        reserved_micros=0,
+                        **{**values, "plan_complete": False, "plan_seq": 1},
                     )
                 )
             else:
@@ -208,13 +215,29 @@ class Ledger(Execution, Reports, Exports, Admin, Accounts, ReviewReads, GalleryR
         return [_manifest_record(r) for r in rows]
 
     async def plan_jobs(
-        self, manifest_id: int, planned: Iterable[PlannedJob], batch: int = PLAN_BATCH
+        self,
+        manifest_id: int,
+        planned: Iterable[PlannedJob],
+        batch: int = PLAN_BATCH,
+        *,
+        complete: bool = True,
+        beside_a_run: bool = False,
+        plan_seq: int | None = None,
     ) -> PlanCounts:
-        """Write jobs in streamed batches; jobs whose key is already known are left as they are.
+        """Write jobs in streamed batches; jobs whose key is already known keep their row.
 
-        One batch is written while the next is being expanded, so expansion
-        (Python) and the database (its own thread or server) work side by side.
+        Every job written is marked as of plan ``plan_seq`` (default: the
+        manifest's latest, `save_manifest`), and one an earlier plan withdrew
+        is pending again. One batch is written while the next is being
+        expanded, so expansion (Python) and the database (its own thread or
+        server) work side by side. ``complete``: these are the last of the
+        plan's jobs, so the manifest's plan is marked complete after them
+        (False: more are coming). ``beside_a_run``: jobs are being run
+        meanwhile, so expansion yields to the event loop every
+        `PLAN_YIELD_EVERY` jobs, not only while a batch is written.
         """
+        if plan_seq is None:
+            plan_seq = (await self.get_manifest_by_id(manifest_id)).plan_seq
         counts = PlanCounts()
         before = await self._count_jobs(manifest_id)
         micros: dict[Decimal, int] = {}
@@ -229,13 +252,13 @@ class Ledger(Execution, Reports, Exports, Admin, Accounts, ReviewReads, GalleryR
                 if estimate is None:
                     estimate = micros[job.cost_usd] = to_micros(job.cost_usd)
                 counts.estimate_micros += estimate
-                chunk.append(job_row_values(manifest_id, job, estimate, None))
+                chunk.append(job_row_values(manifest_id, job, estimate, None, plan_seq))
                 if len(chunk) >= batch:
                     if writing is not None:
                         await writing
                     writing = asyncio.create_task(self._insert_jobs(chunk))
                     chunk = []
-                elif writing is not None and len(chunk) % PLAN_YIELD_EVERY == 0:
+                elif (writing is not None or beside_a_run) and len(chunk) % PLAN_YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # let the batch in flight take its next step
         except BaseException:
             if writing is not None:
@@ -247,16 +270,17 @@ class Ledger(Execution, Reports, Exports, Admin, Accounts, ReviewReads, GalleryR
             await writing
         if chunk:
             await self._insert_jobs(chunk)
-        async with self._write() as conn:
-            await conn.execute(
-                update(manifests).where(manifests.c.id == manifest_id).values(plan_complete=True)
-            )
+        if complete:
+            async with self._write() as conn:
+                await conn.execute(
+                    update(manifests).where(manifests.c.id == manifest_id).values(plan_complete=True)
+                )
         counts.new = await self._count_jobs(manifest_id) - before
         return counts
 
     @verb
     async def _insert_jobs(self, rows: list[tuple[Any, ...]]) -> None:
-        await self._transact(lambda conn: self._insert_rows(conn, rows))
+        await self._transact(lambda conn: self._plan_rows(conn, rows))
 
     @verb
     async def _count_jobs(self, manifest_id: int) -> int:
@@ -387,6 +411,7 @@ def _manifest_record(row: Any) -> ManifestRecord:
         spent_micros=row.spent_micros,
         reserved_micros=row.reserved_micros,
         plan_complete=bool(row.plan_complete),
+        plan_seq=int(row.plan_seq),
     )
 
 

@@ -38,14 +38,24 @@ from sqlalchemy import (
     false,
     func,
     insert,
+    or_,
     select,
     true,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 
-from pipeline.ledger.tables import FAILED, PENDING, RUNNING, Id, attempts, images, jobs, manifests
+from pipeline.ledger.tables import (
+    FAILED,
+    PENDING,
+    RUNNING,
+    WITHDRAWN,
+    Id,
+    attempts,
+    images,
+    jobs,
+    manifests,
+)
 
 #: the columns a planned job is inserted with, in the order of `DriverSql.insert_job`'s values
 JOB_COLUMNS = (
@@ -71,6 +81,7 @@ JOB_COLUMNS = (
     "cost_micros",
     "created_at",
     "updated_at",
+    "plan_seq",
 )
 
 
@@ -109,9 +120,18 @@ class DriverSql:
             names = ", ".join(quote(c) for c in columns)
             return f"INSERT INTO {quote(table)} ({names}) VALUES ({', '.join(marks(len(columns)))})"
 
-        conflict = f"ON CONFLICT ({quote('manifest_id')}, {quote('key')}) DO NOTHING"
-        #: a planned job (`JOB_COLUMNS`); a key the manifest already has is left alone
-        self.insert_job = f"{insert_sql(jobs.name, JOB_COLUMNS)} {conflict}"
+        conflict = f"ON CONFLICT ({quote('manifest_id')}, {quote('key')})"
+        #: a new job (`JOB_COLUMNS`: a child, a reroll); a key the manifest already has is left alone
+        self.insert_job = f"{insert_sql(jobs.name, JOB_COLUMNS)} {conflict} DO NOTHING"
+        state, table = quote("state"), quote(jobs.name)
+        moved = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in ("plan_seq", "stage", "rank"))
+        #: a job a plan makes (`JOB_COLUMNS`): a key the manifest already has keeps its row, now of
+        #: this plan and at its place in the manifest as it is now (an entry above it may have gone);
+        #: one withdrawn by an earlier plan is pending again (`pipeline.ledger.withdrawals`)
+        self.plan_job = (
+            f"{insert_sql(jobs.name, JOB_COLUMNS)} {conflict} DO UPDATE SET {moved}, "
+            f"{state} = CASE WHEN {table}.{state} = '{WITHDRAWN}' THEN '{PENDING}' ELSE {table}.{state} END"
+        )
         #: an image of an answer (`IMAGE_COLUMNS`)
         self.insert_image = insert_sql(images.name, IMAGE_COLUMNS)
         sets = ", ".join(f"{quote(c)} = {m}" for c, m in zip(DOWNLOAD_COLUMNS, marks(7), strict=True))
@@ -173,6 +193,8 @@ class Statements:
         def among(column: ColumnElement[int], name: str = "b_ids") -> ColumnElement[bool]:
             """``column`` is one of the ids in parameter ``name``."""
             if postgres:
+                from sqlalchemy.dialects.postgresql import ARRAY
+
                 return column == any_(bindparam(name, type_=ARRAY(BigInteger())))
             ids = func.json_each(bindparam(name, type_=JsonIds())).table_valued("value")
             return column.in_(select(ids.c.value))
@@ -185,6 +207,8 @@ class Statements:
                 jobs.c.manifest_id == bindparam("b_manifest"),
                 jobs.c.state == PENDING,
                 jobs.c.next_attempt_at <= bindparam("b_now", type_=Float),
+                # while a plan is written, the jobs it has not reached (an older plan's) wait for it
+                or_(jobs.c.plan_seq.is_(None), jobs.c.plan_seq >= bindparam("b_floor", type_=BigInteger)),
             )
             .order_by(jobs.c.rank, jobs.c.id)
             .limit(bindparam("b_limit", type_=BigInteger))
@@ -253,7 +277,8 @@ class Statements:
                     bindparam("b_now", type_=Float),
                     true(),
                     false(),
-                ).where(among(jobs.c.id), leased),
+                    # a job whose paid answer is recorded is never sent again (`late_answers`)
+                ).where(among(jobs.c.id), leased, jobs.c.response_at.is_(None)),
             )
             .returning(attempts.c.id, attempts.c.job_id)
         )
@@ -266,7 +291,14 @@ class Statements:
         self.answered = (
             update(attempts)
             .where(among(attempts.c.id))
-            .values(ended_at=bindparam("b_now"), http_status=bindparam("b_status"))
+            .values(
+                ended_at=bindparam("b_now"),
+                http_status=bindparam("b_status"),
+                # answered after all, though a reclaim had ended it "in doubt" (`late_answers`)
+                in_doubt=false(),
+                error_kind=None,
+                message=None,
+            )
         )
         self.paid = (
             update(jobs)

@@ -40,6 +40,7 @@ PENDING = JobState.PENDING.value
 RUNNING = JobState.RUNNING.value
 SUCCEEDED = JobState.SUCCEEDED.value
 FAILED = JobState.FAILED.value
+WITHDRAWN = JobState.WITHDRAWN.value
 JOB_STATES = tuple(state.value for state in JobState)
 
 manifests = Table(
@@ -60,6 +61,8 @@ manifests = Table(
     Column("reserved_micros", BigInteger, nullable=False, default=0),
     Column("lock_owner", String(128), nullable=True),
     Column("lock_expires_at", Float, nullable=True),
+    # the number of the latest plan begun (migration 0005): each re-plan counts one up
+    Column("plan_seq", Integer, nullable=False, default=0, server_default="0"),
 )
 
 jobs = Table(
@@ -95,6 +98,9 @@ jobs = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Column("finished_at", Float, nullable=True),
+    # the plan that last had this job (`manifests.plan_seq`); NULL for jobs no plan makes
+    # (chained children, rerolls), which a plan never withdraws (migration 0005)
+    Column("plan_seq", Integer, nullable=True),
     UniqueConstraint("manifest_id", "key"),
     Index(None, "manifest_id", "state", "rank", "id"),
     Index(None, "state", "lease_expires_at"),

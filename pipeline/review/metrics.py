@@ -31,7 +31,7 @@ from pipeline.ledger.records import to_usd
 from pipeline.ledger.review import LATENCY_BUCKETS_S, ManifestMetrics, WorkerView
 from pipeline.review.state import STATE
 
-JOB_STATES = ("pending", "running", "succeeded", "failed")
+JOB_STATES = ("pending", "running", "succeeded", "failed", "withdrawn")
 IMAGE_STATES = ("downloaded", "withheld", "expired", "failed", "pending")
 RATE_LIMITED = 429
 

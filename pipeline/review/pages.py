@@ -22,6 +22,7 @@ from pipeline.thumbnails import PREVIEW_PX
 #: cards per gallery page
 PAGE_SIZE = 48
 JOB_STATES = ("pending", "running", "succeeded", "failed")
+WITHDRAWN = "withdrawn"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class ProgressView:
 def progress_view(progress: ManifestProgress) -> ProgressView:
     """What the overview says of a manifest: progress, spend against budget, rate and ETA."""
     jobs = {state: progress.jobs.get(state, 0) for state in JOB_STATES}
+    # jobs taken out of the manifest are shown when there are some, and are not work to do
+    withdrawn = progress.jobs.get(WITHDRAWN, 0)
+    if withdrawn:
+        jobs[WITHDRAWN] = withdrawn
     done = jobs["succeeded"] + jobs["failed"]
     left = jobs["pending"] + jobs["running"]
     rate = progress.finished_recently / RATE_WINDOW_S
@@ -55,7 +60,7 @@ def progress_view(progress: ManifestProgress) -> ProgressView:
         id=progress.id,
         name=progress.name,
         done=done,
-        total=sum(progress.jobs.values()),
+        total=sum(progress.jobs.values()) - withdrawn,
         jobs=jobs,
         images=dict(sorted(progress.images.items())),
         failures=sorted(progress.failures.items(), key=lambda item: (-item[1], item[0])),

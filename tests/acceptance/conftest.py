@@ -51,8 +51,14 @@ async def start(
 
 
 async def finish(process: asyncio.subprocess.Process, limit_s: float = 60) -> tuple[int, str, str]:
-    """Wait for a started command; returns (exit code, stdout, stderr)."""
-    out, err = await asyncio.wait_for(process.communicate(), limit_s)
+    """Wait for a started command; returns (exit code, stdout, stderr). Killed past ``limit_s``."""
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), limit_s)
+    except TimeoutError:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        raise
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 

@@ -72,7 +72,7 @@ async def test_every_fault_at_once_with_kills(tmp_path: Path, server: FakeServer
         code, out, err = await ideobatch(*args, "--json", cwd=tmp_path, limit_s=120)
     assert code == 0, err
     summary = json.loads(out)
-    assert summary["jobs"] == {"pending": 0, "running": 0, "succeeded": 150, "failed": 0}
+    assert summary["jobs"] == {"pending": 0, "running": 0, "succeeded": 150, "failed": 0, "withdrawn": 0}
     with sqlite3.connect(tmp_path / "ledger.db") as conn:
         images = conn.execute("SELECT local_path, sha256 FROM images WHERE state = 'downloaded'").fetchall()
     assert len(images) == 150

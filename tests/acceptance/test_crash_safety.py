@@ -81,7 +81,7 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, server: F
     code, out, err = await ideobatch(*args, "--json", cwd=tmp_path, limit_s=120)
     assert code == 0, err
     summary = json.loads(out)
-    assert summary["jobs"] == {"pending": 0, "running": 0, "succeeded": 300, "failed": 0}
+    assert summary["jobs"] == {"pending": 0, "running": 0, "succeeded": 300, "failed": 0, "withdrawn": 0}
     assert check_outputs(tmp_path) == 300
     stats = server.state.stats()
     duplicates = stats["duplicate_billed"]

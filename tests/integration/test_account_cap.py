@@ -44,6 +44,33 @@ async def test_three_processes_never_hold_more_than_the_cap(ledger: Ledger) -> N
     assert most >= 3, "the processes together used the cap"
 
 
+async def test_spellings_of_one_base_url_share_one_cap(ledger: Ledger) -> None:
+    """`https://API.ideogram.ai/`, `https://api.ideogram.ai:443` and `https://api.ideogram.ai`: one cap.
+
+    Before, each spelling was an account of its own, with the whole cap: three
+    processes could have three times the cap in flight.
+    """
+    spellings = ["https://API.ideogram.ai/", "https://api.ideogram.ai:443", "https://api.ideogram.ai"]
+    ids = [await ledger.account_id(url, "IDEOGRAM_API_KEY", 2) for url in spellings]
+    assert len(set(ids)) == 1
+    slots = [SharedSlots(ledger, account, f"p{n}", 2, lease_s=30) for n, account in enumerate(ids)]
+    for s in slots:
+        await s.start()
+    try:
+        for n, s in enumerate(slots[:2]):
+            await asyncio.wait_for(s.acquire(1, n), 5)
+        third = asyncio.create_task(slots[2].acquire(1, 2))
+        await asyncio.sleep(0.5)  # a few exchanges: the cap is full, the third call waits
+        assert not third.done(), "a third image in flight with a cap of 2"
+        slots[0].release(1, 0)
+        await asyncio.wait_for(third, 5)
+    finally:
+        for s in slots:
+            await s.close()
+    [status] = await ledger.account_statuses()
+    assert status.base_url == "https://api.ideogram.ai"
+
+
 async def test_freed_places_go_to_the_oldest_waiter_whichever_process_it_is(ledger: Ledger) -> None:
     """A process giving a place back hands it to another process's older waiter, not to its own."""
     account = await ledger.account_id("http://127.0.0.1:1", "KEY", 1)
@@ -148,3 +175,15 @@ async def test_hand_overs_told_together_leave_each_place_with_the_call_that_has_
     assert await ledger.held_slots(account, "p", [1, 2, 3, 10, 11, 20, 21, 22]) == {3, 11, 22}
     statuses = await ledger.account_statuses()
     assert statuses[0].in_flight == {"p": 3}
+
+
+async def test_processes_starting_together_share_one_account(ledger_url: str) -> None:
+    """Eight processes register the same account at the same moment: one account, none fails."""
+    opened = [await Ledger.open(ledger_url) for _ in range(8)]
+    try:
+        ids = await asyncio.gather(*(led.account_id("http://127.0.0.1:1", "KEY", 4) for led in opened))
+        assert len(set(ids)) == 1
+        assert len(await opened[0].account_statuses()) == 1
+    finally:
+        for led in opened:
+            await led.close()

@@ -71,7 +71,9 @@ async def test_a_made_up_op_runs_end_to_end(tmp_path: Path, kind: str) -> None:
     assert all(entry["billed"] for entry in log)
     assert len(list((tmp_path / "out" / "x-sketch").glob("*.png"))) == 4
     status = await status_summary(f"sqlite:///{tmp_path}/ledger.db", "t")
-    assert status["by_op"] == {"x-sketch": {"pending": 0, "running": 0, "succeeded": 2, "failed": 0}}
+    assert status["by_op"] == {
+        "x-sketch": {"pending": 0, "running": 0, "succeeded": 2, "failed": 0, "withdrawn": 0}
+    }
 
 
 @pytest.mark.usefixtures("catalog_with_sketch")

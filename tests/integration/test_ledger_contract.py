@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from pipeline.errors import LeaseLost
+from pipeline.errors import LeaseLost, LedgerError
 from pipeline.expand import PlannedJob
 from pipeline.keys import child_key, job_key
 from pipeline.ledger.base import ID_CHUNK
@@ -405,7 +405,7 @@ async def test_record_responses_stores_images_descriptions_and_spend(ledger: Led
             ),
         ],
     )
-    assert done == {generate.id, describe.id}
+    assert done == {generate.id: None, describe.id: None}
     stored = await ledger.images_of(generate.id)
     assert [(i.index, i.state, i.is_image_safe) for i in stored] == [
         (0, IMAGE_PENDING, True),
@@ -613,10 +613,14 @@ async def test_reclaim_expired_returns_jobs_and_counts_sent_attempts_in_doubt(le
     assert (await ledger.get_manifest_by_id(record.id)).reserved_micros == 0
 
 
-async def test_a_worker_whose_lease_was_reclaimed_cannot_write(
+async def test_a_worker_whose_lease_was_reclaimed_cannot_write_but_its_paid_answer_is_kept(
     ledger: Ledger, record: ManifestRecord
 ) -> None:
-    """After its lease is reclaimed, every write-back of the old worker is refused."""
+    """After its lease is reclaimed, the old worker's write-backs are refused, but for a paid answer.
+
+    The answer is recorded and the old worker takes the job back: the new one
+    can no longer send a request for it (`pipeline.ledger.late_answers`).
+    """
     await plan(ledger, record, many(1))
     now = time.time()
     job = await claim_one(ledger, record, owner="old", now=now)
@@ -626,15 +630,20 @@ async def test_a_worker_whose_lease_was_reclaimed_cannot_write(
     assert taken.id == job.id
     response = Response(job.id, attempt_id, images_result(True), COST)
     assert await ledger.record_attempts("old", None, [job.id]) == {}
-    assert await ledger.record_responses("old", [response]) == set()
-    assert await ledger.complete_jobs("old", [Completion(job.id, response=response)]) == set()
+    assert await ledger.complete_jobs("old", [Completion(job.id)]) == set()
     assert (
         await ledger.settle_attempts("old", [Outcome(job.id, attempt_id, "timeout", "t")], final=True)
         == set()
     )
     assert await ledger.images_of(job.id) == []
-    assert await ledger.job_states(record.id, [job.key]) == {job.key: "running"}
-    assert await ledger.complete_jobs("new", [Completion(job.id, response=response)]) == {job.id}
+    assert await ledger.record_responses("old", [response]) == {job.id: None}
+    assert await ledger.record_attempts("new", None, [job.id]) == {}
+    assert len(await ledger.images_of(job.id)) == 1
+    assert await ledger.complete_jobs("new", [Completion(job.id)]) == set()
+    assert await ledger.complete_jobs("old", [Completion(job.id, [downloaded(0)])]) == {job.id}
+    assert await ledger.job_states(record.id, [job.key]) == {job.key: "succeeded"}
+    assert (await ledger.status(record.id)).in_doubt == 0
+    assert (await ledger.get_manifest_by_id(record.id)).spent_micros == COST
 
 
 async def test_write_batcher_raises_lease_lost_for_a_reclaimed_job(
@@ -669,6 +678,63 @@ async def test_write_batcher_raises_lease_lost_for_a_reclaimed_job(
         kept.key: "succeeded",
         lost.key: "pending",
     }
+
+
+@pytest.mark.parametrize("dirt", ["\x00", "\ud800"], ids=["nul", "lone-surrogate"])
+async def test_write_batcher_records_the_rest_of_a_batch_when_the_database_refuses_one_row(
+    ledger: Ledger, record: ManifestRecord, dirt: str
+) -> None:
+    """A paid answer the database refuses fails alone; the answers batched with it are recorded.
+
+    Issue 18, item 3: text no ledger stores (a NUL, refused by PostgreSQL; a
+    lone surrogate, by both drivers) took the whole batched write-back down,
+    so its clean neighbours were paid for again on every re-run.
+    """
+    # SQLite stores a NUL in text: there, all three are recorded
+    refusing = not (dirt == "\x00" and ledger.is_sqlite)
+    await plan(ledger, record, many(3))
+    jobs = [await claim_one(ledger, record) for _ in range(3)]
+    refused = ApiResult(
+        images=(
+            GeneratedImage(
+                index=0,
+                url="https://ideogram.example/img/0.png",
+                prompt=f"enhanced {dirt} prompt",
+                resolution="1312x736",
+                seed=1000,
+                is_image_safe=True,
+                style_type="REALISTIC",
+            ),
+        ),
+        created=time.time(),
+    )
+    batcher = WriteBatcher(ledger, "w1", None)
+    writer = asyncio.create_task(batcher.run())
+    try:
+        results = await asyncio.gather(
+            batcher.response(Response(jobs[0].id, None, images_result(True), COST)),
+            batcher.response(Response(jobs[1].id, None, refused, COST)),
+            batcher.response(Response(jobs[2].id, None, images_result(True), COST)),
+            return_exceptions=True,
+        )
+        transactions = batcher.transactions
+    finally:
+        await batcher.close()
+        ended = await asyncio.gather(writer, return_exceptions=True)
+    assert transactions == 1  # the three answers were one batch
+    assert results[0] is None, results
+    assert results[2] is None, results
+    assert ended == [None]  # the writer goes on
+    money = await ledger.get_manifest_by_id(record.id)
+    if not refusing:
+        assert results[1] is None, results
+        assert [len(await ledger.images_of(job.id)) for job in jobs] == [1, 1, 1]
+        assert money.spent_micros == 3 * COST
+        return
+    assert isinstance(results[1], LedgerError), results
+    assert f"refused to record job {jobs[1].id}" in str(results[1])
+    assert [len(await ledger.images_of(job.id)) for job in jobs] == [1, 0, 1]
+    assert money.spent_micros == 2 * COST
 
 
 # --- runs and locks ----------------------------------------------------------------------

@@ -42,5 +42,5 @@ async def test_a_ledger_of_the_previous_release_reruns_with_no_request(
     assert code == 0, summary
     assert fake_server.state.stats()["requests"] == 0
     assert job_keys(tmp_path / "ledger.db") == before
-    assert summary["jobs"] == {"pending": 0, "running": 0, "succeeded": 26, "failed": 0}
+    assert summary["jobs"] == {"pending": 0, "running": 0, "succeeded": 26, "failed": 0, "withdrawn": 0}
     assert summary["spend_usd"] == 1.98

@@ -73,7 +73,7 @@ def test_status_json_has_the_shared_shape(produced: Produced) -> None:
     assert code == 0
     status = json.loads(out)
     assert status["manifest"] == "report"
-    assert status["jobs"] == {"pending": 0, "running": 0, "succeeded": 6, "failed": 1}
+    assert status["jobs"] == {"pending": 0, "running": 0, "succeeded": 6, "failed": 1, "withdrawn": 0}
     assert status["images"]["downloaded"] == 7
     assert status["images"]["withheld"] == 2
     assert status["failures"] == {"unsafe": 1}
@@ -81,7 +81,13 @@ def test_status_json_has_the_shared_shape(produced: Produced) -> None:
     assert status["in_doubt"] == 0
     assert status["duration_s"] > 0
     assert set(produced.summary) >= set(status) - {"run"}
-    assert status["by_op"]["generate"] == {"pending": 0, "running": 0, "succeeded": 4, "failed": 1}
+    assert status["by_op"]["generate"] == {
+        "pending": 0,
+        "running": 0,
+        "succeeded": 4,
+        "failed": 1,
+        "withdrawn": 0,
+    }
 
 
 def test_status_text_names_failures_with_an_example(produced: Produced) -> None:

@@ -39,7 +39,7 @@ async def test_every_op_with_every_response_in_pieces_is_billed_once(
     )
     code, summary = await run(manifest, fake_server, tmp_path)
     assert code == 0, summary
-    assert summary["jobs"] == {"pending": 0, "running": 0, "succeeded": 7, "failed": 0}
+    assert summary["jobs"] == {"pending": 0, "running": 0, "succeeded": 7, "failed": 0, "withdrawn": 0}
     assert summary["in_doubt"] == 0
     log = fake_server.state.log
     assert [(e.status, e.billed, e.fault) for e in log] == [(200, True, None)] * 7

@@ -74,7 +74,7 @@ async def test_every_op_in_both_dialects(
     )
     code, summary = await run(manifest, fake_server, tmp_path)
     assert code == 0, summary
-    assert summary["jobs"] == {"pending": 0, "running": 0, "succeeded": 4, "failed": 0}
+    assert summary["jobs"] == {"pending": 0, "running": 0, "succeeded": 4, "failed": 0, "withdrawn": 0}
     assert summary["images"]["downloaded"] == 4
     assert assert_images_on_disk(tmp_path) == 4
     with Image.open(next((tmp_path / "out" / "generate").glob("*.png"))) as generated:

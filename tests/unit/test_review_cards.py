@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 from pipeline.keys import canonical_json
-from pipeline.ledger.gallery import GalleryFilter, JobFields
+from pipeline.ledger.gallery import GalleryFilter, GalleryRow, JobFields
 from pipeline.review.cards import parse_filters, usd, usd_value
 from pipeline.review.fields import MAX_LISTED_VALUES, FieldSummary
 from pipeline.review.media import resolve_inside
@@ -131,3 +132,17 @@ def test_values_no_database_takes_are_kept_as_text_or_dropped() -> None:
     filters = parse_filters({"f.model": "1e999", "f.seed": "NaN", "prompt": "fo\x00x", "cost": "-1"})
     assert filters.wanted == GalleryFilter(prompt="fox", fields=(("model", "1e999"), ("seed", "NaN")))
     assert filters.problems == ("cost: '-1' is not an amount in USD",)
+
+
+def _row(op: str, request: dict[str, object]) -> GalleryRow:
+    values: dict[str, object] = {f.name: None for f in fields(GalleryRow)}
+    return GalleryRow(**{**values, "op": op, "request": request})  # type: ignore[arg-type]
+
+
+def test_a_card_shows_the_summary_of_a_json_prompt_as_its_prompt() -> None:
+    """A V4 job written as a JSON prompt is found and read by its high-level description."""
+    structured = {"high_level_description": "a red kettle on oak", "style_description": {"medium": "photo"}}
+    assert _row("v4-generate", {"json_prompt": structured}).prompt == "a red kettle on oak"
+    assert _row("v4-generate", {"prompt": "a kettle"}).prompt == "a kettle"
+    assert _row("v4-describe", {}).prompt is None
+    assert _row("an-op-of-a-later-release", {"json_prompt": structured}).prompt is None
