@@ -30,7 +30,11 @@ async def test_a_run_that_outlives_another_does_not_pay_again_for_the_answers_it
     """
     server.set_faults(latency_ms=500)
     manifest = manifest_for(
-        tmp_path, server, BODY, extra=f"limits:\n  concurrency: 4\noutput:\n  dir: {tmp_path / 'out'}\n"
+        tmp_path,
+        server,
+        BODY,
+        # each run its own 4 calls in flight: sharing the account's 4, X might hold none at the cut
+        extra=f"limits:\n  concurrency: 4\n  scope: process\noutput:\n  dir: {tmp_path / 'out'}\n",
     )
     x = await start(
         "run", str(manifest), "--ledger", outage.url, "--ledger-retry", "1s", "--quiet", cwd=tmp_path
@@ -56,7 +60,11 @@ async def test_a_second_sigint_while_paid_answers_wait_for_the_ledger_keeps_them
     """Ctrl-C twice while the ledger is away must not throw paid answers away."""
     server.set_faults(latency_ms=500)
     manifest = manifest_for(
-        tmp_path, server, BODY, extra=f"limits:\n  concurrency: 4\noutput:\n  dir: {tmp_path / 'out'}\n"
+        tmp_path,
+        server,
+        BODY,
+        # each run its own 4 calls in flight: sharing the account's 4, X might hold none at the cut
+        extra=f"limits:\n  concurrency: 4\n  scope: process\noutput:\n  dir: {tmp_path / 'out'}\n",
     )
     args = ("run", str(manifest), "--ledger", outage.url, "--quiet")
     x = await start(*args, "--ledger-retry", "10s", cwd=tmp_path)

@@ -39,7 +39,11 @@ async def test_postgres_gone_past_ledger_retry_exits_5_and_the_rerun_takes_its_j
     args = ("run", str(manifest), "--ledger", outage.url, "--ledger-retry", "1s", "--lease", "3600")
     process = await start(*args, cwd=tmp_path)
     await server.state.wait_until(lambda s: s.stats()["billed"] >= 8, timeout_s=30)
+    # calls held in flight while the ledger goes: their paid answers have nowhere to go but disk
+    server.state.hold()
+    await server.state.wait_until(lambda s: s.inflight_images >= 4, timeout_s=30)
     await outage.cut()
+    server.state.release()
     code, out, err = await finish(process)
     assert code == 5, err
     no_traceback(err)
