@@ -53,6 +53,16 @@ async def spawn(
     )
 
 
+def write_generate_manifest(folder: Path, jobs: int, concurrency: int) -> Path:
+    """``folder/bench.yaml``: ``jobs`` one-image generate jobs at ``concurrency``."""
+    manifest = folder / "bench.yaml"
+    manifest.write_text(
+        f"version: 1\nname: bench\nlimits: {{concurrency: {concurrency}}}\n"
+        f"jobs:\n  - {{op: generate, prompt: bench, model: V_2_TURBO, repeat: {jobs}}}\n"
+    )
+    return manifest
+
+
 async def run_generate_jobs(url: str, jobs: int, concurrency: int) -> dict[str, Any]:
     """`ideobatch run` in this process: ``jobs`` one-image generate jobs against ``url``.
 
@@ -63,11 +73,7 @@ async def run_generate_jobs(url: str, jobs: int, concurrency: int) -> dict[str, 
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        manifest = folder / "bench.yaml"
-        manifest.write_text(
-            f"version: 1\nname: bench\nlimits: {{concurrency: {concurrency}}}\n"
-            f"jobs:\n  - {{op: generate, prompt: bench, model: V_2_TURBO, repeat: {jobs}}}\n"
-        )
+        manifest = write_generate_manifest(folder, jobs, concurrency)
         options = RunOptions(
             str(manifest),
             f"sqlite:///{folder}/ledger.db",

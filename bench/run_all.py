@@ -42,7 +42,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import KEY, spawn, start_server
+from common import KEY, spawn, start_server, write_generate_manifest
 from workers import bench as workers_bench
 from workers import fresh_ledger, run_workers
 
@@ -186,11 +186,7 @@ async def from_process_start(url: str, quick: bool) -> dict[str, Any]:
     ideal_s = jobs / (concurrency / (FROM_START["latency_ms"] / 1000))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        manifest = folder / "bench.yaml"
-        manifest.write_text(
-            f"version: 1\nname: bench\nlimits: {{concurrency: {concurrency}}}\n"
-            f"jobs:\n  - {{op: generate, prompt: bench, model: V_2_TURBO, repeat: {jobs}}}\n"
-        )
+        manifest = write_generate_manifest(folder, jobs, concurrency)
         ledger = f"sqlite:///{folder}/ledger.db"
         started = time.perf_counter()
         process = await spawn(
