@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import endpoints
-from pipeline.errors import LedgerMissing, LedgerNotMigrated, ManifestError
+from pipeline.errors import LedgerMissing, LedgerNotMigrated, ManifestError, PlanSuperseded
 from pipeline.expand import expand
 from pipeline.fingerprint import plan_fingerprint
 from pipeline.footprint import human_bytes, job_bytes
@@ -168,11 +168,25 @@ class Plan:
         """Write the jobs left, then mark the plan complete; the whole plan's counts (None: unchanged)."""
         if self.rest is None:
             return self.counts
-        rest = await ledger.plan_jobs(
-            self.record.id, self.rest, beside_a_run=self.beside_a_run, plan_seq=self.record.plan_seq
-        )
+        try:
+            rest = await ledger.plan_jobs(
+                self.record.id, self.rest, beside_a_run=self.beside_a_run, plan_seq=self.record.plan_seq
+            )
+        except PlanSuperseded:
+            # the manifest was planned again meanwhile (edited?): that plan's jobs and withdrawals
+            # stand; jobs this one wrote that the newer one has not are withdrawn once it is complete
+            self.rest = None
+            latest = await ledger.get_manifest_by_id(self.record.id)
+            if latest.plan_complete:
+                await withdraw_unplanned(ledger, latest)
+            log.warning(
+                "%s was planned again by another command while this run planned it; its jobs are as "
+                "that plan has them",
+                self.record.name,
+            )
+            return self.counts
         rest.withdrawn = await withdraw_unplanned(ledger, self.record)
-        await ledger.mark_planned(self.record.id, self.config)
+        await ledger.mark_planned(self.record.id, self.config, self.record.plan_seq)
         self.rest = None
         self.later_new = rest.new
         self.counts = (self.counts or PlanCounts()) + rest
