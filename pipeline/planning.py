@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline import endpoints
 from pipeline.errors import LedgerMissing, LedgerNotMigrated, ManifestError, PlanSuperseded
-from pipeline.expand import expand
+from pipeline.expand import chained_stage_refs, expand
 from pipeline.fingerprint import plan_fingerprint
 from pipeline.footprint import human_bytes, job_bytes
 from pipeline.jobs import PlannedJob
@@ -155,6 +155,8 @@ class Plan:
     counts: PlanCounts | None
     config: dict[str, Any]
     rest: Iterator[PlannedJob] | None = None
+    #: the references of the manifest's `then:` stages (`expand.chained_stage_refs`)
+    stages: frozenset[str] = frozenset()
     #: jobs `finish` added that the ledger did not have
     later_new: int = 0
     beside_a_run: bool = field(default=False)
@@ -178,14 +180,14 @@ class Plan:
             self.rest = None
             latest = await ledger.get_manifest_by_id(self.record.id)
             if latest.plan_complete:
-                await withdraw_unplanned(ledger, latest)
+                await withdraw_unplanned(ledger, latest, None)
             log.warning(
                 "%s was planned again by another command while this run planned it; its jobs are as "
                 "that plan has them",
                 self.record.name,
             )
             return self.counts
-        rest.withdrawn = await withdraw_unplanned(ledger, self.record)
+        rest.withdrawn = await withdraw_unplanned(ledger, self.record, self.stages)
         await ledger.mark_planned(self.record.id, self.config, self.record.plan_seq)
         self.rest = None
         self.later_new = rest.new
@@ -234,7 +236,7 @@ async def start_plan(
     )
     if unchanged:
         return Plan(record, None, config)
-    plan = Plan(record, PlanCounts(), config, expand(loaded))
+    plan = Plan(record, PlanCounts(), config, expand(loaded), chained_stage_refs(loaded.manifest.jobs))
     if first is None:
         return plan
     if stored is not None:
@@ -252,13 +254,14 @@ async def start_plan(
     return plan
 
 
-async def withdraw_unplanned(ledger: Ledger, record: ManifestRecord) -> int:
+async def withdraw_unplanned(ledger: Ledger, record: ManifestRecord, stages: frozenset[str] | None) -> int:
     """Withdraw the jobs the manifest no longer has; call it once, when its plan is complete.
 
     A job an edit took out of the manifest is never run (nor paid for); what
     was already sent keeps its history (`pipeline.ledger.withdrawals`).
+    ``stages``: the manifest's `then:` stages (None: unknown, a plan overtaken).
     """
-    return await ledger.withdraw_unplanned(record.id, record.plan_seq)
+    return await ledger.withdraw_unplanned(record.id, record.plan_seq, stages)
 
 
 def load_structure(path: str) -> LoadedManifest:
