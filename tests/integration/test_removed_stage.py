@@ -9,10 +9,13 @@ up, failed an assertion, and every later run stopped with a traceback.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+from click.testing import CliRunner
 from PIL import Image
 
+from pipeline.cli import main
 from pipeline.fake_server import FakeServer
 from tests.integration.conftest import run, write_manifest
 
@@ -57,3 +60,29 @@ async def test_a_paid_answer_of_a_removed_stage_is_recorded_without_a_traceback(
     assert code == 0, summary
     assert summary["by_op"]["generate"]["succeeded"] == 1
     assert "upscale" not in [e.op for e in fake_server.state.log]
+
+
+async def test_retry_leaves_failed_chained_jobs_of_a_removed_entry(
+    tmp_path: Path, fake_server: FakeServer
+) -> None:
+    """`retry --failed` does not put back a chained job whose entry the manifest no longer has."""
+    Image.new("RGB", (32, 32), (10, 120, 30)).save(tmp_path / "forest.png")
+    fake_server.set_faults(unsafe_word="forbiddenword")
+    refused = DESCRIBE + THEN.replace("studio lighting", "forbiddenword")
+    plain = "- op: generate\n  prompt: keep me\n"
+    manifest = write_manifest(tmp_path, plain + refused)
+    _code, summary = await run(manifest, fake_server, tmp_path)
+    refused_children = summary["jobs"]["failed"]  # the describe's generate children, refused
+    assert refused_children >= 1
+    write_manifest(tmp_path, plain)  # the describe entry is taken out
+    await run(manifest, fake_server, tmp_path)
+    fake_server.set_faults(unsafe_word=None)
+    ledger = f"sqlite:///{tmp_path}/ledger.db"
+    result = await asyncio.to_thread(
+        CliRunner().invoke, main, ["retry", str(manifest), "--failed", "--ledger", ledger]
+    )
+    assert "2 job(s) put back" not in result.output
+    billed = len([e for e in fake_server.state.log if e.billed])
+    _code, summary = await run(manifest, fake_server, tmp_path)
+    assert len([e for e in fake_server.state.log if e.billed]) == billed
+    assert summary["jobs"]["failed"] == refused_children
