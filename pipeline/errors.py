@@ -153,6 +153,10 @@ class LeaseLost(IdeobatchError):
     """The job's lease is no longer ours: another worker has reclaimed it."""
 
 
+class PlanSuperseded(IdeobatchError):
+    """A newer plan of the manifest began while this one was being written: this one stops."""
+
+
 class LedgerError(IdeobatchError):
     """The ledger cannot be used: unreachable, corrupt, of another schema (exit 5)."""
 

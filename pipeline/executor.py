@@ -420,7 +420,7 @@ class JobExecutor:
         self, job: ClaimedJob, outcomes: Sequence[DownloadOutcome], descriptions: Sequence[str]
     ) -> list[PlannedJob]:
         spec = find_stage(self.settings.jobs, job.stage)
-        if not spec.then:
+        if spec is None or not spec.then:  # (a stage taken out of the manifest makes none)
             return []
         if not endpoints.endpoint(job.op).makes_images:
             results = [ParentResult(i, description=text) for i, text in enumerate(descriptions)]

@@ -68,14 +68,31 @@ def stage_ref(path: Sequence[int]) -> str:
     return ".".join(str(p) for p in path)
 
 
-def find_stage(jobs: Sequence[StageSpec], ref: str) -> StageSpec:
-    """The job or stage spec a stage reference points at."""
-    indexes = [int(p) for p in ref.split(".")]
-    spec: StageSpec = jobs[indexes[0]]
-    for i in indexes[1:]:
-        assert spec.then is not None
-        spec = spec.then[i]
+def find_stage(jobs: Sequence[StageSpec], ref: str) -> StageSpec | None:
+    """The job or stage spec a stage reference points at; None if the manifest no longer has it."""
+    stages: Sequence[StageSpec] | None = jobs
+    spec: StageSpec | None = None
+    for i in (int(p) for p in ref.split(".")):
+        if not stages or not 0 <= i < len(stages):
+            return None
+        spec = stages[i]
+        stages = spec.then
     return spec
+
+
+def chained_stage_refs(jobs: Sequence[StageSpec]) -> frozenset[str]:
+    """The references of every `then:` stage of these jobs (``"2.0"``, ``"2.0.1"``), at any depth."""
+    refs: set[str] = set()
+
+    def walk(stages: Sequence[StageSpec], path: tuple[int, ...]) -> None:
+        for i, spec in enumerate(stages):
+            here = (*path, i)
+            if len(here) > 1:
+                refs.add(stage_ref(here))
+            walk(spec.then or [], here)
+
+    walk(jobs, ())
+    return frozenset(refs)
 
 
 def expand(loaded: LoadedManifest, report: Reporter | None = None) -> Iterator[PlannedJob]:

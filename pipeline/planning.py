@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import endpoints
-from pipeline.errors import LedgerMissing, LedgerNotMigrated, ManifestError
-from pipeline.expand import expand
+from pipeline.errors import LedgerMissing, LedgerNotMigrated, ManifestError, PlanSuperseded
+from pipeline.expand import chained_stage_refs, expand
 from pipeline.fingerprint import plan_fingerprint
 from pipeline.footprint import human_bytes, job_bytes
 from pipeline.jobs import PlannedJob
@@ -155,6 +155,8 @@ class Plan:
     counts: PlanCounts | None
     config: dict[str, Any]
     rest: Iterator[PlannedJob] | None = None
+    #: the references of the manifest's `then:` stages (`expand.chained_stage_refs`)
+    stages: frozenset[str] = frozenset()
     #: jobs `finish` added that the ledger did not have
     later_new: int = 0
     beside_a_run: bool = field(default=False)
@@ -168,11 +170,25 @@ class Plan:
         """Write the jobs left, then mark the plan complete; the whole plan's counts (None: unchanged)."""
         if self.rest is None:
             return self.counts
-        rest = await ledger.plan_jobs(
-            self.record.id, self.rest, beside_a_run=self.beside_a_run, plan_seq=self.record.plan_seq
-        )
-        rest.withdrawn = await withdraw_unplanned(ledger, self.record)
-        await ledger.mark_planned(self.record.id, self.config)
+        try:
+            rest = await ledger.plan_jobs(
+                self.record.id, self.rest, beside_a_run=self.beside_a_run, plan_seq=self.record.plan_seq
+            )
+        except PlanSuperseded:
+            # the manifest was planned again meanwhile (edited?): that plan's jobs and withdrawals
+            # stand; jobs this one wrote that the newer one has not are withdrawn once it is complete
+            self.rest = None
+            latest = await ledger.get_manifest_by_id(self.record.id)
+            if latest.plan_complete:
+                await withdraw_unplanned(ledger, latest, None)
+            log.warning(
+                "%s was planned again by another command while this run planned it; its jobs are as "
+                "that plan has them",
+                self.record.name,
+            )
+            return self.counts
+        rest.withdrawn = await withdraw_unplanned(ledger, self.record, self.stages)
+        await ledger.mark_planned(self.record.id, self.config, self.record.plan_seq)
         self.rest = None
         self.later_new = rest.new
         self.counts = (self.counts or PlanCounts()) + rest
@@ -220,7 +236,7 @@ async def start_plan(
     )
     if unchanged:
         return Plan(record, None, config)
-    plan = Plan(record, PlanCounts(), config, expand(loaded))
+    plan = Plan(record, PlanCounts(), config, expand(loaded), chained_stage_refs(loaded.manifest.jobs))
     if first is None:
         return plan
     if stored is not None:
@@ -238,13 +254,14 @@ async def start_plan(
     return plan
 
 
-async def withdraw_unplanned(ledger: Ledger, record: ManifestRecord) -> int:
+async def withdraw_unplanned(ledger: Ledger, record: ManifestRecord, stages: frozenset[str] | None) -> int:
     """Withdraw the jobs the manifest no longer has; call it once, when its plan is complete.
 
     A job an edit took out of the manifest is never run (nor paid for); what
     was already sent keeps its history (`pipeline.ledger.withdrawals`).
+    ``stages``: the manifest's `then:` stages (None: unknown, a plan overtaken).
     """
-    return await ledger.withdraw_unplanned(record.id, record.plan_seq)
+    return await ledger.withdraw_unplanned(record.id, record.plan_seq, stages)
 
 
 def load_structure(path: str) -> LoadedManifest:

@@ -21,11 +21,18 @@ class Admin(LedgerBase):
     async def reset_jobs(self, manifest_id: int | None, *, states: Sequence[str], reason: str | None) -> int:
         """Put matching jobs back to pending (``retry``); expired results are regenerated.
 
-        A job the manifest no longer has (`pipeline.ledger.withdrawals`) is left as it is.
+        A job the manifest no longer has (`pipeline.ledger.withdrawals`), or
+        chained under one (at any depth), is left as it is.
         """
-        conditions: list[ColumnElement[bool]] = [jobs.c.state.in_(states), ~dropped_by_plan()]
+        conditions: list[ColumnElement[bool]] = [jobs.c.state.in_(states)]
+        roots = select(jobs.c.id).where(dropped_by_plan())
         if manifest_id is not None:
             conditions.append(jobs.c.manifest_id == manifest_id)
+            roots = roots.where(jobs.c.manifest_id == manifest_id)
+        dropped = roots.cte("dropped", recursive=True)
+        child = jobs.alias("child")
+        dropped = dropped.union_all(select(child.c.id).join(dropped, child.c.parent_id == dropped.c.id))
+        conditions.append(~jobs.c.id.in_(select(dropped.c.id)))
         if reason is not None:
             conditions.append(jobs.c.error_kind == reason)
         now = time.time()

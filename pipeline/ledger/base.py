@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Select
+from sqlalchemy import Connection, Select, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from pipeline.errors import LedgerUnavailable
+from pipeline.errors import LedgerUnavailable, PlanSuperseded
 from pipeline.jobs import PlannedJob
 from pipeline.keys import canonical_json
 from pipeline.ledger import engine as engines
@@ -23,6 +23,7 @@ from pipeline.ledger.gate import WriteGate
 from pipeline.ledger.statements import DriverSql, statements
 from pipeline.ledger.tables import (
     PENDING,
+    manifests,
 )
 from pipeline.ledger.writer import SqliteWriter, Work, run_write
 from pipeline.retrying import until_available
@@ -172,8 +173,18 @@ class LedgerBase:
         """Insert job rows (`job_row_values`); keys the manifest already has are left alone."""
         conn.exec_driver_sql(self._driver.insert_job, rows)
 
-    def _plan_rows(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-        """Insert a plan's job rows; those the manifest already has are marked as of this plan."""
+    def _plan_rows(
+        self, conn: Connection, rows: list[tuple[Any, ...]], manifest_id: int, plan_seq: int
+    ) -> None:
+        """Insert a plan's job rows; those the manifest already has are marked as of this plan.
+
+        Raises `PlanSuperseded` (writing nothing) when a newer plan of the
+        manifest has begun: its withdrawals stand, and the rows of this one
+        would make the jobs it removed pending again.
+        """
+        latest = conn.execute(select(manifests.c.plan_seq).where(manifests.c.id == manifest_id)).scalar()
+        if latest is not None and latest > plan_seq:
+            raise PlanSuperseded(f"plan {plan_seq} of the manifest was overtaken by plan {latest}")
         conn.exec_driver_sql(self._driver.plan_job, rows)
 
 

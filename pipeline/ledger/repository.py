@@ -184,12 +184,19 @@ class Ledger(Execution, Reports, Exports, Admin, Accounts, ReviewReads, GalleryR
         return record
 
     @verb
-    async def mark_planned(self, manifest_id: int, config: dict[str, Any]) -> None:
-        """Record that the manifest's jobs are all in the ledger, with the settings they came from."""
+    async def mark_planned(
+        self, manifest_id: int, config: dict[str, Any], plan_seq: int | None = None
+    ) -> None:
+        """Record that the manifest's jobs are all in the ledger, with the settings they came from.
+
+        With ``plan_seq``, only if that plan is still the manifest's latest (a
+        plan overtaken by a newer one marks nothing).
+        """
+        latest = [] if plan_seq is None else [manifests.c.plan_seq == plan_seq]
         async with self._write() as conn:
             await conn.execute(
                 update(manifests)
-                .where(manifests.c.id == manifest_id)
+                .where(manifests.c.id == manifest_id, *latest)
                 .values(plan_complete=True, config=canonical_json(config))
             )
 
@@ -256,7 +263,7 @@ class Ledger(Execution, Reports, Exports, Admin, Accounts, ReviewReads, GalleryR
                 if len(chunk) >= batch:
                     if writing is not None:
                         await writing
-                    writing = asyncio.create_task(self._insert_jobs(chunk))
+                    writing = asyncio.create_task(self._insert_jobs(manifest_id, plan_seq, chunk))
                     chunk = []
                 elif (writing is not None or beside_a_run) and len(chunk) % PLAN_YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # let the batch in flight take its next step
@@ -269,18 +276,20 @@ class Ledger(Execution, Reports, Exports, Admin, Accounts, ReviewReads, GalleryR
         if writing is not None:
             await writing
         if chunk:
-            await self._insert_jobs(chunk)
+            await self._insert_jobs(manifest_id, plan_seq, chunk)
         if complete:
             async with self._write() as conn:
                 await conn.execute(
-                    update(manifests).where(manifests.c.id == manifest_id).values(plan_complete=True)
+                    update(manifests)
+                    .where(manifests.c.id == manifest_id, manifests.c.plan_seq == plan_seq)
+                    .values(plan_complete=True)
                 )
         counts.new = await self._count_jobs(manifest_id) - before
         return counts
 
     @verb
-    async def _insert_jobs(self, rows: list[tuple[Any, ...]]) -> None:
-        await self._transact(lambda conn: self._plan_rows(conn, rows))
+    async def _insert_jobs(self, manifest_id: int, plan_seq: int, rows: list[tuple[Any, ...]]) -> None:
+        await self._transact(lambda conn: self._plan_rows(conn, rows, manifest_id, plan_seq))
 
     @verb
     async def _count_jobs(self, manifest_id: int) -> int:

@@ -123,7 +123,7 @@ class DriverSql:
         conflict = f"ON CONFLICT ({quote('manifest_id')}, {quote('key')})"
         #: a new job (`JOB_COLUMNS`: a child, a reroll); a key the manifest already has is left alone
         self.insert_job = f"{insert_sql(jobs.name, JOB_COLUMNS)} {conflict} DO NOTHING"
-        state, table = quote("state"), quote(jobs.name)
+        state, table, seq = quote("state"), quote(jobs.name), quote("plan_seq")
         moved = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in ("plan_seq", "stage", "rank"))
         #: a job a plan makes (`JOB_COLUMNS`): a key the manifest already has keeps its row, now of
         #: this plan and at its place in the manifest as it is now (an entry above it may have gone);
@@ -131,6 +131,8 @@ class DriverSql:
         self.plan_job = (
             f"{insert_sql(jobs.name, JOB_COLUMNS)} {conflict} DO UPDATE SET {moved}, "
             f"{state} = CASE WHEN {table}.{state} = '{WITHDRAWN}' THEN '{PENDING}' ELSE {table}.{state} END"
+            # a plan a newer one has overtaken leaves the rows that one wrote as it wrote them
+            f" WHERE {table}.{seq} IS NULL OR {table}.{seq} <= excluded.{seq}"
         )
         #: an image of an answer (`IMAGE_COLUMNS`)
         self.insert_image = insert_sql(images.name, IMAGE_COLUMNS)

@@ -18,7 +18,7 @@ by its name (`manifests.id`).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import ColumnElement, Connection, FromClause, and_, bindparam, func, select, update
 
@@ -102,14 +102,21 @@ class Withdrawals(LedgerBase):
     """The part of the `Ledger` that withdraws the jobs a manifest no longer has."""
 
     @verb
-    async def withdraw_unplanned(self, manifest_id: int, plan_seq: int) -> int:
+    async def withdraw_unplanned(
+        self, manifest_id: int, plan_seq: int, stages: Collection[str] | None = None
+    ) -> int:
         """After plan ``plan_seq`` of the manifest is complete, withdraw the jobs it dropped.
 
         Pending root jobs of an older plan, and pending chained jobs under any
         job of an older plan, are withdrawn unless a paid answer of theirs is
         recorded; chained jobs withdrawn earlier whose root this plan has again
         are pending again; chained jobs take their parent's stage as this plan
-        has it. Returns how many were withdrawn. Call it only once
+        has it. ``stages``: the references of every `then:` stage the plan's
+        manifest has (`pipeline.expand.chained_stage_refs`); a pending chained
+        job of a stage not among them (taken out of a kept entry) is withdrawn
+        too, and none is made pending again. Without it (a plan overtaken by
+        a newer one) nothing is made pending again. Returns how many were
+        withdrawn. Call it only once
         every batch of the plan is written: a job a plan has not reached yet
         still carries the older number.
         """
@@ -130,7 +137,12 @@ class Withdrawals(LedgerBase):
             child = jobs.alias("child")
             dropped = dropped.union_all(select(child.c.id).join(dropped, child.c.parent_id == dropped.c.id))
             chained = conn.execute(
-                select(jobs.c.id, jobs.c.state, jobs.c.id.in_(select(dropped.c.id)).label("dropped")).where(
+                select(
+                    jobs.c.id,
+                    jobs.c.state,
+                    jobs.c.stage,
+                    jobs.c.id.in_(select(dropped.c.id)).label("dropped"),
+                ).where(
                     jobs.c.manifest_id == manifest_id,
                     jobs.c.parent_id.is_not(None),
                     jobs.c.state.in_((PENDING, WITHDRAWN)),
@@ -138,8 +150,12 @@ class Withdrawals(LedgerBase):
                 )
             ).all()
             # (one statement per batch: SQLite counts no rows for an UPDATE that starts WITH)
-            withdraw = [r.id for r in chained if r.dropped and r.state == PENDING]
-            revive = [r.id for r in chained if not r.dropped and r.state == WITHDRAWN]
+            gone = [r for r in chained if r.dropped or (stages is not None and r.stage not in stages)]
+            withdraw = [r.id for r in gone if r.state == PENDING]
+            kept = {r.id for r in gone}
+            revive = (
+                [] if stages is None else [r.id for r in chained if r.id not in kept and r.state == WITHDRAWN]
+            )
             for ids, before, after in ((withdraw, PENDING, WITHDRAWN), (revive, WITHDRAWN, PENDING)):
                 for part in id_chunks(ids):
                     conn.execute(
