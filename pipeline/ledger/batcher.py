@@ -82,7 +82,9 @@ class _Queue(Generic[Item, Result]):
             _fail(batch, refused)
             return
         except BaseException as exc:
-            _fail(batch, exc)
+            # the writer cancelled mid-write (the other committer failed): its waiters learn that
+            # their write did not happen, as a LedgerError, never as a cancellation of their own
+            _fail(batch, LedgerError(f"the ledger writer stopped during a write: {type(exc).__name__}"))
             raise
         for item, future in batch:
             if future.done():

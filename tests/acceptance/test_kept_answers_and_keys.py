@@ -40,9 +40,12 @@ async def test_a_run_that_outlives_another_does_not_pay_again_for_the_answers_it
         "run", str(manifest), "--ledger", outage.url, "--ledger-retry", "1s", "--quiet", cwd=tmp_path
     )
     await server.state.wait_until(lambda s: len(s.log) >= 4, timeout_s=30)
+    # both runs' calls held in flight (4 each) at the cut: X's answers have nowhere to go but disk
+    server.state.hold()
     y = await start("run", str(manifest), "--ledger", pg_url, "--quiet", cwd=tmp_path)
-    await asyncio.sleep(0.3)
+    await server.state.wait_until(lambda s: s.inflight_images >= 8, timeout_s=30)
     await outage.cut()
+    server.state.release()
     code, out, err = await finish(x)
     assert code == 5, err
     assert "kept" in out
