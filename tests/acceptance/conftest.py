@@ -17,6 +17,20 @@ from pipeline.fake_server import FakeServer, FaultConfig
 
 API_KEY = "acceptance-key-0123456789"
 
+#: commands started by the running test (killed at its end if still running)
+_STARTED: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture(autouse=True)
+async def _no_command_outlives_its_test() -> AsyncIterator[None]:
+    """A test that fails half-way leaves no `ideobatch` process behind to disturb the next one."""
+    yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.returncode is None:
+            process.kill()
+            await process.communicate()
+
 
 @pytest.fixture
 async def server() -> AsyncIterator[FakeServer]:
@@ -38,7 +52,7 @@ async def start(
     """Start `ideobatch ARGS` (stdout and stderr captured), with ``key`` as the API key."""
     environment = command_env()
     environment.update(CRAZYROUTER_API_KEY=key, IDEOGRAM_API_KEY=key, **(env or {}))
-    return await asyncio.create_subprocess_exec(
+    process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "pipeline.cli",
@@ -48,6 +62,8 @@ async def start(
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    _STARTED.append(process)
+    return process
 
 
 async def finish(process: asyncio.subprocess.Process, limit_s: float = 60) -> tuple[int, str, str]:
