@@ -7,8 +7,10 @@ which prices are estimates the provider has not confirmed.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +32,9 @@ from pipeline.validation import load_valid
 LOOKUP_BATCH = 5000
 #: jobs `ideobatch run` plans before its first claim; the others are planned while these run
 FIRST_BATCH = 256
+#: how long a plan overtaken by another command's waits for that one to complete (its run
+#: meanwhile works on the jobs written so far, and does not end while it waits)
+OVERTAKEN_WAIT_S = 300.0
 log = logging.getLogger("ideobatch")
 
 
@@ -175,10 +180,15 @@ class Plan:
                 self.record.id, self.rest, beside_a_run=self.beside_a_run, plan_seq=self.record.plan_seq
             )
         except PlanSuperseded:
-            # the manifest was planned again meanwhile (edited?): that plan's jobs and withdrawals
-            # stand; jobs this one wrote that the newer one has not are withdrawn once it is complete
+            # the manifest was planned again meanwhile (edited? or two runs started together):
+            # that plan's jobs and withdrawals stand; jobs this one wrote that the newer one has
+            # not are withdrawn once it is complete, which this one waits for (bounded)
             self.rest = None
             latest = await ledger.get_manifest_by_id(self.record.id)
+            deadline = time.monotonic() + OVERTAKEN_WAIT_S
+            while not latest.plan_complete and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                latest = await ledger.get_manifest_by_id(self.record.id)
             if latest.plan_complete:
                 await withdraw_unplanned(ledger, latest, None)
             log.warning(
@@ -245,10 +255,14 @@ async def start_plan(
         await plan.finish(ledger)
         return plan
     assert plan.rest is not None
-    plan.counts = await ledger.plan_jobs(
-        record.id, itertools.islice(plan.rest, first), complete=False, plan_seq=record.plan_seq
-    )
     plan.beside_a_run = True
+    try:
+        plan.counts = await ledger.plan_jobs(
+            record.id, itertools.islice(plan.rest, first), complete=False, plan_seq=record.plan_seq
+        )
+    except PlanSuperseded:
+        # another command planned the manifest meanwhile: `finish` (beside the run) waits for it
+        return plan
     if plan.counts.total < first:  # that was every job
         await plan.finish(ledger)
     return plan

@@ -9,6 +9,8 @@ run pays for prompts that are no longer in the manifest.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from pathlib import Path
 
 from pipeline import planning
@@ -51,3 +53,27 @@ async def test_a_first_plan_overtaken_by_a_re_plan_revives_nothing_the_re_plan_r
     assert stored is not None
     assert stored.plan_complete
     assert stored.plan_fingerprint == planning.plan_fingerprint(load_manifest(str(path)))
+
+
+async def test_a_plan_overtaken_at_its_first_batch_waits_for_the_newer_one(
+    tmp_path: Path, ledger: Ledger
+) -> None:
+    """Two runs of one manifest started together: the overtaken one's planning ends with the other's.
+
+    Its run claims meanwhile and must not end (nor call the manifest done)
+    while the plan that has the manifest's jobs is still being written.
+    """
+    path = manifest(tmp_path, PROMPTS)
+    loaded = load_manifest(str(path))
+    settings = RunSettings.from_manifest(loaded)
+    newer = await planning.start_plan(ledger, loaded, settings)  # saved, nothing written yet
+    saved = await ledger.get_manifest(settings.name)
+    assert saved is not None
+    older = planning.Plan(saved, planning.PlanCounts(), {}, planning.expand(loaded), beside_a_run=True)
+    older.record = dataclasses.replace(saved, plan_seq=saved.plan_seq - 1)
+    waiting = asyncio.create_task(older.finish(ledger))
+    await asyncio.sleep(0.5)
+    assert not waiting.done(), "the overtaken plan ended while the newer one was not written"
+    await newer.finish(ledger)
+    await asyncio.wait_for(waiting, 5)
+    assert len(await pending_prompts(ledger, saved.id)) == len(PROMPTS)
