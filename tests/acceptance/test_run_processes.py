@@ -197,9 +197,11 @@ async def test_the_other_processes_drain_when_the_command_is_killed(
     assert code == 0, err
     summary = json.loads(out)
     assert summary["jobs"]["succeeded"] == jobs
-    # re-sent: only the killed process's calls in flight, each counted in doubt
+    # re-sent: only the killed process's calls in flight, each counted in doubt; an attempt
+    # recorded in the instant before its request left (the kill between the two) is in doubt
+    # without a re-send: at most the calls the killed process had (its 6 places)
     resent = sum(count - 1 for count in requests_per_prompt(server).values())
-    assert resent == summary["in_doubt"]
+    assert resent <= summary["in_doubt"] <= resent + 6
     assert set(requests_per_prompt(server)) == {f"p{i}" for i in range(jobs)}
 
 
