@@ -32,6 +32,9 @@ class Outage:
         self._tasks: set[asyncio.Task[None]] = set()
         self.down = False
         self.port = 0
+        #: when connections were refused while the relay was cut (monotonic seconds)
+        self.refused_at: list[float] = []
+        self._knocked = asyncio.Event()
 
     @property
     def url(self) -> str:
@@ -50,6 +53,13 @@ class Outage:
             _reset(writer)
         self._open.clear()
 
+    async def refused_for(self, seconds: float, timeout_s: float = 30) -> None:
+        """Wait until clients have been knocking at the cut relay for ``seconds`` and still are."""
+        async with asyncio.timeout(timeout_s):
+            while not self.refused_at or self.refused_at[-1] - self.refused_at[0] < seconds:
+                self._knocked.clear()
+                await self._knocked.wait()
+
     def restore(self) -> None:
         """Let connections through again."""
         self.down = False
@@ -66,6 +76,8 @@ class Outage:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.down:
+            self.refused_at.append(asyncio.get_running_loop().time())
+            self._knocked.set()
             _reset(writer)
             return
         try:

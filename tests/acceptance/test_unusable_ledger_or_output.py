@@ -73,7 +73,8 @@ async def test_a_following_worker_waits_out_an_outage_and_goes_on(
     worker = await start("worker", "--ledger", outage.url, "--follow", "--quiet", cwd=tmp_path)
     await server.state.wait_until(lambda s: s.stats()["billed"] >= 8, timeout_s=30)
     await outage.cut()
-    await asyncio.sleep(3)  # longer than a run would wait with --ledger-retry 1s
+    # still trying to reach the ledger after twice the time a run waits (--ledger-retry 1s)
+    await outage.refused_for(2.0)
     assert worker.returncode is None
     outage.restore()
     query = Query(outage.url)

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from pipeline.account_slots import SharedSlots
+from pipeline.ledger.accounts import AccountStatus
 from pipeline.ledger.repository import Ledger
+
+
+async def account_becomes(ledger: Ledger, wanted: Callable[[AccountStatus], bool]) -> None:
+    """Wait until the ledger's view of its one account satisfies ``wanted`` (10 s at most)."""
+    async with asyncio.timeout(10):
+        while True:
+            (status,) = await ledger.account_statuses()
+            if wanted(status):
+                return
+            await asyncio.sleep(0.02)
 
 
 async def test_a_process_never_has_more_in_flight_than_its_own_concurrency(ledger: Ledger) -> None:
@@ -34,7 +46,10 @@ async def test_a_process_never_has_more_in_flight_than_its_own_concurrency(ledge
             small.release(1, job_id)
 
         calls = [asyncio.create_task(call(n)) for n in range(4)]  # the loop claims 2 x concurrency
-        await asyncio.sleep(1.0)
+        # the ledger has granted the process its places (all four at once, were it asked for them)
+        await account_becomes(ledger, lambda a: a.in_flight.get("a", 0) >= 2)
+        (status,) = await ledger.account_statuses()
+        assert status.in_flight["a"] == 2, status
         gate.set()
         await asyncio.wait_for(asyncio.gather(*calls), 30)
     finally:
@@ -59,14 +74,21 @@ async def test_places_in_use_by_a_live_process_are_counted_again_once_it_renews(
         await a.acquire(1, 1)
         await a.acquire(1, 2)
         third = asyncio.create_task(a.acquire(1, 3))  # waits: the cap is full
-        await asyncio.sleep(0.8)  # the ledger is away: a cannot renew, its holds run out
+        # the ledger is away: a cannot renew, its holds run out
+        await account_becomes(ledger, lambda s: not s.in_flight.get("a"))
         a.release(1, 1)  # job 1's call ends: its place goes to job 3, which is sent
         await asyncio.wait_for(third, 5)
-        await asyncio.sleep(0.2)  # a's next exchange
+        # a's next exchange holds its calls in flight again
+        await account_becomes(ledger, lambda s: s.in_flight.get("a") == 2)
         await ledger.renew_leases("a", 30)  # the ledger is back: a renews
         assert a.in_use == 2, "jobs 2 and 3 are in flight"
         granted = asyncio.create_task(b.acquire(2, 10))
-        await asyncio.sleep(1.5)
+        # the ledger has answered b: it waits in line (or, the bug, was granted a's places)
+        async with asyncio.timeout(10):
+            while not granted.done():
+                if (await ledger.account_statuses())[0].waiting:
+                    break
+                await asyncio.sleep(0.02)
         exceeded = granted.done()
         granted.cancel()
     finally:
