@@ -215,31 +215,6 @@ async def take_back_kept_answers(ledger: Ledger, record: ManifestRecord, setting
     return len(recorded)
 
 
-async def execute(
-    ledger: Ledger,
-    owner: str,
-    options: RunOptions,
-    *,
-    record: ManifestRecord | None = None,
-    settings: RunSettings | None = None,
-    api_key: str | None = None,
-    kind: str = "run",
-    shutdown: Shutdown | None = None,
-) -> RunResult:
-    """Run due jobs under a registered run: of ``record`` (with its settings and key), or of all."""
-    result, _summary = await execute_and_summarize(
-        ledger,
-        owner,
-        options,
-        record=record,
-        settings=settings,
-        api_key=api_key,
-        kind=kind,
-        shutdown=shutdown,
-    )
-    return result
-
-
 async def execute_and_summarize(
     ledger: Ledger,
     owner: str,
@@ -253,7 +228,8 @@ async def execute_and_summarize(
     planning: asyncio.Task[int] | None = None,
     others: bool = False,
 ) -> tuple[RunResult, dict[str, Any]]:
-    """`execute`, with the summary it records as the run's end (read once, after the last job).
+    """Run due jobs under a registered run (of ``record`` with its settings and key, or of all), and
+    the summary it records as the run's end (read once, after the last job).
 
     ``planning``: the rest of ``record``'s plan, being written (it returns the
     jobs it added): the run does not end before it, and counts its jobs in.
@@ -423,7 +399,9 @@ async def run_worker(
                 options = RunOptions(
                     manifest="", ledger_url=ledger_url, quiet=quiet, lease_s=lease_s, base_url=base_url
                 )
-                result = await execute(ledger, new_owner(), options, kind="worker", shutdown=shutdown)
+                result, _summary = await execute_and_summarize(
+                    ledger, new_owner(), options, kind="worker", shutdown=shutdown
+                )
                 codes.add(_worker_code(result))
                 if result.stop_reason is not None or not follow:
                     break

@@ -15,7 +15,7 @@ import pytest
 from pipeline import retrying
 from pipeline.fake_server import FakeServer, FaultConfig
 from pipeline.ledger.repository import opened_ledger
-from pipeline.running import RunOptions, execute, new_owner, run_manifest
+from pipeline.running import RunOptions, execute_and_summarize, new_owner, run_manifest
 from pipeline.settings import RunSettings
 from pipeline.worker import RunResult
 
@@ -113,4 +113,7 @@ async def run_saved_plan(manifest: Path, ledger: str, server: FakeServer, name: 
         assert record is not None
         settings = RunSettings.from_config(record.config).with_overrides(base_url=server.url)
         options = RunOptions(str(manifest), ledger, quiet=True)
-        return await execute(opened, new_owner(), options, record=record, settings=settings, api_key=API_KEY)
+        result, _summary = await execute_and_summarize(
+            opened, new_owner(), options, record=record, settings=settings, api_key=API_KEY
+        )
+        return result
