@@ -45,7 +45,9 @@ FAIRNESS_SLACK_S = 0.25
 #: successful calls, in multiples of the limit, between two probes of one place more
 PROBE_EVERY = 2
 #: a hand-over alone changes no count the ledger keeps (the places stay this process's, in use):
-#: the ledger learns of it with the next exchange, at the latest this long after it
+#: the ledger learns of it with the next exchange, at the latest this long after it when the call
+#: it went to was in the ledger's line (so that no other process's places are handed to that call
+#: meanwhile), else with whatever exchange comes next (at least every `EXCHANGE_EVERY_S`)
 HAND_OVER_TOLD_WITHIN_S = 0.05
 
 
@@ -138,8 +140,9 @@ class SharedSlots:
         self._last_exchange = 0.0
         self._give_back: list[int] = []
         self._handed_over: list[tuple[int, int]] = []
-        #: when the oldest hand-over the ledger has not heard of was made (monotonic)
-        self._handed_since = 0.0
+        #: when the oldest hand-over to a call in the ledger's line, not told yet, was made
+        #: (monotonic; None: there is none)
+        self._handed_since: float | None = None
         #: when another process's oldest waiting call began waiting (last exchange); None: none waits
         self._oldest_other: float | None = None
         #: the account's places in use at the last exchange (every process's)
@@ -215,11 +218,11 @@ class SharedSlots:
         successor = None if refused or over else self._successor(images)
         if successor is not None:
             _images, future, _since = self._waiting.pop(successor)
+            if successor in self._asked and self._handed_since is None:
+                self._handed_since = time.monotonic()
             self._asked.discard(successor)
             self._take(successor, images)
             future.set_result(None)
-            if not self._handed_over:
-                self._handed_since = time.monotonic()
             self._handed_over.append((job_id, successor))
             return  # told with the next exchange (`HAND_OVER_TOLD_WITHIN_S`)
         self._give_back.append(job_id)
@@ -260,7 +263,7 @@ class SharedSlots:
                 poll = (POLL_LISTENING_S if listening else POLL_S) if self._asked else None
                 if poll is None and self._held:
                     poll = EXCHANGE_EVERY_S  # calls in flight: tell the ledger they still are
-                if self._handed_over:
+                if self._handed_since is not None:
                     due = max(0.0, self._handed_since + HAND_OVER_TOLD_WITHIN_S - time.monotonic())
                     poll = due if poll is None else min(poll, due)
                 with contextlib.suppress(TimeoutError):
@@ -286,7 +289,10 @@ class SharedSlots:
         hand-overs made `HAND_OVER_TOLD_WITHIN_S` ago."""
         return bool(
             self._give_back
-            or (self._handed_over and time.monotonic() - self._handed_since >= HAND_OVER_TOLD_WITHIN_S)
+            or (
+                self._handed_since is not None
+                and time.monotonic() - self._handed_since >= HAND_OVER_TOLD_WITHIN_S
+            )
             or self._refused
             or self._probe
             or any(job_id not in self._asked for job_id, _images in self._wanted())
@@ -333,7 +339,7 @@ class SharedSlots:
             learned = await self._ledger.probe_cap(self.account_id)
             self.limit = self.ceiling if learned is None else learned
         give_back, self._give_back = self._give_back, []
-        handed_over, self._handed_over = self._handed_over, []
+        handed_over, self._handed_over, self._handed_since = self._handed_over, [], None
         refused, self._refused = self._refused, False
         want = self._wanted()
         holding = list(self._held.items())

@@ -120,6 +120,8 @@ class Ledger(Execution, Reports, Exports, Admin, Accounts, ReviewReads, GalleryR
             if stored != engines.HEAD_REVISION and not fresh:
                 await engines.upgrade(self.engine)
             return
+        if stored == engines.HEAD_REVISION:
+            return  # the common case, known without importing Alembic
         current = await engines.current_revision(self.engine)
         head = engines.head_revision()
         if current != head:

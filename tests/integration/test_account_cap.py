@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -187,3 +188,51 @@ async def test_processes_starting_together_share_one_account(ledger_url: str) ->
     finally:
         for led in opened:
             await led.close()
+
+
+class CountingExchanges:
+    """The ledger's slot verbs, counting the exchanges (the heaviest transactions of a run)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.exchanges = 0
+
+    async def exchange_slots(self, *args: Any, **kwargs: Any) -> Any:
+        self.exchanges += 1
+        return await self.ledger.exchange_slots(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ledger, name)
+
+
+async def test_a_process_at_its_own_ceiling_hands_places_over_without_an_exchange_each(
+    ledger: Ledger,
+) -> None:
+    """One process at its ceiling of 2 runs 40 calls of 25 ms, its waiting calls not in the
+    ledger's line: the places go straight from call to call, the ledger hears of them with its
+    next exchange (not one each), and once the calls are over the account counts none in flight."""
+    account = await ledger.account_id("http://127.0.0.1:1", "KEY", 2)
+    counting = CountingExchanges(ledger)
+    slots = SharedSlots(counting, account, "p", 2, lease_s=30)  # type: ignore[arg-type]
+    await slots.start()
+
+    async def call(job_id: int) -> None:
+        await asyncio.sleep(job_id * 0.012)  # claimed one after another, as a worker does
+        await slots.acquire(1, job_id)
+        await asyncio.sleep(0.025)
+        slots.release(1, job_id)
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(call(n) for n in range(40))), 30)
+        during = counting.exchanges
+        # the last calls' places go back to the account
+        for _ in range(100):
+            [status] = await ledger.account_statuses()
+            if not status.in_flight:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await slots.close()
+    # about 0.6 s of hand-overs: one exchange each 50 ms was 11 or 12
+    assert during <= 6, f"{during} exchanges for 38 hand-overs"
+    assert status.in_flight == {}, "every call is over"

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, make_url
 
 from pipeline.fake_server import FakeServer
 from pipeline.recovery import RECOVERY_DIR
@@ -77,6 +78,35 @@ def full_sqlite_disk() -> Iterator[dict[str, int | None]]:
         yield limit
     finally:
         event.remove(Engine, "connect", cap)
+
+
+@pytest.mark.postgres
+async def test_a_run_whose_postgres_connections_are_killed_finishes_without_paying_twice(
+    tmp_path: Path, fake_server: FakeServer, pg_url: str
+) -> None:
+    """The server ends every connection of the run twice (a restart, an admin, a pooler's idle
+    timeout): the pooled connections it holds are dead, and the run carries on with new ones."""
+    fake_server.set_faults(latency_ms=40)
+    manifest = forty_jobs(tmp_path)
+    task = asyncio.create_task(run(manifest, fake_server, tmp_path, ledger_url=pg_url))
+    target = make_url(pg_url)
+    admin_url = target.set(drivername="postgresql", database="postgres")
+    admin = await asyncpg.connect(admin_url.render_as_string(hide_password=False))
+    try:
+        for at_least in (8, 20):
+            await fake_server.state.wait_until(lambda s, n=at_least: s.stats()["billed"] >= n, timeout_s=30)
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
+                target.database,
+            )
+            assert killed >= 1
+    finally:
+        await admin.close()
+    code, summary = await asyncio.wait_for(task, 60)
+    assert code == 0, summary
+    assert summary["jobs"]["succeeded"] == 40
+    assert billed(fake_server) == 40
+    assert fake_server.state.stats()["duplicate_billed"] == 0
 
 
 async def test_a_full_disk_under_the_sqlite_ledger_exits_5_and_a_rerun_finishes(

@@ -290,6 +290,22 @@ def test_a_first_run_on_a_new_sqlite_ledger_does_not_import_alembic(tmp_path: Pa
     assert done.stdout.strip() == "[]"
 
 
+@pytest.mark.postgres
+def test_a_worker_opening_a_migrated_postgres_ledger_does_not_import_alembic(pg_url: str) -> None:
+    """A PostgreSQL ledger at the newest schema opens without Alembic (0.1–0.2 s of every worker's start)."""
+    script = (
+        "import asyncio, sys\n"
+        "from pipeline.ledger.repository import Ledger\n"
+        "async def main():\n"
+        f"    ledger = await Ledger.open({pg_url!r}, upgrade=False)\n"
+        "    await ledger.close()\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
 async def test_a_sqlite_ledger_of_an_older_schema_still_migrates(tmp_path: Path) -> None:
     """A SQLite file that already holds tables (here at 0001) is migrated, not created again."""
     url = f"sqlite:///{tmp_path}/old.db"
