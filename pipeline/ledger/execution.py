@@ -49,6 +49,7 @@ from pipeline.ledger.tables import (
     runs,
 )
 from pipeline.ledger.withdrawals import withdraw_children_of_dropped, withdraw_returned
+from pipeline.ledger.writer import run_statement
 from pipeline.recovery import KeptAnswer
 from pipeline.results import IMAGE_DOWNLOADED, IMAGE_PENDING, IMAGE_WITHHELD, ApiResult, DownloadOutcome
 
@@ -277,6 +278,14 @@ class Execution(LedgerBase):
         """
         now = time.time()
         wanted = list(dict.fromkeys(job_ids))
+        if not self.is_sqlite:
+            # one statement per chunk, each atomic on its own: one round trip before the request
+            recorded: dict[int, int] = {}
+            for part in id_chunks(wanted):
+                params = {"b_ids": part, "b_owner": owner, "b_run": run_id, "b_now": now}
+                rows = await run_statement(self.engine, self._sql.new_attempts_counted, params)
+                recorded.update({row.job_id: int(row.id) for row in rows})
+            return recorded
 
         def record(conn: Connection) -> dict[int, int]:
             result: dict[int, int] = {}

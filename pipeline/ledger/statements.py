@@ -289,6 +289,15 @@ class Statements:
             .where(among(jobs.c.id))
             .values(attempts=jobs.c.attempts + 1, updated_at=bindparam("b_now"))
         )
+        # PostgreSQL: both as one statement (the jobs counted are those an attempt was made for)
+        created = self.new_attempts.cte("created")
+        counted = (
+            update(jobs)
+            .where(jobs.c.id.in_(select(created.c.job_id)))
+            .values(attempts=jobs.c.attempts + 1, updated_at=bindparam("b_now"))
+            .cte("counted")
+        )
+        self.new_attempts_counted = select(created.c.id, created.c.job_id).add_cte(counted)
         # answers and completions mostly share their values: one statement per distinct value set
         self.answered = (
             update(attempts)

@@ -374,6 +374,7 @@ async def test_record_attempts_numbers_attempts_of_owned_jobs(ledger: Ledger, re
     ids = [j.id for j in mine.jobs]
     sent = await ledger.record_attempts("w1", run_id, [*ids, theirs.id])
     assert set(sent) == set(ids)
+    assert await attempt_rows(ledger, theirs.id) == []
     rows = await attempt_rows(ledger, ids[0])
     assert [(r.number, r.sent, r.run_id, r.ended_at, r.in_doubt) for r in rows] == [
         (1, True, run_id, None, False)
