@@ -1,6 +1,6 @@
 """One account's cap on images in flight: many workers sharing it, and one process set above it (SPEC §11).
 
-    python bench/account_cap.py [--quick]
+    python bench/account_cap.py [--quick] [--before DIR [--rounds 3]]
 
 (a) 1, 2 and 3 `ideobatch worker` processes on one PostgreSQL ledger, each
     manifest's `concurrency: 10`, against a fake server that admits 10 images
@@ -14,6 +14,11 @@ most images the server saw in flight, and failed jobs. The fake server runs
 in its own process, as do the workers. The PostgreSQL server is the one at
 ``IDEOBATCH_BENCH_PG`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``),
 where a database is created and dropped.
+
+``--before DIR`` instead runs (a) with 1 and 3 workers for the ``pipeline``
+package found in DIR (``PYTHONPATH=DIR``; e.g. ``git archive REV pipeline
+migrations | tar -x -C DIR``) and for this checkout, alternating (ABBA), ``--rounds``
+times each, and prints each round and the medians side by side.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import resource
+import statistics
 import tempfile
 import time
 import urllib.request
@@ -88,12 +96,13 @@ async def workers_sharing(workers: int, jobs: int, cap: int) -> dict[str, Any]:
                 done = await spawn(*args)
                 await done.communicate()
             started = time.monotonic()
+            cpu_before = children_cpu_s()
             procs = [
                 await spawn("worker", "--ledger", ledger, "--quiet", real_waits=True) for _ in range(workers)
             ]
             codes = [(await p.communicate(), p.returncode)[1] for p in procs]
             wall = time.monotonic() - started
-            return figures(stats(url), jobs, cap, wall, codes)
+            return figures(stats(url), jobs, cap, wall, codes, children_cpu_s() - cpu_before)
     finally:
         server.terminate()
         await server.wait()
@@ -120,8 +129,16 @@ async def one_above_the_cap(jobs: int, concurrency: int, cap: int) -> dict[str, 
         await server.wait()
 
 
-def figures(server: dict[str, Any], jobs: int, cap: int, wall: float, codes: list[int]) -> dict[str, Any]:
-    """What a run came to, against the ideal of ``cap`` ÷ latency."""
+def children_cpu_s() -> float:
+    """CPU seconds (user and system) of this process's children that have ended."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def figures(
+    server: dict[str, Any], jobs: int, cap: int, wall: float, codes: list[int], cpu_s: float | None = None
+) -> dict[str, Any]:
+    """What a run came to, against the ideal of ``cap`` ÷ latency (``cpu_s``: the workers' CPU)."""
     ideal = jobs / (cap / (LATENCY_MS / 1000))
     rejected = int(server["by_status"].get("429", 0))
     return {
@@ -134,14 +151,52 @@ def figures(server: dict[str, Any], jobs: int, cap: int, wall: float, codes: lis
         "max_in_flight": server["max_inflight_images"],
         "billed": server["billed"],
         "exit_codes": codes,
+        **({"workers_cpu_s": round(cpu_s, 2)} if cpu_s is not None else {}),
     }
+
+
+async def before_and_after(before: str, rounds: int, jobs: int) -> None:
+    """(a) with 1 and 3 workers, DIR's pipeline and this checkout's alternating; medians side by side."""
+    rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for round_ in range(1, rounds + 1):
+        order = (("before", before), ("after", None))
+        # ABBA: neither side always runs first (the machine's load drifts)
+        for label, path in order if round_ % 2 else order[::-1]:
+            for workers in (1, 3):
+                if path is not None:
+                    os.environ["PYTHONPATH"] = path
+                try:
+                    row = await workers_sharing(workers, jobs, 10)
+                finally:
+                    os.environ.pop("PYTHONPATH", None)
+                rows.setdefault((label, workers), []).append(row)
+                print(f"  round {round_}, {label}, {workers} worker(s): {row}")
+    for label in ("before", "after"):
+        for workers in (1, 3):
+            each = rows[(label, workers)]
+            keys = ("wall_s", "ratio", "ratio_while_calling", "workers_cpu_s")
+            medians = {key: statistics.median(r[key] for r in each) for key in keys}
+            print(
+                f"{label}, {workers} worker(s), median of {len(each)}: wall {medians['wall_s']:.2f} s, "
+                f"ratio {medians['ratio']:.3f}, while calling {medians['ratio_while_calling']:.3f}, "
+                f"workers' CPU {medians['workers_cpu_s']:.2f} s"
+            )
+        one, three = rows[(label, 1)], rows[(label, 3)]
+        speed = statistics.median(a["wall_s"] for a in one) / statistics.median(b["wall_s"] for b in three)
+        print(f"{label}: 3 workers vs 1: {speed:.2f}x the speed")
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a third of the jobs")
+    parser.add_argument("--before", default=None, help="this folder's pipeline (PYTHONPATH) against ours")
+    parser.add_argument("--rounds", type=int, default=3, help="with --before: rounds of each")
     args = parser.parse_args()
     scale = 3 if args.quick else 1
+    if args.before:
+        print(f"(a) before ({args.before}) and after, a cap of 10 at {LATENCY_MS} ms, {600 // scale} jobs")
+        await before_and_after(args.before, args.rounds, 600 // scale)
+        return
     print(f"(a) workers sharing a cap of 10 at {LATENCY_MS} ms, {600 // scale} jobs")
     rows = {}
     for workers in (1, 2, 3):
