@@ -266,8 +266,11 @@ class SharedSlots:
                 if self._handed_since is not None:
                     due = max(0.0, self._handed_since + HAND_OVER_TOLD_WITHIN_S - time.monotonic())
                     poll = due if poll is None else min(poll, due)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+                # comes as the wake-up does (`close` then waited for this task for ever)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), poll)
+                    async with asyncio.timeout(poll):
+                        await self._wake.wait()
             self._notified = False
             self._wake.clear()
             try:
@@ -342,6 +345,9 @@ class SharedSlots:
         handed_over, self._handed_over, self._handed_since = self._handed_over, [], None
         refused, self._refused = self._refused, False
         want = self._wanted()
+        #: the calls asked for, as they wait now (one may be handed places, end, and wait again
+        #: before the ledger answers: that call is not in its line)
+        asking = {job_id: self._waiting[job_id][1] for job_id, _images in want}
         holding = list(self._held.items())
         if not give_back and not want and not refused and not handed_over and not holding:
             return 0
@@ -356,7 +362,13 @@ class SharedSlots:
             refused=refused,
             lease_s=self.lease_s,
         )
-        self._asked.update(job_id for job_id, _images in want)
+        # only calls that still wait are in the line: a call handed places meanwhile is not (else,
+        # tried again, it would take the hold of the call it handed them on to as a grant of its own)
+        self._asked.update(
+            job_id
+            for job_id, future in asking.items()
+            if job_id in self._waiting and self._waiting[job_id][1] is future
+        )
         self._oldest_other = exchange.oldest_other_since
         self._account_in_use = exchange.in_use
         if refused and exchange.limit < self.limit:

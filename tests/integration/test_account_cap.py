@@ -236,3 +236,69 @@ async def test_a_process_at_its_own_ceiling_hands_places_over_without_an_exchang
     # about 0.6 s of hand-overs: one exchange each 50 ms was 11 or 12
     assert during <= 6, f"{during} exchanges for 38 hand-overs"
     assert status.in_flight == {}, "every call is over"
+
+
+class HeldExchange:
+    """The ledger's slot verbs, the next exchange held back until `go` is set (a slow round trip)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.hold = False
+        self.arrived = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def exchange_slots(self, *args: Any, **kwargs: Any) -> Any:
+        if self.hold:
+            self.hold = False
+            self.arrived.set()
+            await self.go.wait()
+        return await self.ledger.exchange_slots(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ledger, name)
+
+
+async def test_a_call_handed_places_while_its_request_for_them_is_on_the_way_never_runs_twice_on_them(
+    ledger: Ledger,
+) -> None:
+    """Cap 2, another process holding one place. Call J asks the ledger for a place; before the
+    answer comes back, call A ends and hands J its place. J then ends and hands that place to K,
+    and J's job is tried again: the ledger's place is K's now, so J waits for one of its own
+    (before, J took it as its own grant: K, J and the other process's call, 3 in flight)."""
+    account = await ledger.account_id("http://127.0.0.1:1", "KEY", 2)
+    slow = HeldExchange(ledger)
+    mine = SharedSlots(slow, account, "p", 2, lease_s=30)  # type: ignore[arg-type]
+    other = SharedSlots(ledger, account, "q", 2, lease_s=30)
+    await mine.start()
+    await other.start()
+    try:
+        await asyncio.wait_for(other.acquire(1, 100), 5)
+        await asyncio.wait_for(mine.acquire(1, 1), 5)  # A
+        slow.hold = True
+        j = asyncio.create_task(mine.acquire(1, 2))  # J: its request for a place is on the way...
+        await asyncio.wait_for(slow.arrived.wait(), 5)
+        mine.release(1, 1)  # ...when A ends and hands J its place
+        await asyncio.wait_for(j, 5)
+        slow.go.set()  # the ledger puts J in line behind the other process (the cap is full)
+        for waiting in (1, 0):  # J in line, then out of it as the hand-over reaches the ledger
+            for _ in range(200):
+                [status] = await ledger.account_statuses()
+                if status.waiting == waiting:
+                    break
+                await asyncio.sleep(0.02)
+            assert status.waiting == waiting
+        k = asyncio.create_task(mine.acquire(1, 3))  # K waits
+        await asyncio.sleep(0)
+        mine.release(1, 2)  # J ends: K goes on with its place
+        await asyncio.wait_for(k, 5)
+        again = asyncio.create_task(mine.acquire(1, 2))  # J's job tried again
+        done, _pending = await asyncio.wait({again}, timeout=0.5)
+        in_flight = mine.in_use + other.in_use
+        assert not done, f"J went again with K and the other process's call in flight: {in_flight} > 2"
+        other.release(1, 100)  # a place comes free: J goes
+        await asyncio.wait_for(again, 5)
+        mine.release(1, 3)
+        mine.release(1, 2)
+    finally:
+        await mine.close()
+        await other.close()
