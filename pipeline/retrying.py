@@ -129,21 +129,32 @@ async def until_available(
     transient: Callable[[BaseException], bool],
     on_retry: Callable[[BaseException, float], None],
     give_up: asyncio.Event | None = None,
+    again_at_once: Callable[[BaseException], bool] | None = None,
 ) -> T:
     """Run ``call``; while it fails with a ``transient`` error, run it again for up to ``window_s``.
 
     The first try runs bare (a ledger verb runs thousands of times a second and
-    nearly always succeeds). ``on_retry(error, seconds_waited_so_far)`` is told
-    of each failure that will be tried again; past the window, or as soon as
-    ``give_up`` is set, the last error is raised. ``window_s`` may be infinite
-    (a worker that follows forever).
+    nearly always succeeds). A first failure that ``again_at_once`` accepts (a
+    pooled connection the server had closed) is tried again at once, quietly,
+    whatever the window. ``on_retry(error, seconds_waited_so_far)`` is told of
+    each failure that will be tried again after a wait; past the window, or as
+    soon as ``give_up`` is set, the last error is raised. ``window_s`` may be
+    infinite (a worker that follows forever).
     """
     try:
         return await call()
     except Exception as first:
-        if window_s <= 0 or not transient(first):
-            raise
-        on_retry(first, 0.0)
+        if again_at_once is None or not again_at_once(first):
+            if window_s <= 0 or not transient(first):
+                raise
+            on_retry(first, 0.0)
+        else:
+            try:
+                return await call()
+            except Exception as second:
+                if window_s <= 0 or not transient(second):
+                    raise
+                on_retry(second, 0.0)
     started = time.monotonic()
 
     def report(state: RetryCallState) -> None:

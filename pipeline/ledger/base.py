@@ -83,6 +83,7 @@ class LedgerBase:
                 transient=faults.is_transient,
                 on_retry=self._on_retry,
                 give_up=self._hurry,
+                again_at_once=faults.is_stale_connection,
             )
         except Exception as exc:
             error = faults.translated(exc, self.url, window)

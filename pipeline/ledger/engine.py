@@ -99,7 +99,7 @@ def create_engine(url: str, busy_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> AsyncEngin
     # no pool_pre_ping: with asyncpg it costs three round trips (BEGIN, a ping, ROLLBACK) on every
     # checkout, a sixth of a PostgreSQL worker's CPU. A connection the server ended fails its first
     # statement instead; SQLAlchemy then recreates the pool ("optimistic" disconnect handling) and
-    # the verb runs again on a new connection (`retrying.until_available`).
+    # the verb runs again at once on a new connection (`faults.is_stale_connection`).
     return create_async_engine(target, pool_size=10, max_overflow=10)
 
 
@@ -258,7 +258,14 @@ async def stored_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
         try:
             result = await conn.exec_driver_sql("SELECT version_num FROM alembic_version")
-        except DBAPIError:
-            return None
+        except DBAPIError as exc:
+            if _no_such_table(exc):
+                return None
+            raise  # a connection that broke is not a ledger without a schema
         row = result.first()
         return str(row[0]) if row else None
+
+
+def _no_such_table(exc: DBAPIError) -> bool:
+    """Whether the database said the table does not exist (PostgreSQL 42P01, SQLite "no such table")."""
+    return getattr(exc.orig, "sqlstate", None) == "42P01" or "no such table" in str(exc.orig)

@@ -49,7 +49,9 @@ _TRANSIENT_WORDS = (
     "unable to open database file",
     "connection was closed",
     "connection is closed",
-    "cannot perform operation: another operation is in progress",
+    # asyncpg: "cannot perform operation: another operation is in progress", and "cannot switch
+    # to state N; another operation (M) is in progress" on a connection the server ended mid-call
+    "another operation",
     "the database system is",
 )
 #: words of sqlite3's messages for a file whose content is damaged
@@ -90,6 +92,16 @@ def is_damaged(exc: BaseException) -> bool:
             word in describe(exc).lower() for word in _DAMAGED_WORDS
         )
     return False
+
+
+def is_stale_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` is a pooled connection the server had closed (a restart, an idle timeout).
+
+    SQLAlchemy has then emptied the pool (the engine has no pre-ping: see
+    `engine.create_engine`), so the verb can run again at once on a new
+    connection, as a pre-ping would have had it do.
+    """
+    return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
 
 
 def is_transient(exc: BaseException) -> bool:

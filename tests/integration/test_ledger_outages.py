@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 from sqlalchemy import Engine, event, make_url
 
 from pipeline.fake_server import FakeServer
+from pipeline.ledger.repository import Ledger
 from pipeline.recovery import RECOVERY_DIR
 from tests.integration.conftest import run, write_manifest
 from tests.outage import Outage
@@ -38,6 +40,21 @@ def forty_jobs(folder: Path, extra: str = "") -> Path:
 def billed(server: FakeServer) -> int:
     """Calls the fake server has billed."""
     return int(server.state.stats()["billed"])
+
+
+async def terminate_backends(url: str) -> None:
+    """End every connection to the database of ``url``, as a restart or an idle timeout would."""
+    target = make_url(url)
+    admin_url = target.set(drivername="postgresql", database="postgres")
+    admin = await asyncpg.connect(admin_url.render_as_string(hide_password=False))
+    try:
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
+            target.database,
+        )
+    finally:
+        await admin.close()
+    assert killed >= 1
 
 
 @pytest.mark.postgres
@@ -89,24 +106,32 @@ async def test_a_run_whose_postgres_connections_are_killed_finishes_without_payi
     fake_server.set_faults(latency_ms=40)
     manifest = forty_jobs(tmp_path)
     task = asyncio.create_task(run(manifest, fake_server, tmp_path, ledger_url=pg_url))
-    target = make_url(pg_url)
-    admin_url = target.set(drivername="postgresql", database="postgres")
-    admin = await asyncpg.connect(admin_url.render_as_string(hide_password=False))
-    try:
-        for at_least in (8, 20):
-            await fake_server.state.wait_until(lambda s, n=at_least: s.stats()["billed"] >= n, timeout_s=30)
-            killed = await admin.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
-                target.database,
-            )
-            assert killed >= 1
-    finally:
-        await admin.close()
+    for at_least in (8, 20):
+        await fake_server.state.wait_until(lambda s, n=at_least: s.stats()["billed"] >= n, timeout_s=30)
+        await terminate_backends(pg_url)
     code, summary = await asyncio.wait_for(task, 60)
     assert code == 0, summary
     assert summary["jobs"]["succeeded"] == 40
     assert billed(fake_server) == 40
     assert fake_server.state.stats()["duplicate_billed"] == 0
+
+
+@pytest.mark.postgres
+async def test_connections_the_server_closed_while_idle_are_replaced_without_a_word(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pooler's or the server's idle timeout ends the pooled connections: the next verbs run on
+    new ones at once, with no "the ledger does not answer" in the log (it is not an outage)."""
+    ledger = await Ledger.open(pg_url, upgrade=False)
+    try:
+        await asyncio.gather(*(ledger.pending_work(None) for _ in range(4)))  # connections pooled
+        await terminate_backends(pg_url)
+        with caplog.at_level(logging.WARNING, logger="ideobatch"):
+            for _ in range(6):
+                assert await ledger.pending_work(None) == (0, 0, None)
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    finally:
+        await ledger.close()
 
 
 async def test_a_full_disk_under_the_sqlite_ledger_exits_5_and_a_rerun_finishes(
