@@ -279,13 +279,13 @@ class Execution(LedgerBase):
         now = time.time()
         wanted = list(dict.fromkeys(job_ids))
         if not self.is_sqlite:
-            # one statement per chunk, each atomic on its own: one round trip before the request
-            recorded: dict[int, int] = {}
-            for part in id_chunks(wanted):
-                params = {"b_ids": part, "b_owner": owner, "b_run": run_id, "b_now": now}
-                rows = await run_statement(self.engine, self._sql.new_attempts_counted, params)
-                recorded.update({row.job_id: int(row.id) for row in rows})
-            return recorded
+            # one statement for the whole batch (its ids are one array parameter, whatever their
+            # number): one round trip before the request, and all or nothing. A statement per id
+            # chunk would commit the first chunks on their own, and a verb run again after a later
+            # chunk failed (its connection ended) would record their attempts a second time.
+            params = {"b_ids": wanted, "b_owner": owner, "b_run": run_id, "b_now": now}
+            rows = await run_statement(self.engine, self._sql.new_attempts_counted, params)
+            return {row.job_id: int(row.id) for row in rows}
 
         def record(conn: Connection) -> dict[int, int]:
             result: dict[int, int] = {}

@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from sqlalchemy import Connection, text
 
+from pipeline.ledger.base import ID_CHUNK
 from pipeline.ledger.repository import Ledger
 from pipeline.ledger.writer import run_write
 from tests.integration.test_ledger_contract import many, save
@@ -104,3 +105,45 @@ async def test_a_transaction_chosen_as_deadlock_victim_is_run_again(pg_ledger: L
         await other.close()
     # the first run was the deadlock's victim; the second committed (well before the other side's 20 s)
     assert ours == 2
+
+
+async def test_attempts_of_more_jobs_than_an_id_chunk_are_recorded_once_when_the_connection_dies(
+    pg_ledger: Ledger, pg_url: str
+) -> None:
+    """The attempt record of a large batch dies half way (its connection ended): run again, every job
+    still has one attempt, not two, and its attempt count is 1."""
+    record = await save(pg_ledger)
+    count = ID_CHUNK + 100
+    await pg_ledger.plan_jobs(record.id, many(count))
+    claim = await pg_ledger.claim_jobs(record.id, "w1", count, LEASE_S)
+    ids = [j.id for j in claim.jobs]
+    other = await asyncpg.connect(pg_url)
+    try:
+        database = await other.fetchval("SELECT current_database()")
+        # a job of the last id chunk, held by another transaction: the record waits there
+        held = other.transaction()
+        await held.start()
+        await other.execute("SELECT id FROM jobs WHERE id = $1 FOR UPDATE", ids[-1])
+        recording = asyncio.create_task(pg_ledger.record_attempts("w1", None, ids))
+        waiting = None
+        for _ in range(200):
+            waiting = await other.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() "
+                "AND wait_event_type = 'Lock'",
+                database,
+            )
+            if waiting is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert waiting is not None
+        await other.execute("SELECT pg_terminate_backend($1)", waiting)
+        await held.rollback()
+        sent = await asyncio.wait_for(recording, 30)
+        rows = await other.fetch(
+            "SELECT j.id, j.attempts, count(a.id) AS made "
+            "FROM jobs j LEFT JOIN attempts a ON a.job_id = j.id GROUP BY j.id, j.attempts"
+        )
+    finally:
+        await other.close()
+    assert set(sent) == set(ids)
+    assert {(r["attempts"], r["made"]) for r in rows} == {(1, 1)}
