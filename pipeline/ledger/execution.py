@@ -49,7 +49,6 @@ from pipeline.ledger.tables import (
     runs,
 )
 from pipeline.ledger.withdrawals import withdraw_children_of_dropped, withdraw_returned
-from pipeline.ledger.writer import run_statement
 from pipeline.recovery import KeptAnswer
 from pipeline.results import IMAGE_DOWNLOADED, IMAGE_PENDING, IMAGE_WITHHELD, ApiResult, DownloadOutcome
 
@@ -280,12 +279,19 @@ class Execution(LedgerBase):
         wanted = list(dict.fromkeys(job_ids))
         if not self.is_sqlite:
             # one statement for the whole batch (its ids are one array parameter, whatever their
-            # number): one round trip before the request, and all or nothing. A statement per id
-            # chunk would commit the first chunks on their own, and a verb run again after a later
-            # chunk failed (its connection ended) would record their attempts a second time.
+            # number), in a transaction of its own. Not in autocommit: PostgreSQL commits an
+            # autocommitted statement when it ends, whether or not its client is still there, so a
+            # statement cut off from its worker while it waited (for a row lock, say) would commit
+            # behind its back, and the verb run again would record every attempt a second time
+            # (each request counted twice against retry.attempts, and twice in doubt once given
+            # back). A transaction commits only when the worker, having had the answer, says so.
             params = {"b_ids": wanted, "b_owner": owner, "b_run": run_id, "b_now": now}
-            rows = await run_statement(self.engine, self._sql.new_attempts_counted, params)
-            return {row.job_id: int(row.id) for row in rows}
+
+            def record_one_statement(conn: Connection) -> dict[int, int]:
+                rows = conn.execute(self._sql.new_attempts_counted, params)
+                return {row.job_id: int(row.id) for row in rows}
+
+            return await self._transact(record_one_statement, urgent=True)
 
         def record(conn: Connection) -> dict[int, int]:
             result: dict[int, int] = {}

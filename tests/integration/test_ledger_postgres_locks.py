@@ -18,6 +18,7 @@ from pipeline.ledger.base import ID_CHUNK
 from pipeline.ledger.repository import Ledger
 from pipeline.ledger.writer import run_write
 from tests.integration.test_ledger_contract import many, save
+from tests.outage import Outage
 
 LEASE_S = 60.0
 # advisory lock keys of the deadlock test: one the other side hands to ours, one it holds until it commits
@@ -147,3 +148,53 @@ async def test_attempts_of_more_jobs_than_an_id_chunk_are_recorded_once_when_the
         await other.close()
     assert set(sent) == set(ids)
     assert {(r["attempts"], r["made"]) for r in rows} == {(1, 1)}
+
+
+async def test_an_attempt_record_whose_connection_is_cut_while_it_waits_is_not_recorded_twice(
+    pg_url: str, outage: Outage
+) -> None:
+    """The attempt record waits for a job row another transaction holds; the network cuts the worker
+    off meanwhile, and the record is made again once the ledger is back: the request it is for
+    is one attempt, and once given back, one attempt in doubt (not two)."""
+    ledger = await Ledger.open(outage.url, upgrade=False)
+    other = await asyncpg.connect(pg_url)
+    try:
+        record = await save(ledger)
+        await ledger.plan_jobs(record.id, many(1))
+        (job,) = (await ledger.claim_jobs(record.id, "w1", 1, LEASE_S)).jobs
+        held = other.transaction()
+        await held.start()
+        await other.execute("SELECT id FROM jobs WHERE id = $1 FOR UPDATE", job.id)
+        recording = asyncio.create_task(ledger.record_attempts("w1", None, [job.id]))
+        waiting = await _waiting_backend(other)
+        await outage.cut()
+        await outage.refused_for(0.3)  # the worker knows its statement's connection is gone
+        await held.rollback()
+        # the abandoned statement goes on without its client, to its end
+        for _ in range(200):
+            if not await other.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", waiting):
+                break
+            await asyncio.sleep(0.05)
+        outage.restore()
+        sent = await asyncio.wait_for(recording, 30)
+        assert set(sent) == {job.id}
+        assert await other.fetchval("SELECT attempts FROM jobs WHERE id = $1", job.id) == 1
+        assert await other.fetchval("SELECT count(*) FROM attempts WHERE job_id = $1", job.id) == 1
+        await ledger.release_jobs("w1", [job.id])
+        assert (await ledger.status(record.id)).in_doubt == 1
+    finally:
+        await other.close()
+        await ledger.close()
+
+
+async def _waiting_backend(other: asyncpg.Connection) -> int:
+    """The pid of the backend of this database that waits for a row lock."""
+    for _ in range(200):
+        waiting = await other.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+        )
+        if waiting is not None:
+            return int(waiting)
+        await asyncio.sleep(0.05)
+    raise AssertionError("no statement waits for the row")
