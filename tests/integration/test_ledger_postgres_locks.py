@@ -198,3 +198,28 @@ async def _waiting_backend(other: asyncpg.Connection) -> int:
             return int(waiting)
         await asyncio.sleep(0.05)
     raise AssertionError("no statement waits for the row")
+
+
+async def test_no_attempt_is_recorded_for_a_job_another_worker_takes_over_meanwhile(
+    pg_ledger: Ledger, pg_url: str
+) -> None:
+    """Another worker takes over a job (its lease ran out) while the attempt record runs: the
+    request is not sent, and no attempt is counted for it."""
+    record = await save(pg_ledger)
+    await pg_ledger.plan_jobs(record.id, many(1))
+    (job,) = (await pg_ledger.claim_jobs(record.id, "w1", 1, LEASE_S)).jobs
+    other = await asyncpg.connect(pg_url)
+    try:
+        # the other worker's claim, not yet committed
+        taking = other.transaction()
+        await taking.start()
+        await other.execute("UPDATE jobs SET lease_owner = 'w2' WHERE id = $1", job.id)
+        recording = asyncio.create_task(pg_ledger.record_attempts("w1", None, [job.id]))
+        await _waiting_backend(other)
+        await taking.commit()
+        sent = await asyncio.wait_for(recording, 30)
+        assert sent == {}
+        assert await other.fetchval("SELECT count(*) FROM attempts WHERE job_id = $1", job.id) == 0
+        assert await other.fetchval("SELECT attempts FROM jobs WHERE id = $1", job.id) == 0
+    finally:
+        await other.close()
