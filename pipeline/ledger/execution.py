@@ -49,7 +49,6 @@ from pipeline.ledger.tables import (
     runs,
 )
 from pipeline.ledger.withdrawals import withdraw_children_of_dropped, withdraw_returned
-from pipeline.ledger.writer import run_statement
 from pipeline.recovery import KeptAnswer
 from pipeline.results import IMAGE_DOWNLOADED, IMAGE_PENDING, IMAGE_WITHHELD, ApiResult, DownloadOutcome
 
@@ -279,13 +278,20 @@ class Execution(LedgerBase):
         now = time.time()
         wanted = list(dict.fromkeys(job_ids))
         if not self.is_sqlite:
-            # one statement per chunk, each atomic on its own: one round trip before the request
-            recorded: dict[int, int] = {}
-            for part in id_chunks(wanted):
-                params = {"b_ids": part, "b_owner": owner, "b_run": run_id, "b_now": now}
-                rows = await run_statement(self.engine, self._sql.new_attempts_counted, params)
-                recorded.update({row.job_id: int(row.id) for row in rows})
-            return recorded
+            # one statement for the whole batch (its ids are one array parameter, whatever their
+            # number), in a transaction of its own. Not in autocommit: PostgreSQL commits an
+            # autocommitted statement when it ends, whether or not its client is still there, so a
+            # statement cut off from its worker while it waited (for a row lock, say) would commit
+            # behind its back, and the verb run again would record every attempt a second time
+            # (each request counted twice against retry.attempts, and twice in doubt once given
+            # back). A transaction commits only when the worker, having had the answer, says so.
+            params = {"b_ids": wanted, "b_owner": owner, "b_run": run_id, "b_now": now}
+
+            def record_one_statement(conn: Connection) -> dict[int, int]:
+                rows = conn.execute(self._sql.new_attempts_counted, params)
+                return {row.job_id: int(row.id) for row in rows}
+
+            return await self._transact(record_one_statement, urgent=True)
 
         def record(conn: Connection) -> dict[int, int]:
             result: dict[int, int] = {}

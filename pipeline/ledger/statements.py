@@ -268,20 +268,23 @@ class Statements:
             jobs.c.id, jobs.c.manifest_id, jobs.c.reserved_micros, jobs.c.attempts, jobs.c.response_at
         ).where(among(jobs.c.id), leased)
         self.owned = owned.with_for_update() if row_locks else owned
+        sendable = select(
+            jobs.c.id,
+            bindparam("b_run", type_=Id),
+            jobs.c.attempts + 1,
+            bindparam("b_now", type_=Float),
+            true(),
+            false(),
+            # a job whose paid answer is recorded is never sent again (`late_answers`)
+        ).where(among(jobs.c.id), leased, jobs.c.response_at.is_(None))
+        if row_locks:
+            # PostgreSQL: the rows locked (in one order) as they are read, so that a job another
+            # worker took over meanwhile (its claim committed while this statement ran) is read
+            # again as it is now, and left out: its lease is no longer ours
+            sendable = sendable.order_by(jobs.c.id).with_for_update(key_share=True)
         self.new_attempts = (
             insert(attempts)
-            .from_select(
-                ["job_id", "run_id", "number", "started_at", "sent", "in_doubt"],
-                select(
-                    jobs.c.id,
-                    bindparam("b_run", type_=Id),
-                    jobs.c.attempts + 1,
-                    bindparam("b_now", type_=Float),
-                    true(),
-                    false(),
-                    # a job whose paid answer is recorded is never sent again (`late_answers`)
-                ).where(among(jobs.c.id), leased, jobs.c.response_at.is_(None)),
-            )
+            .from_select(["job_id", "run_id", "number", "started_at", "sent", "in_doubt"], sendable)
             .returning(attempts.c.id, attempts.c.job_id)
         )
         self.count_attempts = (

@@ -11,21 +11,22 @@ ledger's write verbs are therefore written as synchronous functions of a
 - on PostgreSQL, through the async engine's ``run_sync`` (asyncpg is already
   one network round trip per statement).
 
-A write that is one statement on PostgreSQL (the attempt record, which a
-request waits for) runs on its own in autocommit (`run_statement`): one round
-trip instead of four (BEGIN, the statement, COMMIT, and a second statement
-folded into the first); PostgreSQL makes a single statement atomic by itself.
+No write runs in autocommit: PostgreSQL commits an autocommitted statement
+when it ends even if its client is gone by then (a cut connection while the
+statement waits for a lock), so a verb run again after such a failure would
+write a second time what was committed behind its back. Inside a
+transaction, the COMMIT is only sent once the statements' answers arrived.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from sqlalchemy import Connection, Executable, Row
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -100,25 +101,6 @@ async def run_write(engine: AsyncEngine, sqlite: SqliteWriter | None, work: Work
         try:
             async with engine.connect() as conn, conn.begin():
                 return await conn.run_sync(work)
-        except DBAPIError as exc:
-            if tries >= PG_TRIES or getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
-                raise
-            tries += 1
-
-
-async def run_statement(
-    engine: AsyncEngine, statement: Executable, params: Mapping[str, object]
-) -> list[Row[Any]]:
-    """Run one PostgreSQL statement as a transaction of its own (autocommit); the rows it returns.
-
-    A deadlock is retried as in `run_write`: the statement was rolled back whole.
-    """
-    tries = 1
-    while True:
-        try:
-            async with engine.connect() as conn:
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                return list((await conn.execute(statement, params)).all())
         except DBAPIError as exc:
             if tries >= PG_TRIES or getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
                 raise

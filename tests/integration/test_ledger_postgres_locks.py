@@ -14,9 +14,11 @@ import asyncpg
 import pytest
 from sqlalchemy import Connection, text
 
+from pipeline.ledger.base import ID_CHUNK
 from pipeline.ledger.repository import Ledger
 from pipeline.ledger.writer import run_write
 from tests.integration.test_ledger_contract import many, save
+from tests.outage import Outage
 
 LEASE_S = 60.0
 # advisory lock keys of the deadlock test: one the other side hands to ours, one it holds until it commits
@@ -104,3 +106,120 @@ async def test_a_transaction_chosen_as_deadlock_victim_is_run_again(pg_ledger: L
         await other.close()
     # the first run was the deadlock's victim; the second committed (well before the other side's 20 s)
     assert ours == 2
+
+
+async def test_attempts_of_more_jobs_than_an_id_chunk_are_recorded_once_when_the_connection_dies(
+    pg_ledger: Ledger, pg_url: str
+) -> None:
+    """The attempt record of a large batch dies half way (its connection ended): run again, every job
+    still has one attempt, not two, and its attempt count is 1."""
+    record = await save(pg_ledger)
+    count = ID_CHUNK + 100
+    await pg_ledger.plan_jobs(record.id, many(count))
+    claim = await pg_ledger.claim_jobs(record.id, "w1", count, LEASE_S)
+    ids = [j.id for j in claim.jobs]
+    other = await asyncpg.connect(pg_url)
+    try:
+        database = await other.fetchval("SELECT current_database()")
+        # a job of the last id chunk, held by another transaction: the record waits there
+        held = other.transaction()
+        await held.start()
+        await other.execute("SELECT id FROM jobs WHERE id = $1 FOR UPDATE", ids[-1])
+        recording = asyncio.create_task(pg_ledger.record_attempts("w1", None, ids))
+        waiting = None
+        for _ in range(200):
+            waiting = await other.fetchval(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() "
+                "AND wait_event_type = 'Lock'",
+                database,
+            )
+            if waiting is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert waiting is not None
+        await other.execute("SELECT pg_terminate_backend($1)", waiting)
+        await held.rollback()
+        sent = await asyncio.wait_for(recording, 30)
+        rows = await other.fetch(
+            "SELECT j.id, j.attempts, count(a.id) AS made "
+            "FROM jobs j LEFT JOIN attempts a ON a.job_id = j.id GROUP BY j.id, j.attempts"
+        )
+    finally:
+        await other.close()
+    assert set(sent) == set(ids)
+    assert {(r["attempts"], r["made"]) for r in rows} == {(1, 1)}
+
+
+async def test_an_attempt_record_whose_connection_is_cut_while_it_waits_is_not_recorded_twice(
+    pg_url: str, outage: Outage
+) -> None:
+    """The attempt record waits for a job row another transaction holds; the network cuts the worker
+    off meanwhile, and the record is made again once the ledger is back: the request it is for
+    is one attempt, and once given back, one attempt in doubt (not two)."""
+    ledger = await Ledger.open(outage.url, upgrade=False)
+    other = await asyncpg.connect(pg_url)
+    try:
+        record = await save(ledger)
+        await ledger.plan_jobs(record.id, many(1))
+        (job,) = (await ledger.claim_jobs(record.id, "w1", 1, LEASE_S)).jobs
+        held = other.transaction()
+        await held.start()
+        await other.execute("SELECT id FROM jobs WHERE id = $1 FOR UPDATE", job.id)
+        recording = asyncio.create_task(ledger.record_attempts("w1", None, [job.id]))
+        waiting = await _waiting_backend(other)
+        await outage.cut()
+        await outage.refused_for(0.3)  # the worker knows its statement's connection is gone
+        await held.rollback()
+        # the abandoned statement goes on without its client, to its end
+        for _ in range(200):
+            if not await other.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", waiting):
+                break
+            await asyncio.sleep(0.05)
+        outage.restore()
+        sent = await asyncio.wait_for(recording, 30)
+        assert set(sent) == {job.id}
+        assert await other.fetchval("SELECT attempts FROM jobs WHERE id = $1", job.id) == 1
+        assert await other.fetchval("SELECT count(*) FROM attempts WHERE job_id = $1", job.id) == 1
+        await ledger.release_jobs("w1", [job.id])
+        assert (await ledger.status(record.id)).in_doubt == 1
+    finally:
+        await other.close()
+        await ledger.close()
+
+
+async def _waiting_backend(other: asyncpg.Connection) -> int:
+    """The pid of the backend of this database that waits for a row lock."""
+    for _ in range(200):
+        waiting = await other.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+        )
+        if waiting is not None:
+            return int(waiting)
+        await asyncio.sleep(0.05)
+    raise AssertionError("no statement waits for the row")
+
+
+async def test_no_attempt_is_recorded_for_a_job_another_worker_takes_over_meanwhile(
+    pg_ledger: Ledger, pg_url: str
+) -> None:
+    """Another worker takes over a job (its lease ran out) while the attempt record runs: the
+    request is not sent, and no attempt is counted for it."""
+    record = await save(pg_ledger)
+    await pg_ledger.plan_jobs(record.id, many(1))
+    (job,) = (await pg_ledger.claim_jobs(record.id, "w1", 1, LEASE_S)).jobs
+    other = await asyncpg.connect(pg_url)
+    try:
+        # the other worker's claim, not yet committed
+        taking = other.transaction()
+        await taking.start()
+        await other.execute("UPDATE jobs SET lease_owner = 'w2' WHERE id = $1", job.id)
+        recording = asyncio.create_task(pg_ledger.record_attempts("w1", None, [job.id]))
+        await _waiting_backend(other)
+        await taking.commit()
+        sent = await asyncio.wait_for(recording, 30)
+        assert sent == {}
+        assert await other.fetchval("SELECT count(*) FROM attempts WHERE job_id = $1", job.id) == 0
+        assert await other.fetchval("SELECT attempts FROM jobs WHERE id = $1", job.id) == 0
+    finally:
+        await other.close()
