@@ -143,18 +143,16 @@ async def until_available(
     """
     try:
         return await call()
-    except Exception as first:
-        if again_at_once is None or not again_at_once(first):
-            if window_s <= 0 or not transient(first):
-                raise
-            on_retry(first, 0.0)
-        else:
-            try:
-                return await call()
-            except Exception as second:
-                if window_s <= 0 or not transient(second):
-                    raise
-                on_retry(second, 0.0)
+    except Exception as error:
+        failed = error
+    if again_at_once is not None and again_at_once(failed):
+        try:
+            return await call()
+        except Exception as error:
+            failed = error
+    if window_s <= 0 or not transient(failed):
+        raise failed
+    on_retry(failed, 0.0)
     started = time.monotonic()
 
     def report(state: RetryCallState) -> None:
