@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pipeline import account_slots
 from pipeline.account_slots import SharedSlots
 from pipeline.fake_server import FakeServer
 from pipeline.ledger.repository import Ledger
@@ -190,64 +191,19 @@ async def test_processes_starting_together_share_one_account(ledger_url: str) ->
             await led.close()
 
 
-class CountingExchanges:
-    """The ledger's slot verbs, counting the exchanges (the heaviest transactions of a run)."""
+class WatchedExchanges:
+    """The ledger's slot verbs, counting the exchanges (the heaviest transactions of a run); with
+    ``hold`` set, the next exchange is held back until `go` is set (a slow round trip)."""
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.exchanges = 0
-
-    async def exchange_slots(self, *args: Any, **kwargs: Any) -> Any:
-        self.exchanges += 1
-        return await self.ledger.exchange_slots(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.ledger, name)
-
-
-async def test_a_process_at_its_own_ceiling_hands_places_over_without_an_exchange_each(
-    ledger: Ledger,
-) -> None:
-    """One process at its ceiling of 2 runs 40 calls of 25 ms, its waiting calls not in the
-    ledger's line: the places go straight from call to call, the ledger hears of them with its
-    next exchange (not one each), and once the calls are over the account counts none in flight."""
-    account = await ledger.account_id("http://127.0.0.1:1", "KEY", 2)
-    counting = CountingExchanges(ledger)
-    slots = SharedSlots(counting, account, "p", 2, lease_s=30)  # type: ignore[arg-type]
-    await slots.start()
-
-    async def call(job_id: int) -> None:
-        await asyncio.sleep(job_id * 0.012)  # claimed one after another, as a worker does
-        await slots.acquire(1, job_id)
-        await asyncio.sleep(0.025)
-        slots.release(1, job_id)
-
-    try:
-        await asyncio.wait_for(asyncio.gather(*(call(n) for n in range(40))), 30)
-        during = counting.exchanges
-        # the last calls' places go back to the account
-        for _ in range(100):
-            [status] = await ledger.account_statuses()
-            if not status.in_flight:
-                break
-            await asyncio.sleep(0.02)
-    finally:
-        await slots.close()
-    # about 0.6 s of hand-overs: one exchange each 50 ms was 11 or 12
-    assert during <= 6, f"{during} exchanges for 38 hand-overs"
-    assert status.in_flight == {}, "every call is over"
-
-
-class HeldExchange:
-    """The ledger's slot verbs, the next exchange held back until `go` is set (a slow round trip)."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
         self.hold = False
         self.arrived = asyncio.Event()
         self.go = asyncio.Event()
 
     async def exchange_slots(self, *args: Any, **kwargs: Any) -> Any:
+        self.exchanges += 1
         if self.hold:
             self.hold = False
             self.arrived.set()
@@ -258,6 +214,41 @@ class HeldExchange:
         return getattr(self.ledger, name)
 
 
+async def test_a_hand_over_to_a_call_outside_the_ledgers_line_is_told_with_the_next_exchange(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process at its ceiling of 1: call 1 ends and hands its place to call 2, which waited
+    outside the ledger's line. No exchange is made for that alone (before: one 50 ms later, at
+    every hand-over); the ledger hears of it with the next exchange, and once the calls are
+    over the account counts none in flight."""
+    monkeypatch.setattr(account_slots, "EXCHANGE_EVERY_S", 30.0)  # no periodic exchange meanwhile
+    account = await ledger.account_id("http://127.0.0.1:1", "KEY", 1)
+    counting = WatchedExchanges(ledger)
+    slots = SharedSlots(counting, account, "p", 1, lease_s=30)  # type: ignore[arg-type]
+    await slots.start()
+    try:
+        await asyncio.wait_for(slots.acquire(1, 1), 5)
+        second = asyncio.create_task(slots.acquire(1, 2))  # at the ceiling: not in the line
+        await asyncio.sleep(0.1)
+        before = counting.exchanges
+        slots.release(1, 1)
+        await asyncio.wait_for(second, 5)
+        third = asyncio.create_task(slots.acquire(1, 3))  # wakes the exchange loop
+        await asyncio.sleep(0.3)
+        assert counting.exchanges == before, "an exchange for a hand-over alone"
+        slots.release(1, 2)
+        await asyncio.wait_for(third, 5)
+        slots.release(1, 3)  # given back: an exchange, the hand-overs told first
+        for _ in range(250):
+            [status] = await ledger.account_statuses()
+            if not status.in_flight:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await slots.close()
+    assert status.in_flight == {}, "every call is over"
+
+
 async def test_a_call_handed_places_while_its_request_for_them_is_on_the_way_never_runs_twice_on_them(
     ledger: Ledger,
 ) -> None:
@@ -266,7 +257,7 @@ async def test_a_call_handed_places_while_its_request_for_them_is_on_the_way_nev
     and J's job is tried again: the ledger's place is K's now, so J waits for one of its own
     (before, J took it as its own grant: K, J and the other process's call, 3 in flight)."""
     account = await ledger.account_id("http://127.0.0.1:1", "KEY", 2)
-    slow = HeldExchange(ledger)
+    slow = WatchedExchanges(ledger)
     mine = SharedSlots(slow, account, "p", 2, lease_s=30)  # type: ignore[arg-type]
     other = SharedSlots(ledger, account, "q", 2, lease_s=30)
     await mine.start()
