@@ -90,9 +90,11 @@ async def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path, server: F
     assert duplicates <= in_flight_at_kills
     status = await status_json(ledger_file(tmp_path), "acc", tmp_path)
     # each of those is counted in doubt; only an attempt recorded in the instant before
-    # its request left (the kill landing between the two) is in doubt without a duplicate
+    # its request left (the kill landing between the two) is in doubt without a duplicate: at
+    # most one group-committed batch of attempt records per kill, a batch being at most the
+    # calls in flight (8). On a slow machine a kill caught 11 such in 10 kills.
     assert status["in_doubt"] == in_flight_at_kills
-    assert duplicates <= status["in_doubt"] <= duplicates + 10
+    assert duplicates <= status["in_doubt"] <= duplicates + 10 * 8
     assert summary["in_doubt"] == status["in_doubt"]
 
 
