@@ -190,7 +190,7 @@ async def test_resume_a_day_later_records_expired_urls_and_retry_regenerates(
     tmp_path: Path, server: FakeServer
 ) -> None:
     """Expired URLs are recorded `url_expired`; `retry --reason url_expired` pays for new images."""
-    server.set_faults(download_latency_ms=3_000)  # killed long before a download ends
+    server.set_faults(download_latency_ms=800)
     manifest = manifest_for(tmp_path, server, "  - op: generate\n    prompt: late\n    repeat: 2\n")
     ledger = ledger_file(tmp_path)
     args = ("run", str(manifest), "--ledger", ledger, "--out", str(tmp_path / "out"), "--quiet")
